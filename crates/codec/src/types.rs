@@ -1,0 +1,151 @@
+//! Small value types used throughout the packets.
+
+use bytes::Bytes;
+use std::fmt;
+use std::ops::Deref;
+
+/// The protocol level carried in CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1, protocol name `MQIsdp`, level 3.
+    V3_1,
+    /// MQTT 3.1.1, protocol name `MQTT`, level 4.
+    V3_1_1,
+    /// MQTT 5.0, protocol name `MQTT`, level 5.
+    V5,
+}
+
+impl ProtocolVersion {
+    /// The protocol level byte.
+    pub fn level(self) -> u8 {
+        match self {
+            Self::V3_1 => 3,
+            Self::V3_1_1 => 4,
+            Self::V5 => 5,
+        }
+    }
+
+    /// True for MQTT 5.0.
+    pub fn is_v5(self) -> bool {
+        self == Self::V5
+    }
+}
+
+/// Quality of service of a message or subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum QoS {
+    /// QoS 0.
+    #[default]
+    AtMostOnce = 0,
+    /// QoS 1.
+    AtLeastOnce = 1,
+    /// QoS 2.
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// Parses the two QoS bits; 3 is not a QoS.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::AtMostOnce),
+            1 => Some(Self::AtLeastOnce),
+            2 => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// A UTF-8 string that shares its bytes with the buffer it was decoded from, so cloning it (for
+/// example a topic copied into every subscriber's PUBLISH) never copies.
+///
+/// The contents are always valid UTF-8 without U+0000 when produced by the decoder; values built by
+/// [`ByteStr::from`] are valid UTF-8 by construction (Rust strings).
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteStr(Bytes);
+
+impl ByteStr {
+    /// An empty string.
+    pub const fn new() -> Self {
+        Self(Bytes::new())
+    }
+
+    /// Wraps bytes already known to be valid UTF-8.
+    ///
+    /// Returns `None` when they are not valid UTF-8.
+    pub fn from_utf8(bytes: Bytes) -> Option<Self> {
+        std::str::from_utf8(&bytes).ok()?;
+        Some(Self(bytes))
+    }
+
+    /// A string from a static literal, without allocating.
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        // The constructors only accept valid UTF-8; a failure here would be a bug in this module,
+        // and an empty string is a harmless answer to it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The underlying bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl Deref for ByteStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ByteStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for ByteStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for ByteStr {
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for ByteStr {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s.into_bytes()))
+    }
+}
+
+impl fmt::Debug for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ByteStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ByteStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ByteStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}

@@ -1,0 +1,456 @@
+//! The wire format: fixed header, variable byte integers, strings, properties and each packet.
+//!
+//! This file holds the entry points and the fixed header (MQTT 5.0 section 2.1); each packet family
+//! has its own file, and [`primitives`] the data types they are built from. Every packet encoder is
+//! generic over a [`Sink`](primitives::Sink), run once with a byte counter and once with the output
+//! buffer, so [`encoded_len`] and [`encode_packet`] always agree.
+
+mod ack;
+mod auth;
+mod connack;
+mod connect;
+mod disconnect;
+mod primitives;
+mod properties;
+mod publish;
+mod subscribe;
+mod unsubscribe;
+
+use crate::error::{DecodeError, EncodeError};
+use crate::packet::Packet;
+use crate::types::ProtocolVersion;
+use bytes::{Bytes, BytesMut};
+use primitives::{Counter, Reader, Sink, put_var_int, read_var_int, var_int_len};
+
+/// The largest remaining length a variable byte integer can express (MQTT 5.0 section 1.5.5).
+pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+const CONNECT: u8 = 1;
+const CONNACK: u8 = 2;
+const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
+const PUBREC: u8 = 5;
+const PUBREL: u8 = 6;
+const PUBCOMP: u8 = 7;
+const SUBSCRIBE: u8 = 8;
+const SUBACK: u8 = 9;
+const UNSUBSCRIBE: u8 = 10;
+const UNSUBACK: u8 = 11;
+const PINGREQ: u8 = 12;
+const PINGRESP: u8 = 13;
+const DISCONNECT: u8 = 14;
+const AUTH: u8 = 15;
+
+/// A parsed fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedHeader {
+    /// Packet type, 1..=15.
+    pub packet_type: u8,
+    /// The low four bits of the first byte.
+    pub flags: u8,
+    /// Remaining length.
+    pub remaining_length: usize,
+    /// Bytes taken by the fixed header itself (2..=5).
+    pub header_len: usize,
+}
+
+/// Checks the first byte of a fixed header: the packet type and its reserved flags.
+fn check_first_byte(byte: u8, version: ProtocolVersion) -> Result<(u8, u8), DecodeError> {
+    let (packet_type, flags) = (byte >> 4, byte & 0x0F);
+    match packet_type {
+        0 => return Err(DecodeError::Malformed("packet type 0 is reserved")),
+        AUTH if !version.is_v5() => {
+            return Err(DecodeError::Malformed("AUTH does not exist before MQTT 5"));
+        }
+        // PUBLISH flags carry DUP, QoS and RETAIN; publish.rs checks them.
+        PUBLISH => {}
+        // [MQTT-2.1.3-1] (3.1.1: [MQTT-3.6.1-1], [MQTT-3.8.1-1], [MQTT-3.10.1-1])
+        PUBREL | SUBSCRIBE | UNSUBSCRIBE if flags != 0b0010 => {
+            return Err(DecodeError::Malformed(
+                "reserved fixed header flags must be 0010",
+            ));
+        }
+        PUBREL | SUBSCRIBE | UNSUBSCRIBE => {}
+        // [MQTT-2.1.3-1]
+        _ if flags != 0 => {
+            return Err(DecodeError::Malformed(
+                "reserved fixed header flags must be 0",
+            ));
+        }
+        _ => {}
+    }
+    Ok((packet_type, flags))
+}
+
+/// Parses the fixed header at the front of `buf`; `Ok(None)` while it is incomplete.
+fn parse_fixed_header(
+    buf: &[u8],
+    version: ProtocolVersion,
+) -> Result<Option<FixedHeader>, DecodeError> {
+    let Some((&first, rest)) = buf.split_first() else {
+        return Ok(None);
+    };
+    // Checked before the remaining length arrives, so garbage is refused on its first byte.
+    let (packet_type, flags) = check_first_byte(first, version)?;
+    let Some((remaining_length, len)) = read_var_int(rest)? else {
+        return Ok(None);
+    };
+    Ok(Some(FixedHeader {
+        packet_type,
+        flags,
+        remaining_length: remaining_length as usize,
+        header_len: 1 + len,
+    }))
+}
+
+/// Decodes one packet from the front of `buf` when all of its bytes have arrived.
+///
+/// Returns `Ok(None)` (consuming nothing) while the packet is incomplete. A CONNECT is decoded
+/// whatever `version` says, since it carries its own protocol level; every other packet is decoded
+/// as `version`. A packet whose total size exceeds `max_packet_size` is refused as soon as its fixed
+/// header is readable, before its body arrives. The packet's bytes are split off `buf` and shared
+/// (topics and payloads are slices of them, not copies).
+pub fn decode_packet(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some(header) = parse_fixed_header(buf, version)? else {
+        return Ok(None);
+    };
+    // Both terms are small (<= 5 and <= 268,435,455): no overflow.
+    let total = header.header_len + header.remaining_length;
+    if total as u64 > u64::from(max_packet_size) {
+        return Err(DecodeError::PacketTooLarge {
+            size: total as u64,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let mut packet = buf.split_to(total).freeze();
+    let body = packet.split_off(header.header_len);
+    decode_body(&header, body, version).map(Some)
+}
+
+/// Decodes the variable header and payload of a packet whose fixed header is `header`.
+fn decode_body(
+    header: &FixedHeader,
+    body: Bytes,
+    version: ProtocolVersion,
+) -> Result<Packet, DecodeError> {
+    let mut r = Reader::new(body);
+    let packet = match header.packet_type {
+        CONNECT => Packet::Connect(Box::new(connect::decode(&mut r)?)),
+        CONNACK => Packet::ConnAck(connack::decode(&mut r, version)?),
+        PUBLISH => Packet::Publish(publish::decode(&mut r, header.flags, version)?),
+        PUBACK => Packet::PubAck(ack::decode(&mut r, version)?),
+        PUBREC => Packet::PubRec(ack::decode(&mut r, version)?),
+        PUBREL => Packet::PubRel(ack::decode(&mut r, version)?),
+        PUBCOMP => Packet::PubComp(ack::decode(&mut r, version)?),
+        SUBSCRIBE => Packet::Subscribe(subscribe::decode_subscribe(&mut r, version)?),
+        SUBACK => Packet::SubAck(subscribe::decode_suback(&mut r, version)?),
+        UNSUBSCRIBE => Packet::Unsubscribe(unsubscribe::decode_unsubscribe(&mut r, version)?),
+        UNSUBACK => Packet::UnsubAck(unsubscribe::decode_unsuback(&mut r, version)?),
+        // PINGREQ and PINGRESP have no variable header or payload: `finish` refuses any byte.
+        PINGREQ => Packet::PingReq,
+        PINGRESP => Packet::PingResp,
+        DISCONNECT => Packet::Disconnect(disconnect::decode(&mut r, version)?),
+        AUTH => Packet::Auth(auth::decode(&mut r)?),
+        // `check_first_byte` refused type 0; four bits hold nothing above 15.
+        _ => return Err(DecodeError::Malformed("unknown packet type")),
+    };
+    r.finish()?;
+    Ok(packet)
+}
+
+/// The first byte of the fixed header: type and flags.
+fn first_byte(packet: &Packet) -> u8 {
+    let flags = match packet {
+        Packet::Publish(p) => publish::flags(p),
+        Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
+        _ => 0,
+    };
+    packet.packet_type() << 4 | flags
+}
+
+/// Writes the variable header and payload of `packet`.
+fn encode_body(
+    packet: &Packet,
+    version: ProtocolVersion,
+    s: &mut impl Sink,
+) -> Result<(), EncodeError> {
+    match packet {
+        Packet::Connect(c) => connect::encode(c, version, s),
+        Packet::ConnAck(c) => connack::encode(c, version, s),
+        Packet::Publish(p) => publish::encode(p, version, s),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            ack::encode(a, version, s)
+        }
+        Packet::Subscribe(p) => subscribe::encode_subscribe(p, version, s),
+        Packet::SubAck(p) => subscribe::encode_suback(p, version, s),
+        Packet::Unsubscribe(p) => unsubscribe::encode_unsubscribe(p, version, s),
+        Packet::UnsubAck(p) => unsubscribe::encode_unsuback(p, version, s),
+        Packet::PingReq | Packet::PingResp => Ok(()),
+        Packet::Disconnect(d) => disconnect::encode(d, version, s),
+        Packet::Auth(a) => auth::encode(a, version, s),
+    }
+}
+
+/// The remaining length of `packet`, checked against [`MAX_REMAINING_LENGTH`].
+fn remaining_length(packet: &Packet, version: ProtocolVersion) -> Result<usize, EncodeError> {
+    let mut c = Counter::default();
+    encode_body(packet, version, &mut c)?;
+    if c.0 > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::TooLarge);
+    }
+    Ok(c.0)
+}
+
+/// Appends the encoding of `packet` for `version` to `out`.
+///
+/// Properties are written for MQTT 5 only (ignored for 3.x), and only those the packet type may
+/// carry: another one is [`EncodeError::Unsupported`], as is AUTH for 3.x and a CONNECT whose
+/// `protocol` is not `version`. A PUBLISH must have a packet id exactly when its QoS is above 0.
+/// On error nothing is appended.
+pub fn encode_packet(
+    packet: &Packet,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let remaining = remaining_length(packet, version)?;
+    out.reserve(1 + var_int_len(remaining) + remaining);
+    let start = out.len();
+    let result = (|| {
+        Sink::put_u8(out, first_byte(packet));
+        put_var_int(out, remaining)?;
+        encode_body(packet, version, out)
+    })();
+    if result.is_err() {
+        // Unreachable in practice (the counting pass ran the same checks), but never leave half
+        // a packet behind.
+        out.truncate(start);
+    }
+    debug_assert!(result.is_err() || out.len() - start == 1 + var_int_len(remaining) + remaining);
+    result
+}
+
+/// The total encoded size of `packet` for `version`, fixed header included, without encoding it
+/// (used to honour a peer's Maximum Packet Size).
+pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, EncodeError> {
+    let remaining = remaining_length(packet, version)?;
+    Ok(1 + var_int_len(remaining) + remaining)
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Helpers for the per-packet tests: decode a complete packet, encode and cross-check length.
+
+    use super::*;
+
+    /// Decodes `bytes`, which must hold exactly one complete packet (or an error).
+    pub(crate) fn dec(bytes: &[u8], version: ProtocolVersion) -> Result<Packet, DecodeError> {
+        let mut buf = BytesMut::from(bytes);
+        match decode_packet(&mut buf, version, u32::MAX) {
+            Ok(Some(p)) => {
+                assert!(buf.is_empty(), "bytes left after the packet");
+                Ok(p)
+            }
+            Ok(None) => panic!("incomplete packet {bytes:?}"),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Encodes `packet`, checking `encoded_len` against the bytes written.
+    pub(crate) fn enc(packet: &Packet, version: ProtocolVersion) -> Result<Vec<u8>, EncodeError> {
+        let mut out = BytesMut::new();
+        encode_packet(packet, version, &mut out)?;
+        assert_eq!(encoded_len(packet, version)?, out.len());
+        Ok(out.to_vec())
+    }
+
+    /// Asserts that `bytes` decode to `packet` and that `packet` encodes to `bytes`.
+    pub(crate) fn both_ways(bytes: &[u8], packet: &Packet, version: ProtocolVersion) {
+        assert_eq!(&dec(bytes, version).unwrap(), packet);
+        assert_eq!(enc(packet, version).unwrap(), bytes);
+    }
+
+    pub(crate) fn malformed(bytes: &[u8], version: ProtocolVersion) {
+        let r = dec(bytes, version);
+        assert!(
+            matches!(r, Err(DecodeError::Malformed(_))),
+            "{bytes:?}: {r:?}"
+        );
+    }
+
+    pub(crate) fn protocol(bytes: &[u8], version: ProtocolVersion) {
+        let r = dec(bytes, version);
+        assert!(
+            matches!(r, Err(DecodeError::Protocol(_))),
+            "{bytes:?}: {r:?}"
+        );
+    }
+
+    pub(crate) const ALL: [ProtocolVersion; 3] = [
+        ProtocolVersion::V3_1,
+        ProtocolVersion::V3_1_1,
+        ProtocolVersion::V5,
+    ];
+    pub(crate) const V3: [ProtocolVersion; 2] = [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+    use ProtocolVersion::*;
+
+    #[test]
+    fn incomplete_fixed_header_consumes_nothing() {
+        for bytes in [&b""[..], b"\x30", b"\x30\x80", b"\x30\xFF\xFF\xFF"] {
+            let mut buf = BytesMut::from(bytes);
+            assert_eq!(decode_packet(&mut buf, V5, u32::MAX), Ok(None));
+            assert_eq!(&buf[..], bytes);
+        }
+    }
+
+    #[test]
+    fn incomplete_body_consumes_nothing() {
+        let mut buf = BytesMut::from(&b"\x30\x05\x00\x01a"[..]);
+        assert_eq!(decode_packet(&mut buf, V3_1_1, u32::MAX), Ok(None));
+        assert_eq!(buf.len(), 5);
+    }
+
+    #[test]
+    fn decodes_back_to_back_packets() {
+        let mut buf = BytesMut::from(&b"\xC0\x00\xD0\x00\xC0"[..]);
+        assert_eq!(
+            decode_packet(&mut buf, V3_1_1, 100),
+            Ok(Some(Packet::PingReq))
+        );
+        assert_eq!(
+            decode_packet(&mut buf, V3_1_1, 100),
+            Ok(Some(Packet::PingResp))
+        );
+        assert_eq!(decode_packet(&mut buf, V3_1_1, 100), Ok(None));
+        assert_eq!(&buf[..], b"\xC0");
+    }
+
+    #[test]
+    fn remaining_length_over_4_bytes_is_malformed() {
+        malformed(b"\x30\xFF\xFF\xFF\xFF\x01", V5);
+    }
+
+    #[test]
+    fn non_minimal_remaining_length_is_malformed() {
+        // [MQTT-1.5.5-1]: a PINGREQ whose remaining length 0 is written as 0x80 0x00.
+        malformed(b"\xC0\x80\x00", V3_1_1);
+    }
+
+    #[test]
+    fn too_large_refused_from_fixed_header() {
+        // Only the fixed header has arrived: 2 + 200 bytes announced, 100 allowed.
+        let mut buf = BytesMut::from(&b"\x30\xC8\x01"[..]);
+        assert_eq!(
+            decode_packet(&mut buf, V5, 100),
+            Err(DecodeError::PacketTooLarge {
+                size: 203,
+                max: 100
+            })
+        );
+        // Exactly at the limit is fine.
+        let mut buf = BytesMut::from(&b"\xC0\x00"[..]);
+        assert_eq!(decode_packet(&mut buf, V5, 2), Ok(Some(Packet::PingReq)));
+        let mut buf = BytesMut::from(&b"\xC0\x00"[..]);
+        assert!(matches!(
+            decode_packet(&mut buf, V5, 1),
+            Err(DecodeError::PacketTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn packet_type_0_is_malformed() {
+        for v in ALL {
+            malformed(b"\x00\x00", v);
+        }
+        // Refused on its first byte alone.
+        let mut buf = BytesMut::from(&b"\x00"[..]);
+        assert!(decode_packet(&mut buf, V5, 100).is_err());
+    }
+
+    #[test]
+    fn auth_before_v5_is_malformed() {
+        for v in V3 {
+            malformed(b"\xF0\x00", v);
+        }
+    }
+
+    #[test]
+    fn reserved_flags_are_malformed() {
+        // [MQTT-2.1.3-1]
+        for v in ALL {
+            malformed(b"\x21\x02\x00\x00", v); // CONNACK
+            malformed(b"\x42\x02\x00\x01", v); // PUBACK
+            malformed(b"\x60\x02\x00\x01", v); // PUBREL without 0010
+            malformed(b"\x80\x06\x00\x01\x00\x01a\x00", v); // SUBSCRIBE without 0010
+            malformed(b"\xA0\x05\x00\x01\x00\x01a", v); // UNSUBSCRIBE without 0010
+            malformed(b"\xC1\x00", v); // PINGREQ
+            malformed(b"\xD8\x00", v); // PINGRESP
+            malformed(b"\xE2\x00", v); // DISCONNECT
+            malformed(b"\x1F\x00", v); // CONNECT
+        }
+        malformed(b"\xF1\x00", V5); // AUTH
+    }
+
+    #[test]
+    fn pings() {
+        for v in ALL {
+            both_ways(b"\xC0\x00", &Packet::PingReq, v);
+            both_ways(b"\xD0\x00", &Packet::PingResp, v);
+            malformed(b"\xC0\x01\x00", v);
+            malformed(b"\xD0\x01\x00", v);
+        }
+    }
+
+    #[test]
+    fn encode_appends() {
+        let mut out = BytesMut::from(&b"xy"[..]);
+        encode_packet(&Packet::PingReq, V5, &mut out).unwrap();
+        assert_eq!(&out[..], b"xy\xC0\x00");
+    }
+
+    #[test]
+    fn encode_too_large() {
+        let p = Packet::Publish(crate::Publish {
+            topic: "t".into(),
+            payload: Bytes::from(vec![0u8; MAX_REMAINING_LENGTH - 2]),
+            ..Default::default()
+        });
+        assert_eq!(encoded_len(&p, V3_1_1), Err(EncodeError::TooLarge));
+        let mut out = BytesMut::new();
+        assert_eq!(
+            encode_packet(&p, V3_1_1, &mut out),
+            Err(EncodeError::TooLarge)
+        );
+        assert!(out.is_empty());
+        // One byte less fits, with a four-byte remaining length.
+        let p = Packet::Publish(crate::Publish {
+            topic: "t".into(),
+            payload: Bytes::from(vec![0u8; MAX_REMAINING_LENGTH - 3]),
+            ..Default::default()
+        });
+        assert_eq!(encoded_len(&p, V3_1_1), Ok(MAX_REMAINING_LENGTH + 5));
+    }
+
+    #[test]
+    fn decoded_payload_shares_the_input_buffer() {
+        let mut buf = BytesMut::from(&b"\x30\x07\x00\x01tabcd"[..]);
+        let base = buf.as_ptr() as usize;
+        let Some(Packet::Publish(p)) = decode_packet(&mut buf, V3_1_1, 100).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.payload.as_ptr() as usize, base + 5);
+        assert_eq!(p.topic.as_bytes().as_ptr() as usize, base + 4);
+    }
+}

@@ -1,0 +1,35 @@
+//! What the core asks of the I/O layer.
+
+use crate::broker::ConnId;
+use tern_codec::{Packet, Publish};
+
+/// One instruction for the I/O layer, in the order it must be carried out per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a packet; it must not be dropped.
+    Send(ConnId, Packet),
+    /// Send a QoS 0 PUBLISH that the I/O layer may drop (and count) when the connection's output
+    /// is backed up: the slow reader loses messages, the publisher does not stall.
+    SendDroppable(ConnId, Publish),
+    /// Flush what was sent before, then close the connection.
+    Close(ConnId, CloseReason),
+}
+
+/// Why the core closes a connection (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT.
+    ClientDisconnect,
+    /// CONNECT refused (bad protocol, client id, ...).
+    ConnectRefused,
+    /// Protocol violation or malformed packet.
+    ProtocolError,
+    /// Another connection took the session over.
+    TakenOver,
+    /// Keep alive expired.
+    KeepAliveTimeout,
+    /// The broker is shutting down.
+    Shutdown,
+    /// The I/O layer reported the connection gone.
+    ConnectionLost,
+}

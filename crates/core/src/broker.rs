@@ -1,0 +1,280 @@
+//! The broker state and the dispatch of what arrives from connections.
+
+use crate::action::{Action, CloseReason};
+use crate::config::Config;
+use crate::message::Message;
+use crate::session::{Session, SubEntry};
+use crate::stats::Stats;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tern_codec::{
+    ByteStr, ConnAck, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, reason,
+};
+use tern_topic::{RetainedTrie, SubscriptionTrie};
+
+/// Identifies one network connection; chosen by the I/O layer, never reused.
+pub type ConnId = u64;
+/// Identifies one session; chosen by the core, never reused (so stale references cannot alias).
+pub type SessionId = u64;
+
+/// A connection that has completed CONNECT.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conn {
+    pub(crate) session: SessionId,
+    pub(crate) version: ProtocolVersion,
+}
+
+/// The broker core. See the crate documentation.
+#[derive(Default)]
+pub struct Broker {
+    pub(crate) config: Config,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) sessions: HashMap<SessionId, Session>,
+    pub(crate) client_ids: HashMap<ByteStr, SessionId>,
+    pub(crate) subs: SubscriptionTrie<SessionId, SubEntry>,
+    pub(crate) retained: RetainedTrie<Arc<Message>>,
+    pub(crate) pending_wills: Vec<crate::will::PendingWill>,
+    pub(crate) next_session: SessionId,
+    pub(crate) next_assigned_id: u64,
+    pub(crate) stats: Stats,
+    /// Reused by routing so a publish does not allocate a match list each time.
+    pub(crate) scratch: Vec<(SessionId, SubEntry)>,
+    pub(crate) last_retained_sweep: Option<Instant>,
+}
+
+impl Broker {
+    /// A broker with `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            next_session: 1,
+            next_assigned_id: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Connections that completed CONNECT.
+    pub fn connected_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Sessions, online and offline.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Subscriptions over all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Retained messages held.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// The session of a client id, if any (for inspection and tests).
+    pub fn session(&self, client_id: &str) -> Option<&Session> {
+        self.client_ids
+            .get(client_id)
+            .and_then(|sid| self.sessions.get(sid))
+    }
+
+    /// The protocol version of a connected connection.
+    pub fn conn_version(&self, conn: ConnId) -> Option<ProtocolVersion> {
+        self.conns.get(&conn).map(|c| c.version)
+    }
+
+    /// A packet arrived on `conn`.
+    pub fn handle_packet(
+        &mut self,
+        conn: ConnId,
+        packet: Packet,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.conns.get(&conn).copied() else {
+            match packet {
+                Packet::Connect(connect) => self.handle_connect(conn, *connect, now, out),
+                // [MQTT-3.1.0-1] The first packet from the client must be CONNECT.
+                _ => {
+                    self.stats.protocol_errors += 1;
+                    out.push(Action::Close(conn, CloseReason::ProtocolError));
+                }
+            }
+            return;
+        };
+        match packet {
+            // [MQTT-3.1.0-2] A second CONNECT is a protocol violation.
+            Packet::Connect(_) => self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out),
+            Packet::Publish(p) => self.handle_publish(conn, c, p, now, out),
+            Packet::PubAck(a) => self.handle_puback(c, a, now, out),
+            Packet::PubRec(a) => self.handle_pubrec(conn, c, a, now, out),
+            Packet::PubRel(a) => self.handle_pubrel(conn, c, a, out),
+            Packet::PubComp(a) => self.handle_pubcomp(c, a, now, out),
+            Packet::Subscribe(s) => self.handle_subscribe(conn, c, s, now, out),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(conn, c, u, out),
+            Packet::PingReq => out.push(Action::Send(conn, Packet::PingResp)),
+            Packet::Disconnect(d) => self.handle_disconnect(conn, c, d, now, out),
+            Packet::Auth(_) => {
+                // Enhanced authentication is not offered (no Authentication Method is accepted at
+                // CONNECT), so an AUTH packet is a protocol error [MQTT-4.12.0-1].
+                self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out)
+            }
+            // Packets only a server sends.
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out)
+            }
+        }
+    }
+
+    /// The bytes from `conn` could not be decoded.
+    pub fn decode_error(
+        &mut self,
+        conn: ConnId,
+        err: &DecodeError,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if self.conns.contains_key(&conn) {
+            self.protocol_failure(conn, err.reason_code(), now, out);
+            return;
+        }
+        self.stats.connects_refused += 1;
+        if let DecodeError::UnsupportedProtocol { level } = err {
+            // [MQTT-3.1.2-2] Answer an unsupported level with CONNACK 0x01 (3.x format) and close;
+            // a level above 5 is presumably a newer client, which gets the v5 code 0x84.
+            let code = if *level > 5 {
+                reason::UNSUPPORTED_PROTOCOL_VERSION
+            } else {
+                reason::v3::UNACCEPTABLE_PROTOCOL_VERSION
+            };
+            out.push(Action::Send(
+                conn,
+                Packet::ConnAck(ConnAck {
+                    code,
+                    ..ConnAck::default()
+                }),
+            ));
+        }
+        out.push(Action::Close(conn, CloseReason::ConnectRefused));
+    }
+
+    /// The I/O layer lost `conn` (end of stream, I/O error) without a DISCONNECT.
+    pub fn connection_lost(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        self.detach(conn, true, now, out);
+    }
+
+    /// The client of `conn` was silent for 1.5 times its keep alive ([MQTT-3.1.2-24]).
+    pub fn keep_alive_timeout(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        self.send_disconnect(conn, reason::KEEP_ALIVE_TIMEOUT, out);
+        out.push(Action::Close(conn, CloseReason::KeepAliveTimeout));
+        self.detach(conn, true, now, out);
+    }
+
+    /// The broker is shutting down: tell v5 clients (0x8B) and close every connection. Sessions
+    /// are kept as they are; wills are not published, as the clients did nothing wrong.
+    pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.send_disconnect(conn, reason::SERVER_SHUTTING_DOWN, out);
+            out.push(Action::Close(conn, CloseReason::Shutdown));
+            self.detach(conn, false, now, out);
+        }
+    }
+
+    /// Closes `conn` for a protocol violation: DISCONNECT with `code` for v5, then close; the will
+    /// is published, as for any close without DISCONNECT.
+    pub(crate) fn protocol_failure(
+        &mut self,
+        conn: ConnId,
+        code: u8,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.stats.protocol_errors += 1;
+        self.send_disconnect(conn, code, out);
+        out.push(Action::Close(conn, CloseReason::ProtocolError));
+        self.detach(conn, true, now, out);
+    }
+
+    /// Sends DISCONNECT with `code` if `conn` speaks MQTT 5 (3.x has no server DISCONNECT).
+    pub(crate) fn send_disconnect(&self, conn: ConnId, code: u8, out: &mut Vec<Action>) {
+        if self.conns.get(&conn).is_some_and(|c| c.version.is_v5()) {
+            let d = Disconnect {
+                reason: code,
+                properties: Properties::default(),
+            };
+            out.push(Action::Send(conn, Packet::Disconnect(d)));
+        }
+    }
+
+    /// Detaches `conn` from its session: publishes (or schedules) the will when `with_will`, then
+    /// ends the session or starts its expiry clock.
+    pub(crate) fn detach(
+        &mut self,
+        conn: ConnId,
+        with_will: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&c.session) else {
+            return;
+        };
+        session.conn = None;
+        let will = session.will.take();
+        let interval = session.expiry_interval;
+        if with_will && let Some(will) = will {
+            self.schedule_will(c.session, will, interval, now, out);
+        }
+        self.park_or_end_session(c.session, now, out);
+    }
+
+    /// After a disconnect: a session with expiry interval 0 ends now, others start their clock.
+    pub(crate) fn park_or_end_session(
+        &mut self,
+        sid: SessionId,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        match session.expiry_interval {
+            0 => self.end_session(sid, now, out),
+            u32::MAX => session.expires_at = None,
+            secs => {
+                session.expires_at = Some(now + std::time::Duration::from_secs(u64::from(secs)))
+            }
+        }
+    }
+
+    /// Removes a session and its subscriptions; a pending delayed will is published now
+    /// (MQTT 5.0 section 3.1.3.2.2: the will is sent when the session ends, if not before).
+    pub(crate) fn end_session(&mut self, sid: SessionId, now: Instant, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        for filter in session.subscriptions.keys() {
+            self.subs.remove(filter, &sid);
+        }
+        if self.client_ids.get(&session.client_id) == Some(&sid) {
+            self.client_ids.remove(&session.client_id);
+        }
+        self.fire_pending_will(sid, now, out);
+    }
+}

@@ -1,0 +1,48 @@
+//! Limits and defaults of the broker core. Every field has a default and a config key in the
+//! binary (`crates/tern/src/config.rs` maps them one to one).
+
+/// Core settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Largest packet accepted from a client, in bytes (advertised as Maximum Packet Size in v5).
+    pub max_packet_size: u32,
+    /// Most unacknowledged QoS 1/2 messages towards one client; a v5 client's smaller Receive
+    /// Maximum wins.
+    pub max_inflight: u16,
+    /// Most unreleased inbound QoS 2 messages one client may have (advertised as Receive Maximum).
+    pub receive_maximum: u16,
+    /// Most messages queued for one session beyond its in-flight window (offline, or online and
+    /// waiting for the window). When full, the newest message is dropped and counted.
+    pub max_queued_messages: usize,
+    /// Session expiry, in seconds, given to MQTT 3.x clients that connect with clean session 0.
+    /// MQTT 3.x has no expiry of its own; without one abandoned sessions would pile up forever.
+    pub v3_session_expiry: u32,
+    /// Upper bound for a v5 client's Session Expiry Interval, in seconds.
+    pub max_session_expiry: u32,
+    /// Largest keep alive accepted; a v5 client asking for more (or for 0) gets Server Keep Alive.
+    /// 0 means no limit.
+    pub max_keep_alive: u16,
+    /// Whether retained messages are kept.
+    pub retain_available: bool,
+    /// Most topic aliases a v5 client may use towards the broker (0 disables them).
+    pub topic_alias_maximum: u16,
+    /// Prefix of client identifiers the broker assigns.
+    pub assigned_id_prefix: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024,
+            max_inflight: 64,
+            receive_maximum: 128,
+            max_queued_messages: 10_000,
+            v3_session_expiry: 7 * 24 * 3600,
+            max_session_expiry: u32::MAX,
+            max_keep_alive: 0,
+            retain_available: true,
+            topic_alias_maximum: 0,
+            assigned_id_prefix: "tern-".to_string(),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Routing a message to the sessions whose subscriptions match it, and moving each delivery
+//! through the session's in-flight window and queue.
+
+use crate::action::Action;
+use crate::broker::{Broker, SessionId};
+use crate::message::Message;
+use crate::session::{Delivery, Inflight, OutState};
+use std::sync::Arc;
+use std::time::Instant;
+use tern_codec::{Ack, Packet, ProtocolVersion, Publish, QoS};
+
+impl Broker {
+    /// Stores a retained message (or deletes one, for an empty payload) and routes `msg`.
+    /// Returns the number of sessions it was routed to.
+    pub(crate) fn publish_message(
+        &mut self,
+        msg: Arc<Message>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        if msg.retain && self.config.retain_available {
+            if msg.payload.is_empty() {
+                // [MQTT-3.3.1-6] / [MQTT-3.3.1-7] An empty retained payload deletes the retained
+                // message and is itself never stored.
+                self.retained.remove(&msg.topic);
+            } else {
+                self.retained.insert(&msg.topic, msg.clone());
+            }
+        }
+        self.route(msg, now, out)
+    }
+
+    /// Delivers `msg` to every matching session once. A client with several matching
+    /// subscriptions gets one copy at the highest granted QoS, carrying every matching
+    /// subscription identifier (MQTT 5.0 section 3.3.4; [MQTT-3.3.5-1] for 3.1.1).
+    fn route(&mut self, msg: Arc<Message>, now: Instant, out: &mut Vec<Action>) -> usize {
+        let mut matches = std::mem::take(&mut self.scratch);
+        matches.clear();
+        self.subs.for_each_match(&msg.topic, |sid, entry| {
+            // [MQTT-3.8.3-3] No Local: not back to the publishing session.
+            if !(entry.options.no_local && msg.origin == Some(*sid)) {
+                matches.push((*sid, *entry));
+            }
+        });
+        matches.sort_unstable_by_key(|(sid, _)| *sid);
+        let mut routed = 0;
+        let mut i = 0;
+        while i < matches.len() {
+            let sid = matches[i].0;
+            let mut qos = QoS::AtMostOnce;
+            let mut retain = false;
+            let mut sub_ids = Vec::new();
+            while i < matches.len() && matches[i].0 == sid {
+                let entry = matches[i].1;
+                qos = qos.max(entry.options.qos);
+                // [MQTT-3.3.1-12] / [MQTT-3.3.1-13] Retain As Published keeps the flag; otherwise
+                // a forwarded message has retain 0.
+                retain |= entry.options.retain_as_published && msg.retain;
+                sub_ids.extend(entry.id);
+                i += 1;
+            }
+            let delivery = Delivery {
+                qos: qos.min(msg.qos),
+                retain,
+                sub_ids,
+                msg: msg.clone(),
+            };
+            self.deliver(sid, delivery, now, out);
+            routed += 1;
+        }
+        self.scratch = matches;
+        routed
+    }
+
+    /// Hands one delivery to a session: QoS 0 goes out now or nowhere; QoS 1/2 goes out when the
+    /// in-flight window has room and nothing is queued ahead of it, else waits in the queue.
+    pub(crate) fn deliver(
+        &mut self,
+        sid: SessionId,
+        delivery: Delivery,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if delivery.qos == QoS::AtMostOnce {
+            match session.conn {
+                Some(conn) => {
+                    if let Some(p) = build_publish(
+                        &delivery,
+                        None,
+                        false,
+                        now,
+                        session.max_packet_size,
+                        session.version,
+                        &mut self.stats,
+                    ) {
+                        self.stats.publish_sent += 1;
+                        out.push(Action::SendDroppable(conn, p));
+                    }
+                }
+                None => self.stats.dropped_qos0_offline += 1,
+            }
+            return;
+        }
+        if session.online()
+            && session.queue.is_empty()
+            && session.inflight.len() < usize::from(session.window)
+        {
+            self.send_inflight(sid, delivery, now, out);
+        } else if session.queue.len() < self.config.max_queued_messages {
+            session.queue.push_back(delivery);
+        } else {
+            self.stats.dropped_queue_full += 1;
+        }
+    }
+
+    /// Retained messages sent at subscribe time bypass the queue limit: the subscriber asked for
+    /// all of them, and their number is bounded by the retained store itself.
+    pub(crate) fn deliver_retained(
+        &mut self,
+        sid: SessionId,
+        delivery: Delivery,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(conn) = session.conn else { return };
+        if delivery.qos == QoS::AtMostOnce {
+            if let Some(p) = build_publish(
+                &delivery,
+                None,
+                false,
+                now,
+                session.max_packet_size,
+                session.version,
+                &mut self.stats,
+            ) {
+                self.stats.publish_sent += 1;
+                out.push(Action::Send(conn, Packet::Publish(p)));
+            }
+        } else if session.queue.is_empty() && session.inflight.len() < usize::from(session.window) {
+            self.send_inflight(sid, delivery, now, out);
+        } else {
+            session.queue.push_back(delivery);
+        }
+    }
+
+    /// Assigns a packet id, records the delivery as in flight and sends it.
+    fn send_inflight(
+        &mut self,
+        sid: SessionId,
+        delivery: Delivery,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(conn) = session.conn else { return };
+        let packet_id = session.next_packet_id();
+        // Expired, or too large for the client: dropped as if delivered ([MQTT-3.1.2-25]).
+        if let Some(p) = build_publish(
+            &delivery,
+            Some(packet_id),
+            false,
+            now,
+            session.max_packet_size,
+            session.version,
+            &mut self.stats,
+        ) {
+            self.stats.publish_sent += 1;
+            session.inflight.push_back(Inflight {
+                packet_id,
+                delivery,
+                state: OutState::Published,
+            });
+            out.push(Action::Send(conn, Packet::Publish(p)));
+        }
+    }
+
+    /// Moves queued deliveries into the in-flight window while it has room.
+    pub(crate) fn pump(&mut self, sid: SessionId, now: Instant, out: &mut Vec<Action>) {
+        loop {
+            let Some(session) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            if !session.online() || session.inflight.len() >= usize::from(session.window) {
+                return;
+            }
+            let Some(delivery) = session.queue.pop_front() else {
+                return;
+            };
+            if delivery.msg.expired(now) {
+                self.stats.dropped_expired += 1;
+                continue;
+            }
+            if delivery.qos == QoS::AtMostOnce {
+                self.deliver(sid, delivery, now, out);
+            } else {
+                self.send_inflight(sid, delivery, now, out);
+            }
+        }
+    }
+
+    /// On session resumption, re-sends every unacknowledged PUBLISH with DUP set and every
+    /// PUBREL, in their original order ([MQTT-4.4.0-1], [MQTT-4.6.0-1]).
+    pub(crate) fn resend_inflight(&mut self, sid: SessionId, now: Instant, out: &mut Vec<Action>) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let Some(conn) = session.conn else { return };
+        // A new connection may come with a smaller Receive Maximum, but messages already in
+        // flight are re-sent regardless: the spec counts them against the new quota.
+        for f in &session.inflight {
+            match f.state {
+                OutState::Published => {
+                    // Expiry does not apply to a message already sent: it must complete.
+                    let mut p =
+                        publish_fields(&f.delivery, Some(f.packet_id), true, now, session.version);
+                    p.properties.message_expiry_interval =
+                        f.delivery.msg.remaining_expiry(now).map(|s| s.max(1));
+                    out.push(Action::Send(conn, Packet::Publish(p)));
+                }
+                OutState::Released => {
+                    out.push(Action::Send(conn, Packet::PubRel(Ack::new(f.packet_id))))
+                }
+            }
+        }
+    }
+}
+
+/// Builds the PUBLISH for a delivery, or `None` when it expired or exceeds the client's Maximum
+/// Packet Size (counted in `stats`).
+fn build_publish(
+    d: &Delivery,
+    packet_id: Option<u16>,
+    dup: bool,
+    now: Instant,
+    max_packet_size: Option<u32>,
+    version: ProtocolVersion,
+    stats: &mut crate::stats::Stats,
+) -> Option<Publish> {
+    if d.msg.expired(now) {
+        stats.dropped_expired += 1;
+        return None;
+    }
+    let p = publish_fields(d, packet_id, dup, now, version);
+    if let Some(max) = max_packet_size {
+        // [MQTT-3.1.2-24] (v5 numbering) The server must not send a packet larger than the
+        // client's Maximum Packet Size; it is discarded as if delivered.
+        let len =
+            tern_codec::encoded_len(&Packet::Publish(p.clone()), version).unwrap_or(usize::MAX);
+        if len > max as usize {
+            stats.dropped_too_large += 1;
+            return None;
+        }
+    }
+    Some(p)
+}
+
+fn publish_fields(
+    d: &Delivery,
+    packet_id: Option<u16>,
+    dup: bool,
+    now: Instant,
+    version: ProtocolVersion,
+) -> Publish {
+    let mut properties = if version.is_v5() {
+        d.msg.properties.clone()
+    } else {
+        Default::default()
+    };
+    if version.is_v5() {
+        properties.message_expiry_interval = d.msg.remaining_expiry(now);
+        properties.subscription_identifiers.clone_from(&d.sub_ids);
+    }
+    Publish {
+        dup,
+        qos: d.qos,
+        retain: d.retain,
+        topic: d.msg.topic.clone(),
+        packet_id,
+        properties,
+        payload: d.msg.payload.clone(),
+    }
+}

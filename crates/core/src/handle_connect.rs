@@ -1,0 +1,212 @@
+//! CONNECT: protocol checks, client identifier, session takeover, clean start and resumption.
+
+use crate::action::{Action, CloseReason};
+use crate::broker::{Broker, Conn, ConnId, SessionId};
+use crate::session::Session;
+use std::time::Instant;
+use tern_codec::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, reason};
+
+/// MQTT 3.1 limits client identifiers to 23 characters (MQTT 3.1 section 3.1, "Client Identifier").
+const V3_1_MAX_CLIENT_ID: usize = 23;
+
+impl Broker {
+    pub(crate) fn handle_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let version = connect.protocol;
+        let v5 = version.is_v5();
+        let mut assigned = None;
+        let client_id = if connect.client_id.is_empty() {
+            // [MQTT-3.1.3-8] A 3.1.1 client with an empty id must ask for a clean session;
+            // MQTT 3.1 does not allow an empty id at all. v5 always gets one assigned [MQTT-3.2.2-16].
+            if version == ProtocolVersion::V3_1
+                || (version == ProtocolVersion::V3_1_1 && !connect.clean_start)
+            {
+                return self.refuse(conn, version, reason::v3::IDENTIFIER_REJECTED, out);
+            }
+            let id = ByteStr::from(format!(
+                "{}{}",
+                self.config.assigned_id_prefix, self.next_assigned_id
+            ));
+            self.next_assigned_id += 1;
+            if v5 {
+                assigned = Some(id.clone());
+            }
+            id
+        } else {
+            if version == ProtocolVersion::V3_1 && connect.client_id.len() > V3_1_MAX_CLIENT_ID {
+                return self.refuse(conn, version, reason::v3::IDENTIFIER_REJECTED, out);
+            }
+            connect.client_id.clone()
+        };
+        // [MQTT-3.1.3-11] The Will Topic must be a valid topic name.
+        if let Some(will) = &connect.will
+            && tern_topic::validate_topic_name(&will.topic).is_err()
+        {
+            return self.refuse(conn, version, reason::TOPIC_NAME_INVALID, out);
+        }
+        if connect.properties.authentication_method.is_some() {
+            // No enhanced authentication method is offered yet (MQTT 5.0 section 4.12).
+            return self.refuse(conn, version, reason::BAD_AUTHENTICATION_METHOD, out);
+        }
+
+        // Session takeover [MQTT-3.1.4-3]: the existing connection of this client id is closed.
+        // The old connection ended without DISCONNECT, so its will applies: detaching it schedules
+        // the will (or sends it, without will delay) and ends the session if its expiry is 0. A
+        // delayed will is then cancelled below when the session is resumed, or sent when clean
+        // start ends the session (MQTT 5.0 section 3.1.3.2.2).
+        let old_conn = self
+            .client_ids
+            .get(&client_id)
+            .and_then(|sid| self.sessions.get(sid))
+            .and_then(|s| s.conn);
+        if let Some(old) = old_conn {
+            self.stats.takeovers += 1;
+            self.send_disconnect(old, reason::SESSION_TAKEN_OVER, out);
+            out.push(Action::Close(old, CloseReason::TakenOver));
+            self.detach(old, true, now, out);
+        }
+
+        let expiry_interval = if v5 {
+            connect
+                .properties
+                .session_expiry_interval
+                .unwrap_or(0)
+                .min(self.config.max_session_expiry)
+        } else if connect.clean_start {
+            0
+        } else {
+            self.config.v3_session_expiry
+        };
+
+        let existing = self.client_ids.get(&client_id).copied();
+        let (sid, session_present) = match existing {
+            // [MQTT-3.1.2-4] / [MQTT-3.1.2-5] Clean start discards any existing session.
+            Some(sid) if connect.clean_start => {
+                self.discard_session_for_clean_start(sid, now, out);
+                (self.create_session(client_id.clone(), version), false)
+            }
+            Some(sid) => (sid, true),
+            None => (self.create_session(client_id.clone(), version), false),
+        };
+        // The client is back: a delayed will from its previous connection is not sent
+        // (MQTT 5.0 section 3.1.3.2.2).
+        self.cancel_pending_will(sid);
+
+        let window = if v5 {
+            connect
+                .properties
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(self.config.max_inflight)
+        } else {
+            self.config.max_inflight
+        }
+        .max(1);
+        let session = self
+            .sessions
+            .get_mut(&sid)
+            .expect("session just created or found");
+        session.conn = Some(conn);
+        session.version = version;
+        session.expiry_interval = expiry_interval;
+        session.expires_at = None;
+        session.will = connect.will;
+        session.window = window;
+        session.max_packet_size = if v5 {
+            connect.properties.maximum_packet_size
+        } else {
+            None
+        };
+        self.conns.insert(
+            conn,
+            Conn {
+                session: sid,
+                version,
+            },
+        );
+        self.stats.connects += 1;
+
+        let mut properties = Properties::default();
+        if v5 {
+            properties.assigned_client_identifier = assigned;
+            properties.receive_maximum = Some(self.config.receive_maximum);
+            properties.maximum_packet_size = Some(self.config.max_packet_size);
+            properties.topic_alias_maximum =
+                Some(self.config.topic_alias_maximum).filter(|&m| m > 0);
+            if !self.config.retain_available {
+                properties.retain_available = Some(0);
+            }
+            // Shared subscriptions are not offered yet; say so rather than fail later.
+            properties.shared_subscription_available = Some(0);
+            if connect.properties.session_expiry_interval.unwrap_or(0) != expiry_interval {
+                properties.session_expiry_interval = Some(expiry_interval);
+            }
+            let max_ka = self.config.max_keep_alive;
+            if max_ka > 0 && (connect.keep_alive == 0 || connect.keep_alive > max_ka) {
+                properties.server_keep_alive = Some(max_ka);
+            }
+        }
+        let connack = ConnAck {
+            session_present,
+            code: reason::SUCCESS,
+            properties,
+        };
+        out.push(Action::Send(conn, Packet::ConnAck(connack)));
+        if session_present {
+            self.resend_inflight(sid, now, out);
+        }
+        self.pump(sid, now, out);
+    }
+
+    /// Refuses a CONNECT with `code` (a v5 reason code, or a 3.x return code that is mapped).
+    fn refuse(&mut self, conn: ConnId, version: ProtocolVersion, code: u8, out: &mut Vec<Action>) {
+        self.stats.connects_refused += 1;
+        let code = if version.is_v5() {
+            match code {
+                reason::v3::IDENTIFIER_REJECTED => reason::CLIENT_IDENTIFIER_NOT_VALID,
+                c => c,
+            }
+        } else {
+            match code {
+                c if c < 0x80 => c,
+                reason::BAD_USER_NAME_OR_PASSWORD => reason::v3::BAD_USER_NAME_OR_PASSWORD,
+                reason::NOT_AUTHORIZED => reason::v3::NOT_AUTHORIZED,
+                reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY => reason::v3::SERVER_UNAVAILABLE,
+                // 3.x has no code for the rest; "not authorized" is the closest refusal.
+                _ => reason::v3::NOT_AUTHORIZED,
+            }
+        };
+        out.push(Action::Send(
+            conn,
+            Packet::ConnAck(ConnAck {
+                code,
+                ..ConnAck::default()
+            }),
+        ));
+        out.push(Action::Close(conn, CloseReason::ConnectRefused));
+    }
+
+    fn create_session(&mut self, client_id: ByteStr, version: ProtocolVersion) -> SessionId {
+        let sid = self.next_session;
+        self.next_session += 1;
+        self.sessions
+            .insert(sid, Session::new(client_id.clone(), version));
+        self.client_ids.insert(client_id, sid);
+        sid
+    }
+
+    /// Clean start on an existing session: it ends, which sends a pending delayed will.
+    fn discard_session_for_clean_start(
+        &mut self,
+        sid: SessionId,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.end_session(sid, now, out);
+    }
+}

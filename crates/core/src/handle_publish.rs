@@ -1,0 +1,80 @@
+//! PUBLISH from a client, at QoS 0, 1 and 2.
+
+use crate::action::Action;
+use crate::broker::{Broker, Conn, ConnId};
+use crate::message::Message;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_codec::{Ack, Packet, Publish, QoS, reason};
+
+impl Broker {
+    pub(crate) fn handle_publish(
+        &mut self,
+        conn: ConnId,
+        c: Conn,
+        mut p: Publish,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(alias) = p.properties.topic_alias {
+            // Topic aliases are only accepted up to the advertised Topic Alias Maximum; with the
+            // default of 0 every alias is invalid ([MQTT-3.3.2-9], [MQTT-3.3.2-10]).
+            if alias == 0 || alias > self.config.topic_alias_maximum {
+                return self.protocol_failure(conn, reason::TOPIC_ALIAS_INVALID, now, out);
+            }
+        }
+        if tern_topic::validate_topic_name(&p.topic).is_err() {
+            // [MQTT-3.3.2-2] No wildcards in a topic name; [MQTT-4.7.3-1] not empty.
+            return self.protocol_failure(conn, reason::TOPIC_NAME_INVALID, now, out);
+        }
+        if p.retain && !self.config.retain_available {
+            // [MQTT-3.3.1-?] Retain not supported (advertised as Retain Available 0).
+            return self.protocol_failure(conn, reason::RETAIN_NOT_SUPPORTED, now, out);
+        }
+        self.stats.publish_received += 1;
+        self.stats.bytes_payload_received += p.payload.len() as u64;
+
+        let qos = p.qos;
+        let packet_id = p.packet_id.unwrap_or(0);
+        if qos == QoS::ExactlyOnce {
+            let Some(session) = self.sessions.get_mut(&c.session) else {
+                return;
+            };
+            if session.inbound_qos2.contains(&packet_id) {
+                // [MQTT-4.3.3-9] A re-sent PUBLISH before PUBREL is acknowledged again but not
+                // forwarded again: exactly once.
+                out.push(Action::Send(conn, Packet::PubRec(Ack::new(packet_id))));
+                return;
+            }
+            if session.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
+                // [MQTT-3.3.4-7] (v5) The client exceeded the Receive Maximum we advertised.
+                return self.protocol_failure(conn, reason::RECEIVE_MAXIMUM_EXCEEDED, now, out);
+            }
+            session.inbound_qos2.insert(packet_id);
+        }
+
+        // Topic alias and subscription identifiers are per hop; they are not forwarded.
+        p.properties.topic_alias = None;
+        p.properties.subscription_identifiers.clear();
+        let expires_at = p
+            .properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        let msg = Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos,
+            retain: p.retain,
+            properties: p.properties,
+            expires_at,
+            origin: Some(c.session),
+        };
+        self.publish_message(Arc::new(msg), now, out);
+
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => out.push(Action::Send(conn, Packet::PubAck(Ack::new(packet_id)))),
+            QoS::ExactlyOnce => out.push(Action::Send(conn, Packet::PubRec(Ack::new(packet_id)))),
+        }
+    }
+}

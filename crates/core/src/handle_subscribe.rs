@@ -1,0 +1,98 @@
+//! SUBSCRIBE: one reason code per filter, replacement of existing subscriptions, and the
+//! retained messages that a new subscription receives.
+
+use crate::action::Action;
+use crate::broker::{Broker, Conn, ConnId, SessionId};
+use crate::session::{Delivery, SubEntry};
+use std::sync::Arc;
+use std::time::Instant;
+use tern_codec::{ByteStr, Packet, Properties, RetainHandling, SubAck, Subscribe, reason};
+
+impl Broker {
+    pub(crate) fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        c: Conn,
+        s: Subscribe,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let v5 = c.version.is_v5();
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained_for: Vec<(ByteStr, SubEntry)> = Vec::new();
+        for (filter, options) in s.filters {
+            let code = if tern_topic::parse_shared(&filter).is_some() {
+                // Shared subscriptions are not offered yet (advertised as unavailable).
+                if v5 {
+                    reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+                } else {
+                    reason::V3_SUBACK_FAILURE
+                }
+            } else if tern_topic::validate_topic_filter(&filter).is_err() {
+                if v5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::V3_SUBACK_FAILURE
+                }
+            } else {
+                let entry = SubEntry {
+                    options,
+                    id: sub_id,
+                };
+                // [MQTT-3.8.4-3] A subscription to an existing filter replaces it.
+                let existed = self.subs.insert(&filter, c.session, entry).is_some();
+                if let Some(session) = self.sessions.get_mut(&c.session) {
+                    session.subscriptions.insert(filter.clone(), entry);
+                }
+                // [MQTT-3.3.1-9] .. [MQTT-3.3.1-11] Retain Handling; 3.x always sends them.
+                let send_retained = match options.retain_handling {
+                    RetainHandling::OnSubscribe => true,
+                    RetainHandling::OnNewSubscribe => !existed,
+                    RetainHandling::Never => false,
+                };
+                if send_retained {
+                    retained_for.push((filter, entry));
+                }
+                options.qos as u8
+            };
+            reasons.push(code);
+        }
+        let suback = SubAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: Properties::default(),
+        };
+        out.push(Action::Send(conn, Packet::SubAck(suback)));
+        for (filter, entry) in retained_for {
+            self.send_retained(c.session, &filter, entry, now, out);
+        }
+    }
+
+    /// Sends every retained message matching `filter`, each with the retain flag set
+    /// ([MQTT-3.3.1-8]), none silently dropped.
+    fn send_retained(
+        &mut self,
+        sid: SessionId,
+        filter: &str,
+        entry: SubEntry,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let mut found = Vec::new();
+        self.retained.for_each_match(filter, |_, msg| {
+            if !msg.expired(now) {
+                found.push(Arc::clone(msg));
+            }
+        });
+        for msg in found {
+            let delivery = Delivery {
+                qos: entry.options.qos.min(msg.qos),
+                retain: true,
+                sub_ids: entry.id.into_iter().collect(),
+                msg,
+            };
+            self.deliver_retained(sid, delivery, now, out);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! UNSUBSCRIBE.
+
+use crate::action::Action;
+use crate::broker::{Broker, Conn, ConnId};
+use tern_codec::{Packet, Properties, UnsubAck, Unsubscribe, reason};
+
+impl Broker {
+    pub(crate) fn handle_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        c: Conn,
+        u: Unsubscribe,
+        out: &mut Vec<Action>,
+    ) {
+        let mut reasons = Vec::new();
+        for filter in &u.filters {
+            let existed = self.subs.remove(filter, &c.session).is_some();
+            if let Some(session) = self.sessions.get_mut(&c.session) {
+                session.subscriptions.remove(filter.as_str());
+            }
+            if c.version.is_v5() {
+                reasons.push(if existed {
+                    reason::SUCCESS
+                } else {
+                    reason::NO_SUBSCRIPTION_EXISTED
+                });
+            }
+        }
+        // [MQTT-3.10.4-4] UNSUBACK even when nothing was removed.
+        let ack = UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: Properties::default(),
+        };
+        out.push(Action::Send(conn, Packet::UnsubAck(ack)));
+    }
+}

@@ -1,0 +1,41 @@
+//! The sans-IO MQTT broker core.
+//!
+//! [`Broker`] is a plain state machine: the I/O layer feeds it decoded packets and connection
+//! events together with an explicit `now`, and it appends [`Action`]s (packets to send, connections
+//! to close) to a caller-owned vector. It never touches sockets, clocks or threads, which keeps the
+//! protocol deterministic to test and cheap to drive.
+//!
+//! Module map:
+//! - [`config`]: limits and defaults ([`Config`]).
+//! - [`action`]: what the core asks the I/O layer to do ([`Action`]).
+//! - [`message`]: an application message shared by every delivery of it ([`Message`]).
+//! - [`session`]: per-client session state: subscriptions, in-flight window, offline queue.
+//! - `broker`: the [`Broker`] struct, its connection table and the packet dispatch.
+//! - `handle_connect`, `handle_publish`, `handle_acks`, `handle_subscribe`, `handle_unsubscribe`,
+//!   `handle_disconnect`: one file per packet (or packet family) received from a client.
+//! - `delivery`: routing a message to matching sessions, the in-flight window and the queue.
+//! - `will`: will messages, including MQTT 5 will delay.
+//! - `expiry`: the periodic [`Broker::tick`]: session expiry, delayed wills, expired retained messages.
+//! - [`stats`]: counters for `$SYS` and metrics.
+
+pub mod action;
+mod broker;
+pub mod config;
+mod delivery;
+mod expiry;
+mod handle_acks;
+mod handle_connect;
+mod handle_disconnect;
+mod handle_publish;
+mod handle_subscribe;
+mod handle_unsubscribe;
+pub mod message;
+pub mod session;
+pub mod stats;
+mod will;
+
+pub use action::{Action, CloseReason};
+pub use broker::{Broker, ConnId, SessionId};
+pub use config::Config;
+pub use message::Message;
+pub use stats::Stats;

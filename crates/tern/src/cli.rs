@@ -1,0 +1,134 @@
+//! The command line.
+
+use crate::config::Config;
+use crate::server::Server;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// tern: an MQTT 3.1, 3.1.1 and 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Check a config file and print the effective settings.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+/// `tern serve` options; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (see tern.example.toml).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen for MQTT over TCP on HOST:PORT; repeatable. Replaces the config's `listen`.
+    #[arg(short, long, value_name = "HOST:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Directory for durable state.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace (or a tracing directive). RUST_LOG is used
+    /// when neither this nor the config sets one.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// The config file (or the defaults) with the command-line overrides applied.
+    pub fn effective_config(&self) -> anyhow::Result<(Config, bool)> {
+        let (mut config, from_file) = match &self.config {
+            Some(path) => (Config::from_file(path)?, true),
+            None => (Config::default(), false),
+        };
+        if !self.listen.is_empty() {
+            config.listen.clone_from(&self.listen);
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(level) = &self.log_level {
+            config.log_level.clone_from(level);
+        }
+        config.validate()?;
+        Ok((config, from_file || self.log_level.is_some()))
+    }
+}
+
+/// Sets up logging: `--log-level` or the config's `log_level`, else `RUST_LOG`.
+pub fn init_logging(level: &str, explicit: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !explicit && !env.is_empty() => EnvFilter::new(env),
+        _ => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// `tern serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, explicit_level) = args.effective_config()?;
+    init_logging(&config.log_level, explicit_level);
+    let server = Server::start(&config).await?;
+    for addr in server.local_addrs() {
+        if addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "tern listens on {addr} (loopback only: clients on other machines cannot connect; use --listen 0.0.0.0:1883 to accept them)"
+            );
+        } else {
+            tracing::warn!(%addr, "tern listens on {addr} beyond loopback with NO authentication: anyone who can reach it can connect");
+        }
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "tern started");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `tern check-config FILE`.
+pub fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::from_file(file)?;
+    println!("{file}: OK", file = file.display());
+    println!("{config:#?}");
+    Ok(())
+}

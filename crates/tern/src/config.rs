@@ -1,0 +1,234 @@
+//! The configuration file (TOML) and its command-line overrides.
+//!
+//! Unknown keys are errors, so a typo is reported instead of silently ignored; every error names
+//! the key (toml's messages carry the key path and the line).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration. Every field has a default, so an empty file is a valid config.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// TCP listeners, `HOST:PORT`. Default: loopback only, like Mosquitto 2.
+    pub listen: Vec<SocketAddr>,
+    /// Where durable state is kept (used by the durable store).
+    pub data_dir: PathBuf,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
+    pub log_level: String,
+    pub limits: Limits,
+    pub mqtt: Mqtt,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most simultaneous connections; further ones are closed at accept.
+    pub max_connections: usize,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Largest packet accepted, in bytes.
+    pub max_packet_size: u32,
+    /// Most unacknowledged QoS 1/2 messages towards one client.
+    pub max_inflight: u16,
+    /// Most unreleased inbound QoS 2 messages per client (MQTT 5 Receive Maximum).
+    pub receive_maximum: u16,
+    /// Most QoS 1/2 messages queued per session; the newest is dropped (and counted) beyond it.
+    pub max_queued_messages: usize,
+    /// Most packets waiting to be written to one connection; QoS 0 messages beyond it are dropped
+    /// and counted, and the broker stops reading from that client until it catches up.
+    pub max_outbox_packets: usize,
+    /// Expiry of a persistent MQTT 3.x session, in seconds after its client disconnects.
+    pub v3_session_expiry_secs: u32,
+    /// Upper bound of a v5 client's Session Expiry Interval, in seconds.
+    pub max_session_expiry_secs: u32,
+    /// Largest keep alive granted, in seconds (0: whatever the client asks).
+    pub max_keep_alive_secs: u16,
+}
+
+/// Protocol features.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mqtt {
+    /// Keep retained messages.
+    pub retain_available: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            data_dir: PathBuf::from("tern-data"),
+            log_level: "info".to_string(),
+            limits: Limits::default(),
+            mqtt: Mqtt::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let core = tern_core::Config::default();
+        Self {
+            max_connections: 100_000,
+            connect_timeout_secs: 10,
+            max_packet_size: core.max_packet_size,
+            max_inflight: core.max_inflight,
+            receive_maximum: core.receive_maximum,
+            max_queued_messages: core.max_queued_messages,
+            max_outbox_packets: 10_000,
+            v3_session_expiry_secs: core.v3_session_expiry,
+            max_session_expiry_secs: core.max_session_expiry,
+            max_keep_alive_secs: core.max_keep_alive,
+        }
+    }
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Self {
+            retain_available: true,
+        }
+    }
+}
+
+/// A configuration problem, worded for the person who wrote the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.listen.is_empty() {
+            return invalid("listen", "at least one listener is needed");
+        }
+        let l = &self.limits;
+        if l.max_packet_size < 64 {
+            return invalid("limits.max_packet_size", "must be at least 64 bytes");
+        }
+        if l.max_packet_size > 268_435_460 {
+            return invalid(
+                "limits.max_packet_size",
+                "MQTT packets cannot exceed 268435460 bytes",
+            );
+        }
+        if l.max_inflight == 0 {
+            return invalid("limits.max_inflight", "must be at least 1");
+        }
+        if l.receive_maximum == 0 {
+            return invalid(
+                "limits.receive_maximum",
+                "must be at least 1 (MQTT 5 forbids 0)",
+            );
+        }
+        if l.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
+        if l.connect_timeout_secs == 0 {
+            return invalid("limits.connect_timeout_secs", "must be at least 1");
+        }
+        if l.max_outbox_packets == 0 {
+            return invalid("limits.max_outbox_packets", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The core's settings.
+    pub fn core(&self) -> tern_core::Config {
+        tern_core::Config {
+            max_packet_size: self.limits.max_packet_size,
+            max_inflight: self.limits.max_inflight,
+            receive_maximum: self.limits.receive_maximum,
+            max_queued_messages: self.limits.max_queued_messages,
+            v3_session_expiry: self.limits.v3_session_expiry_secs,
+            max_session_expiry: self.limits.max_session_expiry_secs,
+            max_keep_alive: self.limits.max_keep_alive_secs,
+            retain_available: self.mqtt.retain_available,
+            ..tern_core::Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[limits]\nmax_inflite = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_inflite"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::from_toml("[limits]\nmax_inflight = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_inflight"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_is_named() {
+        let err = Config::from_toml("[limits]\nreceive_maximum = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.receive_maximum"), "{err}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../tern.example.toml");
+        Config::from_toml(text).unwrap();
+    }
+}

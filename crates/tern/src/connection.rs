@@ -1,0 +1,296 @@
+//! One client connection: a reader task that decodes packets and hands them to the driver, and a
+//! writer task that drains the connection's outbox with one write per turn.
+//!
+//! The outbox sits between the driver (which appends) and the writer (which swaps the whole
+//! vector out and encodes it into one buffer), so a burst of deliveries costs one system call,
+//! not one per packet. It is bounded: droppable QoS 0 messages are dropped past the limit, and the
+//! reader stops reading from a client whose own answers pile up.
+
+use crate::driver::Event;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tern_codec::{DecodeError, Packet, ProtocolVersion, Publish, decode_packet, encode_packet};
+use tern_core::ConnId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+/// Bytes requested from the socket per read: big enough that a busy publisher's packets arrive
+/// in a few reads, small enough per connection. Released when a read leaves nothing pending.
+const READ_CHUNK: usize = 16 * 1024;
+/// A writer that cannot hand its data to the kernel for this long has a dead peer.
+const WRITE_STALL: Duration = Duration::from_secs(60);
+
+/// State shared by the driver, the reader and the writer of one connection.
+pub(crate) struct Outbox {
+    queue: Mutex<Vec<Packet>>,
+    wake_writer: Notify,
+    drained: Notify,
+    closing: AtomicBool,
+    closed: Notify,
+    version: AtomicU8,
+    limit: usize,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Outbox {
+    fn new(limit: usize) -> Self {
+        Self {
+            queue: Mutex::new(Vec::new()),
+            wake_writer: Notify::new(),
+            drained: Notify::new(),
+            closing: AtomicBool::new(false),
+            closed: Notify::new(),
+            version: AtomicU8::new(ProtocolVersion::V3_1_1.level()),
+            limit,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a packet that must be sent.
+    pub(crate) fn push(&self, packet: Packet) {
+        let was_empty = {
+            let mut q = lock(&self.queue);
+            q.push(packet);
+            q.len() == 1
+        };
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// Queues a QoS 0 message unless the outbox is full; returns false when it was dropped.
+    pub(crate) fn push_droppable(&self, publish: Publish) -> bool {
+        let was_empty = {
+            let mut q = lock(&self.queue);
+            if q.len() >= self.limit {
+                drop(q);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            q.push(Packet::Publish(publish));
+            q.len() == 1
+        };
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
+        true
+    }
+
+    /// Asks the writer to flush what is queued and close, and the reader to stop.
+    pub(crate) fn close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.wake_writer.notify_one();
+            self.closed.notify_one();
+        }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    fn version(&self) -> ProtocolVersion {
+        match self.version.load(Ordering::Relaxed) {
+            3 => ProtocolVersion::V3_1,
+            5 => ProtocolVersion::V5,
+            _ => ProtocolVersion::V3_1_1,
+        }
+    }
+
+    fn set_version(&self, v: ProtocolVersion) {
+        self.version.store(v.level(), Ordering::Relaxed);
+    }
+}
+
+/// A poisoned lock only means another thread panicked while pushing a packet; the vector itself
+/// is still a valid vector, so keep going.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Settings a connection needs.
+#[derive(Clone)]
+pub(crate) struct ConnSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_packet_size: u32,
+    pub(crate) max_outbox_packets: usize,
+}
+
+/// Runs one connection to its end. Registers with the driver first, so every later event of this
+/// connection finds its outbox.
+pub(crate) async fn run(
+    conn: ConnId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    events: mpsc::Sender<Event>,
+    settings: ConnSettings,
+) {
+    let outbox = Arc::new(Outbox::new(settings.max_outbox_packets));
+    if events
+        .send(Event::Open {
+            conn,
+            outbox: outbox.clone(),
+            peer,
+        })
+        .await
+        .is_err()
+    {
+        return; // shutting down
+    }
+    let (rd, wr) = stream.into_split();
+    let reader = tokio::spawn(read_loop(
+        conn,
+        rd,
+        outbox.clone(),
+        events.clone(),
+        settings,
+    ));
+    write_loop(wr, &outbox).await;
+    // The writer ends only once the connection is closing; make sure the reader stops too and
+    // the driver forgets the connection.
+    outbox.close();
+    reader.abort();
+    let _ = events.send(Event::Lost { conn }).await;
+    tracing::debug!(conn, %peer, "connection closed");
+}
+
+async fn read_loop(
+    conn: ConnId,
+    rd: OwnedReadHalf,
+    outbox: Arc<Outbox>,
+    events: mpsc::Sender<Event>,
+    settings: ConnSettings,
+) {
+    let mut buf = BytesMut::new();
+    let mut version = ProtocolVersion::V3_1_1;
+    // Before CONNECT the deadline is the connect timeout; afterwards 1.5 x keep alive.
+    let mut deadline = Some(Instant::now() + settings.connect_timeout);
+    let mut keep_alive: Option<Duration> = None;
+    let mut seen_connect = false;
+    loop {
+        // Back-pressure: a client that does not read our answers is not read from either.
+        while outbox.len() >= outbox.limit && !outbox.closing.load(Ordering::Acquire) {
+            outbox.drained.notified().await;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = rd.readable() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+            () = sleep => {
+                let event = if seen_connect { Event::KeepAliveTimeout { conn } } else { Event::Lost { conn } };
+                tracing::debug!(conn, "{}", if seen_connect { "keep alive timeout" } else { "no CONNECT in time" });
+                let _ = events.send(event).await;
+                return;
+            }
+            () = outbox.closed.notified() => return,
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
+        }
+        let mut packets = Vec::new();
+        let mut error = None;
+        loop {
+            match decode_packet(&mut buf, version, settings.max_packet_size) {
+                Ok(Some(packet)) => {
+                    if let Packet::Connect(c) = &packet
+                        && !seen_connect
+                    {
+                        seen_connect = true;
+                        version = c.protocol;
+                        outbox.set_version(version);
+                        keep_alive = (c.keep_alive > 0)
+                            .then(|| Duration::from_millis(u64::from(c.keep_alive) * 1500));
+                    }
+                    packets.push(packet);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if let DecodeError::UnsupportedProtocol { level } = e
+                        && level > 5
+                    {
+                        outbox.set_version(ProtocolVersion::V5);
+                    }
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if buf.is_empty() {
+            // Idle connections hold no read buffer.
+            buf = BytesMut::new();
+        }
+        if !packets.is_empty() {
+            // [MQTT-3.1.2-24] Any packet resets the keep alive clock.
+            deadline = if seen_connect {
+                keep_alive.map(|k| Instant::now() + k)
+            } else {
+                deadline
+            };
+            if events.send(Event::Packets { conn, packets }).await.is_err() {
+                return;
+            }
+        }
+        if let Some(err) = error {
+            tracing::debug!(conn, error = %err, "bad packet");
+            let _ = events.send(Event::DecodeError { conn, err }).await;
+            // Nothing after a bad packet can be trusted; wait for the driver to close us.
+            return;
+        }
+    }
+    let _ = events.send(Event::Lost { conn }).await;
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox) {
+    let mut batch: Vec<Packet> = Vec::new();
+    let mut wbuf = BytesMut::new();
+    loop {
+        {
+            let mut q = lock(&outbox.queue);
+            std::mem::swap(&mut *q, &mut batch);
+        }
+        if batch.is_empty() {
+            if outbox.closing.load(Ordering::Acquire) {
+                break;
+            }
+            // Release the buffers of an idle connection.
+            if wbuf.capacity() > 64 * 1024 {
+                wbuf = BytesMut::new();
+            }
+            outbox.wake_writer.notified().await;
+            continue;
+        }
+        let version = outbox.version();
+        for packet in batch.drain(..) {
+            if let Err(e) = encode_packet(&packet, version, &mut wbuf) {
+                tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
+            }
+        }
+        outbox.drained.notify_one();
+        match tokio::time::timeout(WRITE_STALL, wr.write_all(&wbuf)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+        wbuf.clear();
+        outbox.drained.notify_one();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+}

@@ -1,0 +1,15 @@
+//! The tern broker binary's library: configuration, the tokio wiring around the sans-IO core,
+//! and the subcommands.
+//!
+//! Module map:
+//! - [`config`]: the TOML configuration, its defaults, validation and command-line overrides.
+//! - [`server`]: binds the listeners, runs the accept loops and the driver; graceful shutdown.
+//! - `driver`: the task that owns the [`tern_core::Broker`] and carries out its actions.
+//! - `connection`: one connection's reader and writer tasks and the outbox between them.
+//! - [`cli`]: the command line (`tern serve`, ...).
+
+pub mod cli;
+pub mod config;
+mod connection;
+mod driver;
+pub mod server;
