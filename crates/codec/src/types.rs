@@ -60,7 +60,7 @@ impl QoS {
 ///
 /// The contents are always valid UTF-8 without U+0000 when produced by the decoder; values built by
 /// [`ByteStr::from`] are valid UTF-8 by construction (Rust strings).
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteStr(Bytes);
 
 impl ByteStr {
@@ -92,6 +92,14 @@ impl ByteStr {
     /// The underlying bytes.
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
+    }
+}
+
+/// Hashes like `str`, so that maps keyed by `ByteStr` can be queried with a `&str`
+/// (`Borrow<str>` requires equal hashes for equal values).
+impl std::hash::Hash for ByteStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
@@ -147,5 +155,19 @@ impl PartialEq<str> for ByteStr {
 impl PartialEq<&str> for ByteStr {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn bytestr_keys_can_be_looked_up_by_str() {
+        let mut m = HashMap::new();
+        m.insert(ByteStr::from("client-1"), 1);
+        assert_eq!(m.get("client-1"), Some(&1));
+        assert_eq!(m.remove("client-1"), Some(1));
     }
 }

@@ -4,6 +4,7 @@ use crate::action::{Action, CloseReason};
 use crate::config::Config;
 use crate::message::Message;
 use crate::session::{Session, SubEntry};
+use crate::shared::{SharedGroups, SubKey};
 use crate::stats::Stats;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,15 +33,19 @@ pub struct Broker {
     pub(crate) conns: HashMap<ConnId, Conn>,
     pub(crate) sessions: HashMap<SessionId, Session>,
     pub(crate) client_ids: HashMap<ByteStr, SessionId>,
-    pub(crate) subs: SubscriptionTrie<SessionId, SubEntry>,
+    pub(crate) subs: SubscriptionTrie<SubKey, SubEntry>,
+    pub(crate) shared: SharedGroups,
     pub(crate) retained: RetainedTrie<Arc<Message>>,
     pub(crate) pending_wills: Vec<crate::will::PendingWill>,
     pub(crate) next_session: SessionId,
     pub(crate) next_assigned_id: u64,
     pub(crate) stats: Stats,
     /// Reused by routing so a publish does not allocate a match list each time.
-    pub(crate) scratch: Vec<(SessionId, SubEntry)>,
+    pub(crate) scratch: Vec<(SubKey, SubEntry)>,
     pub(crate) last_retained_sweep: Option<Instant>,
+    pub(crate) auth_methods: Vec<Box<dyn crate::auth::EnhancedAuth>>,
+    pub(crate) pending_auth: HashMap<ConnId, crate::auth::PendingAuth>,
+    pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
 }
 
 impl Broker {
@@ -76,7 +81,7 @@ impl Broker {
 
     /// Subscriptions over all sessions.
     pub fn subscription_count(&self) -> usize {
-        self.subs.len()
+        self.count_subscriptions()
     }
 
     /// Retained messages held.
@@ -105,6 +110,9 @@ impl Broker {
         out: &mut Vec<Action>,
     ) {
         let Some(c) = self.conns.get(&conn).copied() else {
+            if self.pending_auth.contains_key(&conn) {
+                return self.handle_pending_auth_packet(conn, packet, now, out);
+            }
             match packet {
                 Packet::Connect(connect) => self.handle_connect(conn, *connect, now, out),
                 // [MQTT-3.1.0-1] The first packet from the client must be CONNECT.
@@ -127,11 +135,8 @@ impl Broker {
             Packet::Unsubscribe(u) => self.handle_unsubscribe(conn, c, u, out),
             Packet::PingReq => out.push(Action::Send(conn, Packet::PingResp)),
             Packet::Disconnect(d) => self.handle_disconnect(conn, c, d, now, out),
-            Packet::Auth(_) => {
-                // Enhanced authentication is not offered (no Authentication Method is accepted at
-                // CONNECT), so an AUTH packet is a protocol error [MQTT-4.12.0-1].
-                self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out)
-            }
+            Packet::Auth(a) if c.version.is_v5() => self.handle_auth(conn, a, now, out),
+            Packet::Auth(_) => self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out),
             // Packets only a server sends.
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out)
@@ -173,6 +178,7 @@ impl Broker {
 
     /// The I/O layer lost `conn` (end of stream, I/O error) without a DISCONNECT.
     pub fn connection_lost(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
+        self.forget_pending(conn);
         self.detach(conn, true, now, out);
     }
 
@@ -212,9 +218,15 @@ impl Broker {
     /// Sends DISCONNECT with `code` if `conn` speaks MQTT 5 (3.x has no server DISCONNECT).
     pub(crate) fn send_disconnect(&self, conn: ConnId, code: u8, out: &mut Vec<Action>) {
         if self.conns.get(&conn).is_some_and(|c| c.version.is_v5()) {
+            // A reason string tells a person reading the client's log what went wrong; DISCONNECT
+            // may carry one whatever Request Problem Information says [MQTT-3.1.2-29].
+            let properties = Properties {
+                reason_string: reason_text(code).map(ByteStr::from_static),
+                ..Properties::default()
+            };
             let d = Disconnect {
                 reason: code,
-                properties: Properties::default(),
+                properties,
             };
             out.push(Action::Send(conn, Packet::Disconnect(d)));
         }
@@ -229,6 +241,7 @@ impl Broker {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        self.reauth.remove(&conn);
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
@@ -241,6 +254,7 @@ impl Broker {
         if with_will && let Some(will) = will {
             self.schedule_will(c.session, will, interval, now, out);
         }
+        self.redistribute_shared(c.session, now, out);
         self.park_or_end_session(c.session, now, out);
     }
 
@@ -269,12 +283,43 @@ impl Broker {
         let Some(session) = self.sessions.remove(&sid) else {
             return;
         };
-        for filter in session.subscriptions.keys() {
-            self.subs.remove(filter, &sid);
+        let filters: Vec<ByteStr> = session.subscriptions.keys().cloned().collect();
+        for filter in filters {
+            self.remove_subscription(sid, &filter);
         }
         if self.client_ids.get(&session.client_id) == Some(&sid) {
             self.client_ids.remove(&session.client_id);
         }
         self.fire_pending_will(sid, now, out);
     }
+}
+
+/// A short explanation of a server-side reason code, for the Reason String property.
+pub(crate) fn reason_text(code: u8) -> Option<&'static str> {
+    Some(match code {
+        reason::MALFORMED_PACKET => "malformed packet",
+        reason::PROTOCOL_ERROR => "protocol error",
+        reason::NOT_AUTHORIZED => "not authorized",
+        reason::SERVER_BUSY => "server busy",
+        reason::SERVER_SHUTTING_DOWN => "server shutting down",
+        reason::KEEP_ALIVE_TIMEOUT => {
+            "keep alive timeout: nothing received for 1.5 times the keep alive"
+        }
+        reason::SESSION_TAKEN_OVER => {
+            "session taken over by another connection with the same client identifier"
+        }
+        reason::TOPIC_NAME_INVALID => "invalid topic name",
+        reason::RECEIVE_MAXIMUM_EXCEEDED => {
+            "more unacknowledged QoS 2 messages than the advertised Receive Maximum"
+        }
+        reason::TOPIC_ALIAS_INVALID => {
+            "topic alias is 0 or above the advertised Topic Alias Maximum"
+        }
+        reason::PACKET_TOO_LARGE => "packet larger than the advertised Maximum Packet Size",
+        reason::PAYLOAD_FORMAT_INVALID => {
+            "payload is not valid UTF-8 but its Payload Format Indicator says it is"
+        }
+        reason::RETAIN_NOT_SUPPORTED => "retained messages are not available",
+        _ => return None,
+    })
 }

@@ -28,6 +28,26 @@ pub struct Config {
     pub topic_alias_maximum: u16,
     /// Prefix of client identifiers the broker assigns.
     pub assigned_id_prefix: String,
+    /// How a shared subscription group picks the member for each message.
+    pub shared_strategy: SharedStrategy,
+    /// Re-send unacknowledged QoS 1/2 deliveries to a connected client after this many seconds
+    /// (0: only on reconnect, as MQTT 5 requires). Some 3.1.1 clients (Dapr's MQTT component)
+    /// rely on it to retry messages their handler failed on.
+    pub retry_interval: u32,
+}
+
+/// Member choice in a shared subscription group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharedStrategy {
+    /// Each online member in turn.
+    #[default]
+    RoundRobin,
+    /// An online member at random.
+    Random,
+    /// The same online member as long as it stays online.
+    Sticky,
+    /// The online member with the fewest unacknowledged and queued messages.
+    LeastInflight,
 }
 
 impl Default for Config {
@@ -41,8 +61,10 @@ impl Default for Config {
             max_session_expiry: u32::MAX,
             max_keep_alive: 0,
             retain_available: true,
-            topic_alias_maximum: 0,
+            topic_alias_maximum: 64,
             assigned_id_prefix: "tern-".to_string(),
+            shared_strategy: SharedStrategy::RoundRobin,
+            retry_interval: 0,
         }
     }
 }

@@ -4,10 +4,11 @@
 use crate::action::Action;
 use crate::broker::{Broker, SessionId};
 use crate::message::Message;
-use crate::session::{Delivery, Inflight, OutState};
+use crate::session::{Delivery, Inflight, OutState, Session};
+use crate::shared::SubKey;
 use std::sync::Arc;
 use std::time::Instant;
-use tern_codec::{Ack, Packet, ProtocolVersion, Publish, QoS};
+use tern_codec::{Ack, ByteStr, Packet, ProtocolVersion, Publish, QoS};
 
 impl Broker {
     /// Stores a retained message (or deletes one, for an empty payload) and routes `msg`.
@@ -36,21 +37,22 @@ impl Broker {
     fn route(&mut self, msg: Arc<Message>, now: Instant, out: &mut Vec<Action>) -> usize {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
-        self.subs.for_each_match(&msg.topic, |sid, entry| {
+        self.subs.for_each_match(&msg.topic, |key, entry| {
             // [MQTT-3.8.3-3] No Local: not back to the publishing session.
-            if !(entry.options.no_local && msg.origin == Some(*sid)) {
-                matches.push((*sid, *entry));
+            if !(entry.options.no_local && SubKey::Session(msg.origin.unwrap_or(0)) == *key) {
+                matches.push((*key, *entry));
             }
         });
-        matches.sort_unstable_by_key(|(sid, _)| *sid);
+        // Sessions sort before groups; each key's entries end up adjacent.
+        matches.sort_unstable_by_key(|(key, _)| *key);
         let mut routed = 0;
         let mut i = 0;
         while i < matches.len() {
-            let sid = matches[i].0;
+            let key = matches[i].0;
             let mut qos = QoS::AtMostOnce;
             let mut retain = false;
             let mut sub_ids = Vec::new();
-            while i < matches.len() && matches[i].0 == sid {
+            while i < matches.len() && matches[i].0 == key {
                 let entry = matches[i].1;
                 qos = qos.max(entry.options.qos);
                 // [MQTT-3.3.1-12] / [MQTT-3.3.1-13] Retain As Published keeps the flag; otherwise
@@ -64,8 +66,12 @@ impl Broker {
                 retain,
                 sub_ids,
                 msg: msg.clone(),
+                shared: None,
             };
-            self.deliver(sid, delivery, now, out);
+            match key {
+                SubKey::Session(sid) => self.deliver(sid, delivery, now, out),
+                SubKey::Shared(gid) => self.deliver_shared(gid, delivery, now, out),
+            }
             routed += 1;
         }
         self.scratch = matches;
@@ -87,17 +93,17 @@ impl Broker {
         if delivery.qos == QoS::AtMostOnce {
             match session.conn {
                 Some(conn) => {
-                    if let Some(p) = build_publish(
-                        &delivery,
-                        None,
-                        false,
-                        now,
-                        session.max_packet_size,
-                        session.version,
-                        &mut self.stats,
-                    ) {
+                    if let Some((p, new_alias)) =
+                        build_publish(&delivery, None, now, session, &mut self.stats)
+                    {
                         self.stats.publish_sent += 1;
-                        out.push(Action::SendDroppable(conn, p));
+                        // The PUBLISH that sets up a topic alias must reach the client, or the
+                        // ones after it would name an alias it never saw.
+                        out.push(if new_alias {
+                            Action::Send(conn, Packet::Publish(p))
+                        } else {
+                            Action::SendDroppable(conn, p)
+                        });
                     }
                 }
                 None => self.stats.dropped_qos0_offline += 1,
@@ -130,15 +136,7 @@ impl Broker {
         };
         let Some(conn) = session.conn else { return };
         if delivery.qos == QoS::AtMostOnce {
-            if let Some(p) = build_publish(
-                &delivery,
-                None,
-                false,
-                now,
-                session.max_packet_size,
-                session.version,
-                &mut self.stats,
-            ) {
+            if let Some((p, _)) = build_publish(&delivery, None, now, session, &mut self.stats) {
                 self.stats.publish_sent += 1;
                 out.push(Action::Send(conn, Packet::Publish(p)));
             }
@@ -163,20 +161,15 @@ impl Broker {
         let Some(conn) = session.conn else { return };
         let packet_id = session.next_packet_id();
         // Expired, or too large for the client: dropped as if delivered ([MQTT-3.1.2-25]).
-        if let Some(p) = build_publish(
-            &delivery,
-            Some(packet_id),
-            false,
-            now,
-            session.max_packet_size,
-            session.version,
-            &mut self.stats,
-        ) {
+        if let Some((p, _)) =
+            build_publish(&delivery, Some(packet_id), now, session, &mut self.stats)
+        {
             self.stats.publish_sent += 1;
             session.inflight.push_back(Inflight {
                 packet_id,
                 delivery,
                 state: OutState::Published,
+                sent_at: now,
             });
             out.push(Action::Send(conn, Packet::Publish(p)));
         }
@@ -209,13 +202,25 @@ impl Broker {
     /// On session resumption, re-sends every unacknowledged PUBLISH with DUP set and every
     /// PUBREL, in their original order ([MQTT-4.4.0-1], [MQTT-4.6.0-1]).
     pub(crate) fn resend_inflight(&mut self, sid: SessionId, now: Instant, out: &mut Vec<Action>) {
+        self.resend_older_than(sid, now, now, out);
+    }
+
+    /// Re-sends the in-flight messages of `sid` last sent at or before `cutoff`, in order.
+    pub(crate) fn resend_older_than(
+        &mut self,
+        sid: SessionId,
+        cutoff: Instant,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
         let Some(conn) = session.conn else { return };
         // A new connection may come with a smaller Receive Maximum, but messages already in
         // flight are re-sent regardless: the spec counts them against the new quota.
-        for f in &session.inflight {
+        for f in session.inflight.iter_mut().filter(|f| f.sent_at <= cutoff) {
+            f.sent_at = now;
             match f.state {
                 OutState::Published => {
                     // Expiry does not apply to a message already sent: it must complete.
@@ -234,32 +239,49 @@ impl Broker {
 }
 
 /// Builds the PUBLISH for a delivery, or `None` when it expired or exceeds the client's Maximum
-/// Packet Size (counted in `stats`).
+/// Packet Size (counted in `stats`). Uses a topic alias towards v5 clients that allow them; the
+/// flag tells whether this packet sets a new alias up.
 fn build_publish(
     d: &Delivery,
     packet_id: Option<u16>,
-    dup: bool,
     now: Instant,
-    max_packet_size: Option<u32>,
-    version: ProtocolVersion,
+    session: &mut Session,
     stats: &mut crate::stats::Stats,
-) -> Option<Publish> {
+) -> Option<(Publish, bool)> {
     if d.msg.expired(now) {
         stats.dropped_expired += 1;
         return None;
     }
-    let p = publish_fields(d, packet_id, dup, now, version);
-    if let Some(max) = max_packet_size {
+    let mut p = publish_fields(d, packet_id, false, now, session.version);
+    let mut new_alias = None;
+    if session.alias_out_max > 0 {
+        match session.aliases_out.get(&p.topic) {
+            Some(&alias) => {
+                p.properties.topic_alias = Some(alias);
+                p.topic = ByteStr::new();
+            }
+            None if session.aliases_out.len() < usize::from(session.alias_out_max) => {
+                let alias = session.aliases_out.len() as u16 + 1;
+                p.properties.topic_alias = Some(alias);
+                new_alias = Some(alias);
+            }
+            None => {}
+        }
+    }
+    if let Some(max) = session.max_packet_size {
         // [MQTT-3.1.2-24] (v5 numbering) The server must not send a packet larger than the
         // client's Maximum Packet Size; it is discarded as if delivered.
-        let len =
-            tern_codec::encoded_len(&Packet::Publish(p.clone()), version).unwrap_or(usize::MAX);
+        let len = tern_codec::encoded_len(&Packet::Publish(p.clone()), session.version)
+            .unwrap_or(usize::MAX);
         if len > max as usize {
             stats.dropped_too_large += 1;
             return None;
         }
     }
-    Some(p)
+    if let Some(alias) = new_alias {
+        session.aliases_out.insert(p.topic.clone(), alias);
+    }
+    Some((p, new_alias.is_some()))
 }
 
 fn publish_fields(

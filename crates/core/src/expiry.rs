@@ -22,12 +22,37 @@ impl Broker {
             self.stats.sessions_expired += 1;
             self.end_session(sid, now, out);
         }
+        self.retry_unacknowledged(now, out);
         let due = self
             .last_retained_sweep
             .is_none_or(|t| now.duration_since(t) >= RETAINED_SWEEP);
         if due {
             self.last_retained_sweep = Some(now);
             self.retained.retain(|_, m| !m.expired(now));
+        }
+    }
+
+    /// The optional in-session retry for MQTT 3.x clients (`Config::retry_interval`). MQTT 5
+    /// forbids re-sending except on reconnect [MQTT-4.4.0-1], so v5 sessions are left alone.
+    fn retry_unacknowledged(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.config.retry_interval == 0 {
+            return;
+        }
+        let Some(cutoff) =
+            now.checked_sub(Duration::from_secs(u64::from(self.config.retry_interval)))
+        else {
+            return;
+        };
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.online() && !s.version.is_v5() && s.inflight.iter().any(|f| f.sent_at <= cutoff)
+            })
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in due {
+            self.resend_older_than(sid, cutoff, now, out);
         }
     }
 }

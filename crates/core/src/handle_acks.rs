@@ -47,6 +47,7 @@ impl Broker {
             return;
         }
         session.inflight[i].state = OutState::Released;
+        session.inflight[i].sent_at = now;
         out.push(Action::Send(conn, Packet::PubRel(Ack::new(a.packet_id))));
     }
 

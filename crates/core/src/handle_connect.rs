@@ -49,10 +49,28 @@ impl Broker {
         {
             return self.refuse(conn, version, reason::TOPIC_NAME_INVALID, out);
         }
-        if connect.properties.authentication_method.is_some() {
-            // No enhanced authentication method is offered yet (MQTT 5.0 section 4.12).
-            return self.refuse(conn, version, reason::BAD_AUTHENTICATION_METHOD, out);
+        if let Some(method) = connect.properties.authentication_method.clone() {
+            // MQTT 5.0 section 4.12: enhanced authentication runs before CONNACK.
+            return self.start_connect_auth(conn, connect, client_id, assigned, &method, now, out);
         }
+        self.accept_connect(conn, connect, client_id, assigned, None, now, out);
+    }
+
+    /// Completes a CONNECT that passed every check (and authentication, if any): takeover,
+    /// session creation or resumption, CONNACK, then whatever the session has waiting.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn accept_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        client_id: ByteStr,
+        assigned: Option<ByteStr>,
+        auth: Option<(ByteStr, Option<bytes::Bytes>)>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let version = connect.protocol;
+        let v5 = version.is_v5();
 
         // Session takeover [MQTT-3.1.4-3]: the existing connection of this client id is closed.
         // The old connection ended without DISCONNECT, so its will applies: detaching it schedules
@@ -117,6 +135,14 @@ impl Broker {
         session.expires_at = None;
         session.will = connect.will;
         session.window = window;
+        // [MQTT-3.3.2-7] Topic aliases live and die with the network connection.
+        session.aliases_in.clear();
+        session.aliases_out.clear();
+        session.alias_out_max = if v5 {
+            connect.properties.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        };
         session.max_packet_size = if v5 {
             connect.properties.maximum_packet_size
         } else {
@@ -141,10 +167,17 @@ impl Broker {
             if !self.config.retain_available {
                 properties.retain_available = Some(0);
             }
-            // Shared subscriptions are not offered yet; say so rather than fail later.
-            properties.shared_subscription_available = Some(0);
             if connect.properties.session_expiry_interval.unwrap_or(0) != expiry_interval {
                 properties.session_expiry_interval = Some(expiry_interval);
+            }
+            if connect.properties.request_response_information == Some(1) {
+                // A topic prefix this client may use for responses (MQTT 5.0 section 4.10).
+                properties.response_information =
+                    Some(ByteStr::from(format!("response/{client_id}")));
+            }
+            if let Some((method, data)) = auth {
+                properties.authentication_method = Some(method);
+                properties.authentication_data = data;
             }
             let max_ka = self.config.max_keep_alive;
             if max_ka > 0 && (connect.keep_alive == 0 || connect.keep_alive > max_ka) {
@@ -164,7 +197,13 @@ impl Broker {
     }
 
     /// Refuses a CONNECT with `code` (a v5 reason code, or a 3.x return code that is mapped).
-    fn refuse(&mut self, conn: ConnId, version: ProtocolVersion, code: u8, out: &mut Vec<Action>) {
+    pub(crate) fn refuse(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        code: u8,
+        out: &mut Vec<Action>,
+    ) {
         self.stats.connects_refused += 1;
         let code = if version.is_v5() {
             match code {

@@ -5,7 +5,7 @@ use crate::broker::{Broker, Conn, ConnId};
 use crate::message::Message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tern_codec::{Ack, Packet, Publish, QoS, reason};
+use tern_codec::{Ack, Packet, Properties, Publish, QoS, reason};
 
 impl Broker {
     pub(crate) fn handle_publish(
@@ -17,10 +17,21 @@ impl Broker {
         out: &mut Vec<Action>,
     ) {
         if let Some(alias) = p.properties.topic_alias {
-            // Topic aliases are only accepted up to the advertised Topic Alias Maximum; with the
-            // default of 0 every alias is invalid ([MQTT-3.3.2-9], [MQTT-3.3.2-10]).
-            if alias == 0 || alias > self.config.topic_alias_maximum {
+            // [MQTT-3.3.2-9] / [MQTT-3.3.2-10] Aliases from 1 up to our Topic Alias Maximum.
+            if alias == 0 || alias > self.config.topic_alias_maximum || !c.version.is_v5() {
                 return self.protocol_failure(conn, reason::TOPIC_ALIAS_INVALID, now, out);
+            }
+            let Some(session) = self.sessions.get_mut(&c.session) else {
+                return;
+            };
+            if p.topic.is_empty() {
+                match session.aliases_in.get(&alias) {
+                    Some(topic) => p.topic = topic.clone(),
+                    // An alias that was never set up: protocol error (MQTT 5.0 section 3.3.4).
+                    None => return self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out),
+                }
+            } else {
+                session.aliases_in.insert(alias, p.topic.clone());
             }
         }
         if tern_topic::validate_topic_name(&p.topic).is_err() {
@@ -30,6 +41,26 @@ impl Broker {
         if p.retain && !self.config.retain_available {
             // [MQTT-3.3.1-?] Retain not supported (advertised as Retain Available 0).
             return self.protocol_failure(conn, reason::RETAIN_NOT_SUPPORTED, now, out);
+        }
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            // MQTT 5.0 section 3.3.2.3.2: the payload says it is UTF-8 and is not; refuse it
+            // with 0x99 (PUBACK/PUBREC for QoS 1/2, DISCONNECT for QoS 0).
+            let pid = p.packet_id.unwrap_or(0);
+            let refusal = Ack {
+                packet_id: pid,
+                reason: reason::PAYLOAD_FORMAT_INVALID,
+                properties: Properties::default(),
+            };
+            match p.qos {
+                QoS::AtMostOnce => {
+                    return self.protocol_failure(conn, reason::PAYLOAD_FORMAT_INVALID, now, out);
+                }
+                QoS::AtLeastOnce => out.push(Action::Send(conn, Packet::PubAck(refusal))),
+                QoS::ExactlyOnce => out.push(Action::Send(conn, Packet::PubRec(refusal))),
+            }
+            return;
         }
         self.stats.publish_received += 1;
         self.stats.bytes_payload_received += p.payload.len() as u64;

@@ -4,6 +4,7 @@
 use crate::action::Action;
 use crate::broker::{Broker, Conn, ConnId, SessionId};
 use crate::session::{Delivery, SubEntry};
+use crate::subscriptions::Added;
 use std::sync::Arc;
 use std::time::Instant;
 use tern_codec::{ByteStr, Packet, Properties, RetainHandling, SubAck, Subscribe, reason};
@@ -21,15 +22,19 @@ impl Broker {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for: Vec<(ByteStr, SubEntry)> = Vec::new();
+        for (filter, options) in &s.filters {
+            let shared = tern_topic::parse_shared(filter);
+            if matches!(shared, Some(Ok(_))) && options.no_local {
+                // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
+                return self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out);
+            }
+        }
         for (filter, options) in s.filters {
-            let code = if tern_topic::parse_shared(&filter).is_some() {
-                // Shared subscriptions are not offered yet (advertised as unavailable).
-                if v5 {
-                    reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-                } else {
-                    reason::V3_SUBACK_FAILURE
-                }
-            } else if tern_topic::validate_topic_filter(&filter).is_err() {
+            let valid = match tern_topic::parse_shared(&filter) {
+                Some(parsed) => parsed.is_ok(),
+                None => tern_topic::validate_topic_filter(&filter).is_ok(),
+            };
+            let code = if !valid {
                 if v5 {
                     reason::TOPIC_FILTER_INVALID
                 } else {
@@ -40,19 +45,21 @@ impl Broker {
                     options,
                     id: sub_id,
                 };
-                // [MQTT-3.8.4-3] A subscription to an existing filter replaces it.
-                let existed = self.subs.insert(&filter, c.session, entry).is_some();
-                if let Some(session) = self.sessions.get_mut(&c.session) {
-                    session.subscriptions.insert(filter.clone(), entry);
-                }
-                // [MQTT-3.3.1-9] .. [MQTT-3.3.1-11] Retain Handling; 3.x always sends them.
-                let send_retained = match options.retain_handling {
-                    RetainHandling::OnSubscribe => true,
-                    RetainHandling::OnNewSubscribe => !existed,
-                    RetainHandling::Never => false,
-                };
-                if send_retained {
-                    retained_for.push((filter, entry));
+                match self.add_subscription(c.session, &filter, entry) {
+                    // Retained messages are not sent for a shared subscription
+                    // (MQTT 5.0 section 4.8.2).
+                    Added::Shared => {}
+                    Added::Plain { existed } => {
+                        // [MQTT-3.3.1-9] .. [MQTT-3.3.1-11] Retain Handling; 3.x always sends them.
+                        let send_retained = match options.retain_handling {
+                            RetainHandling::OnSubscribe => true,
+                            RetainHandling::OnNewSubscribe => !existed,
+                            RetainHandling::Never => false,
+                        };
+                        if send_retained {
+                            retained_for.push((filter, entry));
+                        }
+                    }
                 }
                 options.qos as u8
             };
@@ -91,6 +98,7 @@ impl Broker {
                 retain: true,
                 sub_ids: entry.id.into_iter().collect(),
                 msg,
+                shared: None,
             };
             self.deliver_retained(sid, delivery, now, out);
         }

@@ -14,10 +14,7 @@ impl Broker {
     ) {
         let mut reasons = Vec::new();
         for filter in &u.filters {
-            let existed = self.subs.remove(filter, &c.session).is_some();
-            if let Some(session) = self.sessions.get_mut(&c.session) {
-                session.subscriptions.remove(filter.as_str());
-            }
+            let existed = self.remove_subscription(c.session, filter);
             if c.version.is_v5() {
                 reasons.push(if existed {
                     reason::SUCCESS

@@ -14,11 +14,15 @@
 //! - `handle_connect`, `handle_publish`, `handle_acks`, `handle_subscribe`, `handle_unsubscribe`,
 //!   `handle_disconnect`: one file per packet (or packet family) received from a client.
 //! - `delivery`: routing a message to matching sessions, the in-flight window and the queue.
+//! - `shared`: shared subscriptions (`$share/{group}/{filter}`): groups, member choice, hand-over.
+//! - `subscriptions`: adding/removing one subscription across trie, groups and session.
 //! - `will`: will messages, including MQTT 5 will delay.
 //! - `expiry`: the periodic [`Broker::tick`]: session expiry, delayed wills, expired retained messages.
+//! - [`auth`]: the pluggable MQTT 5 enhanced authentication exchange (AUTH packets).
 //! - [`stats`]: counters for `$SYS` and metrics.
 
 pub mod action;
+pub mod auth;
 mod broker;
 pub mod config;
 mod delivery;
@@ -31,11 +35,15 @@ mod handle_subscribe;
 mod handle_unsubscribe;
 pub mod message;
 pub mod session;
+mod shared;
 pub mod stats;
+mod subscriptions;
 mod will;
 
 pub use action::{Action, CloseReason};
+pub use auth::{AuthExchange, AuthStep, EnhancedAuth};
 pub use broker::{Broker, ConnId, SessionId};
-pub use config::Config;
+pub use config::{Config, SharedStrategy};
 pub use message::Message;
+pub use shared::{GroupId, SubKey};
 pub use stats::Stats;

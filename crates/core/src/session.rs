@@ -27,6 +27,9 @@ pub struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub sub_ids: Vec<u32>,
+    /// The shared group it was chosen for, if any (it moves to another member if this one
+    /// leaves before acknowledging it).
+    pub shared: Option<crate::shared::GroupId>,
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -44,6 +47,8 @@ pub struct Inflight {
     pub packet_id: u16,
     pub delivery: Delivery,
     pub state: OutState,
+    /// When it was last sent (for the optional in-session retry of 3.1.1 clients).
+    pub sent_at: std::time::Instant,
 }
 
 /// Session state.
@@ -72,6 +77,12 @@ pub struct Session {
     pub window: u16,
     /// Client's Maximum Packet Size (MQTT 5).
     pub max_packet_size: Option<u32>,
+    /// Topic aliases the client set up towards us on its current connection.
+    pub aliases_in: HashMap<u16, ByteStr>,
+    /// Topic aliases we set up towards the client on its current connection.
+    pub aliases_out: HashMap<ByteStr, u16>,
+    /// The client's Topic Alias Maximum (0: no aliases towards it).
+    pub alias_out_max: u16,
 }
 
 impl Session {
@@ -91,6 +102,9 @@ impl Session {
             will: None,
             window: 1,
             max_packet_size: None,
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            alias_out_max: 0,
         }
     }
 

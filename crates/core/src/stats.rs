@@ -20,4 +20,6 @@ pub struct Stats {
     pub wills_published: u64,
     pub takeovers: u64,
     pub protocol_errors: u64,
+    /// Messages for a shared group with no member able to take them.
+    pub dropped_no_shared_member: u64,
 }

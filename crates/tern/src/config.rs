@@ -54,6 +54,24 @@ pub struct Limits {
 pub struct Mqtt {
     /// Keep retained messages.
     pub retain_available: bool,
+    /// Most topic aliases an MQTT 5 client may set up towards the broker (0 disables them).
+    pub topic_alias_maximum: u16,
+    /// How a shared subscription group picks the member for each message.
+    pub shared_subscription_strategy: SharedStrategy,
+    /// Re-send unacknowledged QoS 1/2 messages to a connected MQTT 3.x client after this many
+    /// seconds (0: off; MQTT 5 clients only get re-sends on reconnect, as the spec requires).
+    pub retry_interval_secs: u32,
+}
+
+/// `mqtt.shared_subscription_strategy`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategy {
+    #[default]
+    RoundRobin,
+    Random,
+    Sticky,
+    LeastInflight,
 }
 
 impl Default for Config {
@@ -90,6 +108,9 @@ impl Default for Mqtt {
     fn default() -> Self {
         Self {
             retain_available: true,
+            topic_alias_maximum: tern_core::Config::default().topic_alias_maximum,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
+            retry_interval_secs: 0,
         }
     }
 }
@@ -188,6 +209,14 @@ impl Config {
             max_session_expiry: self.limits.max_session_expiry_secs,
             max_keep_alive: self.limits.max_keep_alive_secs,
             retain_available: self.mqtt.retain_available,
+            topic_alias_maximum: self.mqtt.topic_alias_maximum,
+            shared_strategy: match self.mqtt.shared_subscription_strategy {
+                SharedStrategy::RoundRobin => tern_core::SharedStrategy::RoundRobin,
+                SharedStrategy::Random => tern_core::SharedStrategy::Random,
+                SharedStrategy::Sticky => tern_core::SharedStrategy::Sticky,
+                SharedStrategy::LeastInflight => tern_core::SharedStrategy::LeastInflight,
+            },
+            retry_interval: self.mqtt.retry_interval_secs,
             ..tern_core::Config::default()
         }
     }
@@ -224,6 +253,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.receive_maximum"), "{err}");
+    }
+
+    #[test]
+    fn unknown_strategy_is_named() {
+        let err = Config::from_toml("[mqtt]\nshared_subscription_strategy = \"fastest\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("shared_subscription_strategy") && err.contains("round_robin"),
+            "{err}"
+        );
     }
 
     #[test]

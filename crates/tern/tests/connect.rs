@@ -277,3 +277,17 @@ async fn max_connections_is_enforced() {
     .ok();
     c.expect_closed(WAIT).await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_tells_v5_clients_0x8b_and_closes_everyone() {
+    let b = TestBroker::start().await;
+    let (mut c5, _) = b.connect(V5, "stay5", true).await;
+    let (mut c3, _) = b.connect(V3_1_1, "stay3", true).await;
+    b.stop().await;
+    match next(&mut c5).await {
+        Packet::Disconnect(d) => assert_eq!(d.reason, reason::SERVER_SHUTTING_DOWN),
+        other => panic!("{other:?}"),
+    }
+    c5.expect_closed(WAIT).await.unwrap();
+    c3.expect_closed(WAIT).await.unwrap();
+}

@@ -1,0 +1,68 @@
+//! Adding and removing one subscription of a session, plain or shared, keeping the trie, the
+//! shared groups and the session's own list in step.
+
+use crate::broker::{Broker, SessionId};
+use crate::session::SubEntry;
+use crate::shared::SubKey;
+
+/// What adding a subscription did.
+pub(crate) enum Added {
+    /// A plain subscription; `existed` tells whether it replaced one ([MQTT-3.8.4-3]).
+    Plain { existed: bool },
+    /// A shared subscription.
+    Shared,
+}
+
+impl Broker {
+    /// Adds (or replaces) `filter` for session `sid`. The filter must have been validated.
+    pub(crate) fn add_subscription(
+        &mut self,
+        sid: SessionId,
+        filter: &tern_codec::ByteStr,
+        entry: SubEntry,
+    ) -> Added {
+        let added = match tern_topic::parse_shared(filter) {
+            Some(Ok(shared)) => {
+                let (gid, new_group) = self.shared.join(shared.group, shared.filter, sid, entry);
+                if new_group {
+                    self.subs.insert(shared.filter, SubKey::Shared(gid), entry);
+                }
+                Added::Shared
+            }
+            _ => Added::Plain {
+                existed: self
+                    .subs
+                    .insert(filter, SubKey::Session(sid), entry)
+                    .is_some(),
+            },
+        };
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            session.subscriptions.insert(filter.clone(), entry);
+        }
+        added
+    }
+
+    /// Removes `filter` from session `sid`; true when it existed.
+    pub(crate) fn remove_subscription(&mut self, sid: SessionId, filter: &str) -> bool {
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            session.subscriptions.remove(filter);
+        }
+        match tern_topic::parse_shared(filter) {
+            Some(Ok(shared)) => match self.shared.leave(shared.group, shared.filter, sid) {
+                Some((gid, empty)) => {
+                    if empty {
+                        self.subs.remove(shared.filter, &SubKey::Shared(gid));
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ => self.subs.remove(filter, &SubKey::Session(sid)).is_some(),
+        }
+    }
+
+    /// Total subscriptions, counting each shared group member.
+    pub(crate) fn count_subscriptions(&self) -> usize {
+        self.sessions.values().map(|s| s.subscriptions.len()).sum()
+    }
+}

@@ -1,0 +1,228 @@
+//! A deterministic driver for the sans-IO core: connections are numbers, time is a value.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use tern_codec::{
+    Ack, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
+    SubscriptionOptions, Will,
+};
+use tern_core::{Action, Broker, Config, ConnId};
+
+pub struct Harness {
+    pub broker: Broker,
+    pub now: Instant,
+    pub out: Vec<Action>,
+    next_conn: ConnId,
+}
+
+impl Harness {
+    pub fn new(config: Config) -> Self {
+        Self {
+            broker: Broker::new(config),
+            now: Instant::now(),
+            out: Vec::new(),
+            next_conn: 1,
+        }
+    }
+
+    pub fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.broker.tick(self.now, &mut self.out);
+    }
+
+    pub fn packet(&mut self, conn: ConnId, p: Packet) {
+        self.broker.handle_packet(conn, p, self.now, &mut self.out);
+    }
+
+    /// Connects a client, returning its connection id and CONNACK.
+    pub fn connect_with(&mut self, c: Connect) -> (ConnId, ConnAck) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.packet(conn, Packet::Connect(Box::new(c)));
+        let ack = self
+            .take_first(conn, |p| matches!(p, Packet::ConnAck(_)))
+            .and_then(|p| match p {
+                Packet::ConnAck(a) => Some(a),
+                _ => None,
+            })
+            .expect("CONNACK");
+        (conn, ack)
+    }
+
+    pub fn connect(
+        &mut self,
+        version: ProtocolVersion,
+        id: &str,
+        clean: bool,
+        expiry: Option<u32>,
+    ) -> ConnId {
+        let mut c = connect(version, id, clean);
+        c.properties.session_expiry_interval = expiry;
+        let (conn, ack) = self.connect_with(c);
+        assert_eq!(ack.code, 0);
+        conn
+    }
+
+    pub fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) {
+        self.subscribe_opts(
+            conn,
+            filter,
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            None,
+        );
+    }
+
+    pub fn subscribe_opts(
+        &mut self,
+        conn: ConnId,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> Vec<u8> {
+        let mut properties = Properties::default();
+        properties.subscription_identifiers.extend(id);
+        self.packet(
+            conn,
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters: vec![(ByteStr::from(filter), options)],
+                properties,
+            }),
+        );
+        self.take_first(conn, |p| matches!(p, Packet::SubAck(_)))
+            .and_then(|p| match p {
+                Packet::SubAck(s) => Some(s.reasons),
+                _ => None,
+            })
+            .expect("SUBACK")
+    }
+
+    pub fn publish(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+        pid: Option<u16>,
+    ) {
+        self.publish_props(
+            conn,
+            topic,
+            payload,
+            qos,
+            retain,
+            pid,
+            Properties::default(),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish_props(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+        pid: Option<u16>,
+        properties: Properties,
+    ) {
+        self.packet(
+            conn,
+            Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain,
+                topic: ByteStr::from(topic),
+                packet_id: pid,
+                properties,
+                payload: Bytes::copy_from_slice(payload.as_bytes()),
+            }),
+        );
+    }
+
+    pub fn ack(&mut self, conn: ConnId, p: &Publish) {
+        self.packet(conn, Packet::PubAck(Ack::new(p.packet_id.unwrap())));
+    }
+
+    /// Removes and returns the first packet sent to `conn` that satisfies `pred`.
+    pub fn take_first(&mut self, conn: ConnId, pred: impl Fn(&Packet) -> bool) -> Option<Packet> {
+        let i = self
+            .out
+            .iter()
+            .position(|a| matches!(a, Action::Send(c, p) if *c == conn && pred(p)))?;
+        match self.out.remove(i) {
+            Action::Send(_, p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Removes and returns the packets sent to `conn` so far (droppable ones included).
+    pub fn take(&mut self, conn: ConnId) -> Vec<Packet> {
+        let mut mine = Vec::new();
+        self.out.retain(|a| match a {
+            Action::Send(c, p) if *c == conn => {
+                mine.push(p.clone());
+                false
+            }
+            Action::SendDroppable(c, p) if *c == conn => {
+                mine.push(Packet::Publish(p.clone()));
+                false
+            }
+            _ => true,
+        });
+        mine
+    }
+
+    pub fn publishes(&mut self, conn: ConnId) -> Vec<Publish> {
+        self.take(conn)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// True when a Close for `conn` was emitted (and removes it).
+    pub fn closed(&mut self, conn: ConnId) -> bool {
+        let before = self.out.len();
+        self.out
+            .retain(|a| !matches!(a, Action::Close(c, _) if *c == conn));
+        before != self.out.len()
+    }
+
+    pub fn lose(&mut self, conn: ConnId) {
+        self.broker.connection_lost(conn, self.now, &mut self.out);
+    }
+}
+
+pub fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: clean,
+        keep_alive: 60,
+        client_id: ByteStr::from(id),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }
+}
+
+pub fn will(topic: &str, payload: &str, delay: Option<u32>) -> Will {
+    let mut properties = Properties::default();
+    properties.will_delay_interval = delay;
+    Will {
+        topic: ByteStr::from(topic),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties,
+    }
+}
