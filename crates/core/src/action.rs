@@ -11,6 +11,9 @@ pub enum Action {
     /// Send a QoS 0 PUBLISH that the I/O layer may drop (and count) when the connection's output
     /// is backed up: the slow reader loses messages, the publisher does not stall.
     SendDroppable(ConnId, Publish),
+    /// Write a record to the durable store. Packets that follow it in the same batch must not
+    /// be sent before the record is durable (group commit; see `persist.rs`).
+    Persist(tern_store::Record),
     /// Flush what was sent before, then close the connection.
     Close(ConnId, CloseReason),
 }

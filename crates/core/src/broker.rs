@@ -43,6 +43,11 @@ pub struct Broker {
     /// Reused by routing so a publish does not allocate a match list each time.
     pub(crate) scratch: Vec<(SubKey, SubEntry)>,
     pub(crate) last_retained_sweep: Option<Instant>,
+    pub(crate) persist: crate::persist::Persistence,
+    /// Client ids of sessions with a durable pending will (the session may be gone when the will
+    /// fires, but the record must still name it).
+    pub(crate) pending_will_clients: HashMap<SessionId, String>,
+    pub(crate) next_message_id: u64,
     pub(crate) auth_methods: Vec<Box<dyn crate::auth::EnhancedAuth>>,
     pub(crate) pending_auth: HashMap<ConnId, crate::auth::PendingAuth>,
     pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
@@ -57,6 +62,18 @@ impl Broker {
             next_assigned_id: 1,
             ..Self::default()
         }
+    }
+
+    /// Tells the core the wall-clock time (Unix milliseconds) at `now`, so durable records carry
+    /// absolute times. Call it at start and now and then (the driver does on every tick).
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.persist.set_anchor(now, unix_ms);
+    }
+
+    /// A fresh message id.
+    pub(crate) fn new_message_id(&mut self) -> u64 {
+        self.next_message_id += 1;
+        self.next_message_id
     }
 
     /// The configuration in force.
@@ -269,12 +286,13 @@ impl Broker {
             return;
         };
         match session.expiry_interval {
-            0 => self.end_session(sid, now, out),
+            0 => return self.end_session(sid, now, out),
             u32::MAX => session.expires_at = None,
             secs => {
                 session.expires_at = Some(now + std::time::Duration::from_secs(u64::from(secs)))
             }
         }
+        self.persist.session(session, now, out);
     }
 
     /// Removes a session and its subscriptions; a pending delayed will is published now
@@ -283,9 +301,10 @@ impl Broker {
         let Some(session) = self.sessions.remove(&sid) else {
             return;
         };
+        self.persist.session_deleted(&session, out);
         let filters: Vec<ByteStr> = session.subscriptions.keys().cloned().collect();
         for filter in filters {
-            self.remove_subscription(sid, &filter);
+            self.remove_subscription(sid, &filter, out);
         }
         if self.client_ids.get(&session.client_id) == Some(&sid) {
             self.client_ids.remove(&session.client_id);

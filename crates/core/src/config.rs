@@ -34,6 +34,9 @@ pub struct Config {
     /// (0: only on reconnect, as MQTT 5 requires). Some 3.1.1 clients (Dapr's MQTT component)
     /// rely on it to retry messages their handler failed on.
     pub retry_interval: u32,
+    /// Emit [`crate::Action::Persist`] records for persistent sessions, retained messages and
+    /// delayed wills (the durable store is on).
+    pub persistence: bool,
 }
 
 /// Member choice in a shared subscription group.
@@ -65,6 +68,7 @@ impl Default for Config {
             assigned_id_prefix: "tern-".to_string(),
             shared_strategy: SharedStrategy::RoundRobin,
             retry_interval: 0,
+            persistence: false,
         }
     }
 }

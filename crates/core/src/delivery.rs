@@ -23,9 +23,18 @@ impl Broker {
             if msg.payload.is_empty() {
                 // [MQTT-3.3.1-6] / [MQTT-3.3.1-7] An empty retained payload deletes the retained
                 // message and is itself never stored.
-                self.retained.remove(&msg.topic);
+                if self.retained.remove(&msg.topic).is_some() && self.config.persistence {
+                    out.push(Action::Persist(tern_store::Record::RetainedDeleted {
+                        topic: msg.topic.to_string(),
+                    }));
+                }
             } else {
                 self.retained.insert(&msg.topic, msg.clone());
+                if self.config.persistence {
+                    out.push(Action::Persist(tern_store::Record::Retained(
+                        self.persist.stored(&msg),
+                    )));
+                }
             }
         }
         self.route(msg, now, out)
@@ -67,6 +76,7 @@ impl Broker {
                 sub_ids,
                 msg: msg.clone(),
                 shared: None,
+                seq: 0,
             };
             match key {
                 SubKey::Session(sid) => self.deliver(sid, delivery, now, out),
@@ -83,7 +93,7 @@ impl Broker {
     pub(crate) fn deliver(
         &mut self,
         sid: SessionId,
-        delivery: Delivery,
+        mut delivery: Delivery,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -114,8 +124,10 @@ impl Broker {
             && session.queue.is_empty()
             && session.inflight.len() < usize::from(session.window)
         {
+            self.persist.enqueued(session, &mut delivery, out);
             self.send_inflight(sid, delivery, now, out);
         } else if session.queue.len() < self.config.max_queued_messages {
+            self.persist.enqueued(session, &mut delivery, out);
             session.queue.push_back(delivery);
         } else {
             self.stats.dropped_queue_full += 1;
@@ -127,7 +139,7 @@ impl Broker {
     pub(crate) fn deliver_retained(
         &mut self,
         sid: SessionId,
-        delivery: Delivery,
+        mut delivery: Delivery,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -141,8 +153,10 @@ impl Broker {
                 out.push(Action::Send(conn, Packet::Publish(p)));
             }
         } else if session.queue.is_empty() && session.inflight.len() < usize::from(session.window) {
+            self.persist.enqueued(session, &mut delivery, out);
             self.send_inflight(sid, delivery, now, out);
         } else {
+            self.persist.enqueued(session, &mut delivery, out);
             session.queue.push_back(delivery);
         }
     }
@@ -165,6 +179,7 @@ impl Broker {
             build_publish(&delivery, Some(packet_id), now, session, &mut self.stats)
         {
             self.stats.publish_sent += 1;
+            self.persist.sent(session, &delivery, packet_id, out);
             session.inflight.push_back(Inflight {
                 packet_id,
                 delivery,
@@ -172,6 +187,8 @@ impl Broker {
                 sent_at: now,
             });
             out.push(Action::Send(conn, Packet::Publish(p)));
+        } else {
+            self.persist.completed(session, &delivery, out);
         }
     }
 
@@ -189,6 +206,7 @@ impl Broker {
             };
             if delivery.msg.expired(now) {
                 self.stats.dropped_expired += 1;
+                self.persist.completed(session, &delivery, out);
                 continue;
             }
             if delivery.qos == QoS::AtMostOnce {

@@ -14,8 +14,9 @@ impl Broker {
         };
         if let Some(i) = session.inflight_position(a.packet_id)
             && session.inflight[i].delivery.qos == QoS::AtLeastOnce
+            && let Some(done) = session.inflight.remove(i)
         {
-            session.inflight.remove(i);
+            self.persist.completed(session, &done.delivery, out);
             self.pump(c.session, now, out);
         }
     }
@@ -42,12 +43,16 @@ impl Broker {
         };
         if a.reason >= 0x80 {
             // v5: the client refused the message; the delivery ends here (MQTT 5.0 section 4.3.3).
-            session.inflight.remove(i);
+            if let Some(done) = session.inflight.remove(i) {
+                self.persist.completed(session, &done.delivery, out);
+            }
             self.pump(c.session, now, out);
             return;
         }
         session.inflight[i].state = OutState::Released;
         session.inflight[i].sent_at = now;
+        self.persist
+            .released(session, &session.inflight[i].delivery, out);
         out.push(Action::Send(conn, Packet::PubRel(Ack::new(a.packet_id))));
     }
 
@@ -57,7 +62,9 @@ impl Broker {
             return;
         };
         let mut comp = Ack::new(a.packet_id);
-        if !session.inbound_qos2.remove(&a.packet_id) && c.version.is_v5() {
+        if session.inbound_qos2.remove(&a.packet_id) {
+            self.persist.inbound_released(session, a.packet_id, out);
+        } else if c.version.is_v5() {
             comp.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
         }
         out.push(Action::Send(conn, Packet::PubComp(comp)));
@@ -70,8 +77,9 @@ impl Broker {
         };
         if let Some(i) = session.inflight_position(a.packet_id)
             && session.inflight[i].state == OutState::Released
+            && let Some(done) = session.inflight.remove(i)
         {
-            session.inflight.remove(i);
+            self.persist.completed(session, &done.delivery, out);
             self.pump(c.session, now, out);
         }
     }

@@ -113,7 +113,7 @@ impl Broker {
         };
         // The client is back: a delayed will from its previous connection is not sent
         // (MQTT 5.0 section 3.1.3.2.2).
-        self.cancel_pending_will(sid);
+        self.cancel_pending_will(sid, out);
 
         let window = if v5 {
             connect
@@ -148,6 +148,13 @@ impl Broker {
         } else {
             None
         };
+        // Only a session that outlives its connection is worth a disk write.
+        let persist = self.config.persistence && expiry_interval > 0;
+        if session.persisted && !persist {
+            self.persist.session_deleted(session, out);
+        }
+        session.persisted = persist;
+        self.persist.session(session, now, out);
         self.conns.insert(
             conn,
             Conn {

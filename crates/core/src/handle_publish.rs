@@ -82,6 +82,7 @@ impl Broker {
                 return self.protocol_failure(conn, reason::RECEIVE_MAXIMUM_EXCEEDED, now, out);
             }
             session.inbound_qos2.insert(packet_id);
+            self.persist.inbound(session, packet_id, out);
         }
 
         // Topic alias and subscription identifiers are per hop; they are not forwarded.
@@ -92,6 +93,7 @@ impl Broker {
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
         let msg = Message {
+            id: self.new_message_id(),
             topic: p.topic,
             payload: p.payload,
             qos,

@@ -45,7 +45,7 @@ impl Broker {
                     options,
                     id: sub_id,
                 };
-                match self.add_subscription(c.session, &filter, entry) {
+                match self.add_subscription(c.session, &filter, entry, out) {
                     // Retained messages are not sent for a shared subscription
                     // (MQTT 5.0 section 4.8.2).
                     Added::Shared => {}
@@ -99,6 +99,7 @@ impl Broker {
                 sub_ids: entry.id.into_iter().collect(),
                 msg,
                 shared: None,
+                seq: 0,
             };
             self.deliver_retained(sid, delivery, now, out);
         }

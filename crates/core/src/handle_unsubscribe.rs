@@ -14,7 +14,7 @@ impl Broker {
     ) {
         let mut reasons = Vec::new();
         for filter in &u.filters {
-            let existed = self.remove_subscription(c.session, filter);
+            let existed = self.remove_subscription(c.session, filter, out);
             if c.version.is_v5() {
                 reasons.push(if existed {
                     reason::SUCCESS

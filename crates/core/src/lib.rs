@@ -19,6 +19,8 @@
 //! - `will`: will messages, including MQTT 5 will delay.
 //! - `expiry`: the periodic [`Broker::tick`]: session expiry, delayed wills, expired retained messages.
 //! - [`auth`]: the pluggable MQTT 5 enhanced authentication exchange (AUTH packets).
+//! - `persist` / `restore`: the records written to the durable store, and rebuilding the state
+//!   from them after a restart ([`Broker::restore`], [`Broker::snapshot`]).
 //! - [`stats`]: counters for `$SYS` and metrics.
 
 pub mod action;
@@ -34,6 +36,8 @@ mod handle_publish;
 mod handle_subscribe;
 mod handle_unsubscribe;
 pub mod message;
+mod persist;
+mod restore;
 pub mod session;
 mod shared;
 pub mod stats;

@@ -9,6 +9,8 @@ use tern_codec::{ByteStr, Properties, QoS};
 /// A published message as the broker keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Broker-wide id, the key of its body in the durable store.
+    pub id: u64,
     pub topic: ByteStr,
     pub payload: Bytes,
     /// QoS it was published with.

@@ -30,6 +30,8 @@ pub struct Delivery {
     /// The shared group it was chosen for, if any (it moves to another member if this one
     /// leaves before acknowledging it).
     pub shared: Option<crate::shared::GroupId>,
+    /// Position in the session's durable delivery list (0: not persisted).
+    pub seq: u64,
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -83,6 +85,10 @@ pub struct Session {
     pub aliases_out: HashMap<ByteStr, u16>,
     /// The client's Topic Alias Maximum (0: no aliases towards it).
     pub alias_out_max: u16,
+    /// True when the session's state is written to the durable store.
+    pub persisted: bool,
+    /// Next delivery sequence number for the durable store.
+    pub next_seq: u64,
 }
 
 impl Session {
@@ -105,6 +111,8 @@ impl Session {
             aliases_in: HashMap::new(),
             aliases_out: HashMap::new(),
             alias_out_max: 0,
+            persisted: false,
+            next_seq: 1,
         }
     }
 

@@ -238,6 +238,10 @@ impl Broker {
             let requested = d.msg.qos;
             match self.choose_member(gid, false, Some(sid)) {
                 Some((other, entry)) if self.sessions.get(&other).is_some_and(|s| s.online()) => {
+                    if let Some(session) = self.sessions.get(&sid) {
+                        self.persist.completed(session, &d, out);
+                    }
+                    d.seq = 0;
                     d.qos = requested.min(entry.options.qos);
                     d.sub_ids = entry.id.into_iter().collect();
                     self.deliver(other, d, now, out);

@@ -20,6 +20,7 @@ impl Broker {
         sid: SessionId,
         filter: &tern_codec::ByteStr,
         entry: SubEntry,
+        out: &mut Vec<crate::Action>,
     ) -> Added {
         let added = match tern_topic::parse_shared(filter) {
             Some(Ok(shared)) => {
@@ -38,14 +39,22 @@ impl Broker {
         };
         if let Some(session) = self.sessions.get_mut(&sid) {
             session.subscriptions.insert(filter.clone(), entry);
+            self.persist.subscribed(session, filter, &entry, out);
         }
         added
     }
 
     /// Removes `filter` from session `sid`; true when it existed.
-    pub(crate) fn remove_subscription(&mut self, sid: SessionId, filter: &str) -> bool {
-        if let Some(session) = self.sessions.get_mut(&sid) {
-            session.subscriptions.remove(filter);
+    pub(crate) fn remove_subscription(
+        &mut self,
+        sid: SessionId,
+        filter: &str,
+        out: &mut Vec<crate::Action>,
+    ) -> bool {
+        if let Some(session) = self.sessions.get_mut(&sid)
+            && session.subscriptions.remove(filter).is_some()
+        {
+            self.persist.unsubscribed(session, filter, out);
         }
         match tern_topic::parse_shared(filter) {
             Some(Ok(shared)) => match self.shared.leave(shared.group, shared.filter, sid) {

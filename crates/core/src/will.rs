@@ -36,6 +36,26 @@ impl Broker {
             self.publish_will(will, now, out);
         } else {
             let due = now + Duration::from_secs(u64::from(delay));
+            if let Some(session) = self.sessions.get(&sid)
+                && session.persisted
+            {
+                let message = tern_store::StoredMessage {
+                    id: 0,
+                    topic: will.topic.to_string(),
+                    payload: will.payload.clone(),
+                    qos: will.qos as u8,
+                    retain: will.retain,
+                    properties: crate::persist::encode_properties(&will.properties),
+                    expires_at_ms: None,
+                };
+                let client_id = session.client_id.to_string();
+                self.pending_will_clients.insert(sid, client_id.clone());
+                out.push(Action::Persist(tern_store::Record::PendingWill {
+                    client_id,
+                    due_at_ms: self.persist.ms(due),
+                    message,
+                }));
+            }
             self.pending_wills.push(PendingWill {
                 session: sid,
                 due,
@@ -45,8 +65,11 @@ impl Broker {
     }
 
     /// The client reconnected before its will delay passed: drop the will.
-    pub(crate) fn cancel_pending_will(&mut self, sid: SessionId) {
-        self.pending_wills.retain(|w| w.session != sid);
+    pub(crate) fn cancel_pending_will(&mut self, sid: SessionId, out: &mut Vec<Action>) {
+        if self.pending_wills.iter().any(|w| w.session == sid) {
+            self.pending_wills.retain(|w| w.session != sid);
+            self.pending_will_done(sid, out);
+        }
     }
 
     /// Publishes the pending will of `sid` now, if any (its session ended).
@@ -58,7 +81,18 @@ impl Broker {
     ) {
         if let Some(i) = self.pending_wills.iter().position(|w| w.session == sid) {
             let pending = self.pending_wills.swap_remove(i);
+            self.pending_will_done(sid, out);
             self.publish_will(pending.will, now, out);
+        }
+    }
+
+    fn pending_will_done(&mut self, sid: SessionId, out: &mut Vec<Action>) {
+        if self.config.persistence
+            && let Some(client_id) = self.pending_will_clients.remove(&sid)
+        {
+            out.push(Action::Persist(tern_store::Record::PendingWillDone {
+                client_id,
+            }));
         }
     }
 
@@ -72,6 +106,7 @@ impl Broker {
             .partition(|w| w.due <= now);
         self.pending_wills = waiting;
         for w in due {
+            self.pending_will_done(w.session, out);
             self.publish_will(w.will, now, out);
         }
     }
@@ -85,6 +120,7 @@ impl Broker {
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
         let msg = Message {
+            id: self.new_message_id(),
             topic: will.topic,
             payload: will.payload,
             qos: will.qos,

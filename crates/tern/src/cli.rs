@@ -24,6 +24,14 @@ pub enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Publish messages (like mosquitto_pub).
+    Pub(crate::tools::PubArgs),
+    /// Subscribe and print messages (like mosquitto_sub).
+    Sub(crate::tools::SubArgs),
+    /// MQTT 5 request/response (like mosquitto_rr).
+    Rr(crate::tools::RrArgs),
+    /// Load generator for any MQTT broker on loopback.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `tern serve` options; each overrides the config file.

@@ -168,6 +168,9 @@ impl Driver {
                         self.dropped_slow += 1;
                     }
                 }
+                // Records are only emitted when `Config::persistence` is on; the durable store is
+                // wired in by the durability work.
+                Action::Persist(_) => {}
                 Action::Close(conn, reason) => {
                     if let Some(e) = self.conns.remove(&conn) {
                         tracing::debug!(conn, ?reason, "closing");

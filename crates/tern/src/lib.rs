@@ -6,10 +6,14 @@
 //! - [`server`]: binds the listeners, runs the accept loops and the driver; graceful shutdown.
 //! - `driver`: the task that owns the [`tern_core::Broker`] and carries out its actions.
 //! - `connection`: one connection's reader and writer tasks and the outbox between them.
-//! - [`cli`]: the command line (`tern serve`, ...).
+//! - [`cli`]: the command line (`tern serve`, `tern check-config`, ...).
+//! - [`tools`]: `tern pub`, `tern sub`, `tern rr`.
+//! - [`bench`]: `tern bench`, the load generator.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 mod connection;
 mod driver;
 pub mod server;
+pub mod tools;

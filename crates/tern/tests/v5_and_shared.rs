@@ -13,18 +13,34 @@ async fn shared_subscription_splits_messages_between_v311_and_v5_members() {
     let b = TestBroker::start().await;
     let (mut a, _) = b.connect(V3_1_1, "worker-a", true).await;
     let (mut w5, _) = b.connect(V5, "worker-b", true).await;
-    assert_eq!(subscribe(&mut a, 1, &[("$share/g/jobs/#", QoS::AtLeastOnce)]).await, vec![1]);
-    assert_eq!(subscribe(&mut w5, 1, &[("$share/g/jobs/#", QoS::AtLeastOnce)]).await, vec![1]);
+    assert_eq!(
+        subscribe(&mut a, 1, &[("$share/g/jobs/#", QoS::AtLeastOnce)]).await,
+        vec![1]
+    );
+    assert_eq!(
+        subscribe(&mut w5, 1, &[("$share/g/jobs/#", QoS::AtLeastOnce)]).await,
+        vec![1]
+    );
     let (mut p, _) = b.connect(V5, "producer", true).await;
     for i in 1..=10u16 {
-        p.send(&builder::publish("jobs/x", format!("{i}"), QoS::AtLeastOnce, false, Some(i))).await.unwrap();
+        p.send(&builder::publish(
+            "jobs/x",
+            format!("{i}"),
+            QoS::AtLeastOnce,
+            false,
+            Some(i),
+        ))
+        .await
+        .unwrap();
         assert_eq!(next(&mut p).await, Packet::PubAck(Ack::new(i)));
     }
     let mut got = Vec::new();
     for c in [&mut a, &mut w5] {
         for _ in 0..5 {
             let m = next_publish(c).await;
-            c.send(&Packet::PubAck(Ack::new(m.packet_id.unwrap()))).await.unwrap();
+            c.send(&Packet::PubAck(Ack::new(m.packet_id.unwrap())))
+                .await
+                .unwrap();
             got.push(String::from_utf8(m.payload.to_vec()).unwrap());
         }
         nothing(c).await;
@@ -45,7 +61,10 @@ async fn topic_alias_round_trip_over_tcp() {
         Packet::Publish(Publish {
             topic: topic.into(),
             payload: Bytes::from_static(payload.as_bytes()),
-            properties: Properties { topic_alias: Some(2), ..Properties::default() },
+            properties: Properties {
+                topic_alias: Some(2),
+                ..Properties::default()
+            },
             ..Publish::default()
         })
     };
@@ -53,8 +72,14 @@ async fn topic_alias_round_trip_over_tcp() {
     p.send(&with_alias("", "2")).await.unwrap();
     let first = next_publish(&mut sub).await;
     let second = next_publish(&mut sub).await;
-    assert_eq!((first.topic.as_str(), first.properties.topic_alias), ("al/one", Some(1)));
-    assert_eq!((second.topic.as_str(), second.properties.topic_alias), ("", Some(1)));
+    assert_eq!(
+        (first.topic.as_str(), first.properties.topic_alias),
+        ("al/one", Some(1))
+    );
+    assert_eq!(
+        (second.topic.as_str(), second.properties.topic_alias),
+        ("", Some(1))
+    );
     assert_eq!(&second.payload[..], b"2");
 }
 
@@ -85,7 +110,13 @@ async fn hundred_thousand_retained_messages_all_reach_a_hash_subscriber() {
     const N: usize = 100_000;
     let mut raw = bytes::BytesMut::new();
     for i in 0..N {
-        let pkt = builder::publish(&format!("fleet/{}/{}", i / 1000, i % 1000), "v", QoS::AtMostOnce, true, None);
+        let pkt = builder::publish(
+            &format!("fleet/{}/{}", i / 1000, i % 1000),
+            "v",
+            QoS::AtMostOnce,
+            true,
+            None,
+        );
         tern_codec::encode_packet(&pkt, V3_1_1, &mut raw).unwrap();
     }
     p.send_raw(&raw).await.unwrap();
@@ -128,7 +159,9 @@ async fn retained_qos1_messages_flow_through_the_inflight_window() {
     while count < N {
         let m = next_publish(&mut s).await;
         assert_eq!(m.qos, QoS::AtLeastOnce);
-        s.send(&Packet::PubAck(Ack::new(m.packet_id.unwrap()))).await.unwrap();
+        s.send(&Packet::PubAck(Ack::new(m.packet_id.unwrap())))
+            .await
+            .unwrap();
         count += 1;
     }
     nothing(&mut s).await;

@@ -264,6 +264,17 @@ impl<V> RetainedTrie<V> {
         }
     }
 
+    /// Visits every retained entry, `$` topics included (for snapshots and listings).
+    pub fn for_each<F: FnMut(&str, &V)>(&self, mut f: F) {
+        let mut stack: Vec<&Node<V>> = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            if let Some(entry) = &node.entry {
+                f(&entry.topic, &entry.value);
+            }
+            stack.extend(node.children.values());
+        }
+    }
+
     /// Keeps only the entries for which `f(topic, &mut value)` returns
     /// `true` (e.g. to drop expired messages), pruning the nodes left empty.
     pub fn retain<F: FnMut(&str, &mut V) -> bool>(&mut self, mut f: F) {
@@ -334,6 +345,25 @@ mod tests {
             assert_eq!(t.insert(topic, topic.to_string()), None);
         }
         t
+    }
+
+    #[test]
+    fn for_each_visits_dollar_topics_too() {
+        let mut t = RetainedTrie::new();
+        t.insert("$SYS/x", 1);
+        t.insert("a/b", 2);
+        t.insert("a", 3);
+        let mut seen = Vec::new();
+        t.for_each(|topic, v| seen.push((topic.to_string(), *v)));
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                ("$SYS/x".to_string(), 1),
+                ("a".to_string(), 3),
+                ("a/b".to_string(), 2)
+            ]
+        );
     }
 
     #[test]

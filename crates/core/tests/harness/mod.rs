@@ -26,6 +26,29 @@ impl Harness {
         }
     }
 
+    /// A broker with persistence on and a wall clock starting at `unix_ms`.
+    pub fn persistent(config: Config, unix_ms: u64) -> Self {
+        let mut h = Self::new(Config {
+            persistence: true,
+            ..config
+        });
+        h.broker.set_wall_clock(h.now, unix_ms);
+        h
+    }
+
+    /// Removes and returns the durable records emitted so far.
+    pub fn records(&mut self) -> Vec<tern_store::Record> {
+        let mut records = Vec::new();
+        self.out.retain(|a| match a {
+            Action::Persist(r) => {
+                records.push(r.clone());
+                false
+            }
+            _ => true,
+        });
+        records
+    }
+
     pub fn advance(&mut self, secs: u64) {
         self.now += Duration::from_secs(secs);
         self.broker.tick(self.now, &mut self.out);
@@ -216,8 +239,10 @@ pub fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
 }
 
 pub fn will(topic: &str, payload: &str, delay: Option<u32>) -> Will {
-    let mut properties = Properties::default();
-    properties.will_delay_interval = delay;
+    let properties = Properties {
+        will_delay_interval: delay,
+        ..Properties::default()
+    };
     Will {
         topic: ByteStr::from(topic),
         payload: Bytes::copy_from_slice(payload.as_bytes()),

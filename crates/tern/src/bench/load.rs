@@ -1,0 +1,641 @@
+//! Connections of the bench: set-up (CONNECT, SUBSCRIBE) and the publisher and subscriber loops.
+//!
+//! Each connection is one task that never blocks on a write: pending output stays in a buffer
+//! while the task keeps reading, so a broker that stops reading from us cannot dead-lock us.
+//! Reads take whatever the kernel has (64 KiB chunks); writes carry up to `--batch` messages.
+
+use super::report::{Shared, new_histogram};
+use anyhow::{Context, anyhow, bail};
+use bytes::{Buf, BytesMut};
+use hdrhistogram::Histogram;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_codec::{
+    Ack, ByteStr, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, decode_packet,
+    encode_packet,
+};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, oneshot, watch};
+
+/// Bytes at the start of every payload: send time (u64), sequence number (u32), publisher (u32),
+/// all little-endian.
+pub(crate) const HEADER: usize = 16;
+/// Time allowed for one connection's handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a task sleeps before it looks at the stop flags again.
+const POLL: Duration = Duration::from_millis(100);
+/// Read size.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where and how to connect.
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) src_ips: Vec<IpAddr>,
+    pub(crate) version: ProtocolVersion,
+    pub(crate) keep_alive: u16,
+    pub(crate) client_prefix: String,
+}
+
+/// The load each publisher and subscriber applies.
+pub(crate) struct LoadSettings {
+    pub(crate) qos: QoS,
+    pub(crate) size: usize,
+    /// Messages per second per publisher; 0 = unlimited.
+    pub(crate) per_pub_rate: f64,
+    /// Number of publishers (for the phase spread and sequence tracking).
+    pub(crate) pubs: usize,
+    pub(crate) inflight: usize,
+    pub(crate) batch: usize,
+}
+
+/// What a connection does once set up.
+pub(crate) enum Role {
+    Publisher { index: usize, topic: String },
+    Subscriber { filter: String },
+}
+
+/// A set-up connection: the stream and whatever was read past the last handshake packet.
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    version: ProtocolVersion,
+    receive_maximum: Option<u16>,
+}
+
+fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
+    // Only packets the bench builds itself are encoded; they are always valid.
+    if let Err(e) = encode_packet(packet, version, out) {
+        debug_assert!(false, "bench packet does not encode: {e}");
+    }
+}
+
+async fn tcp_connect(target: &Target, idx: usize) -> anyhow::Result<TcpStream> {
+    let socket = if target.addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if !target.src_ips.is_empty() {
+        let ip = target.src_ips[idx % target.src_ips.len()];
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("cannot bind source address {ip}"))?;
+    }
+    let stream = socket
+        .connect(target.addr)
+        .await
+        .with_context(|| format!("cannot connect to {}", target.addr))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+impl Conn {
+    /// Reads until one whole packet is decoded.
+    async fn recv(&mut self) -> anyhow::Result<Packet> {
+        loop {
+            if let Some(p) = decode_packet(&mut self.rbuf, self.version, u32::MAX)
+                .map_err(|e| anyhow!("bad packet from the broker: {e}"))?
+            {
+                return Ok(p);
+            }
+            self.rbuf.reserve(4096);
+            use tokio::io::AsyncReadExt;
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                bail!("the broker closed the connection");
+            }
+        }
+    }
+
+    async fn send(&mut self, packet: &Packet) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut b = BytesMut::new();
+        encode(packet, self.version, &mut b);
+        self.stream.write_all(&b).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
+        self.send(&tern_client::builder::subscribe(1, &[(filter, qos)]))
+            .await?;
+        loop {
+            match self.recv().await? {
+                Packet::SubAck(s) => {
+                    return match s.reasons.first() {
+                        Some(&code) if code < 0x80 => Ok(()),
+                        Some(&code) => Err(anyhow!(
+                            "SUBACK refused {filter:?} with reason code {code:#04x}"
+                        )),
+                        None => Err(anyhow!("empty SUBACK for {filter:?}")),
+                    };
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// TCP connect, CONNECT, CONNACK.
+async fn handshake(target: &Target, idx: usize, client_id: &str) -> anyhow::Result<Conn> {
+    let stream = tcp_connect(target, idx).await?;
+    let mut conn = Conn {
+        stream,
+        rbuf: BytesMut::new(),
+        version: target.version,
+        receive_maximum: None,
+    };
+    let connect = tern_client::builder::connect(target.version, client_id, true, target.keep_alive);
+    conn.send(&Packet::Connect(Box::new(connect))).await?;
+    match conn.recv().await? {
+        Packet::ConnAck(ack) if ack.code == 0 => {
+            conn.receive_maximum = ack.properties.receive_maximum;
+            Ok(conn)
+        }
+        Packet::ConnAck(ack) => bail!("CONNACK refused with code {:#04x}", ack.code),
+        other => bail!("expected CONNACK, got {}", other.name()),
+    }
+}
+
+/// One publisher or subscriber: set up (at most `sem` at a time), report readiness, then run
+/// until the stop flags. A subscriber returns its latency histogram.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn connection_task(
+    idx: usize,
+    role: Role,
+    target: Arc<Target>,
+    settings: Arc<LoadSettings>,
+    shared: Arc<Shared>,
+    sem: Arc<Semaphore>,
+    mut go: watch::Receiver<bool>,
+    ready: oneshot::Sender<bool>,
+) -> Option<Histogram<u32>> {
+    let setup = async {
+        let _permit = sem.acquire().await?;
+        let id = match &role {
+            Role::Publisher { index, .. } => format!("{}-p{index}", target.client_prefix),
+            Role::Subscriber { .. } => format!("{}-s{idx}", target.client_prefix),
+        };
+        let mut conn = handshake(&target, idx, &id).await?;
+        if let Role::Subscriber { filter } = &role {
+            conn.subscribe(filter, settings.qos).await?;
+        }
+        anyhow::Ok(conn)
+    };
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, setup).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            shared.error(format!("{e:#}"));
+            let _ = ready.send(false);
+            return None;
+        }
+        Err(_) => {
+            shared.error("connection set-up timed out".into());
+            let _ = ready.send(false);
+            return None;
+        }
+    };
+    let _ = ready.send(true);
+    match role {
+        Role::Subscriber { .. } => Some(subscriber(conn, &settings, &shared, &target).await),
+        Role::Publisher { index, topic } => {
+            // Wait for the start signal (or for the end of the run).
+            while !*go.borrow() {
+                if shared.publishers_stopped() {
+                    return None;
+                }
+                let _ = tokio::time::timeout(POLL, go.changed()).await;
+            }
+            publisher(conn, index, &topic, &settings, &shared, &target).await;
+            None
+        }
+    }
+}
+
+/// Output waiting to be written, written without blocking.
+struct Output {
+    buf: BytesMut,
+    last_write: Instant,
+}
+
+impl Output {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            last_write: Instant::now(),
+        }
+    }
+
+    /// Writes as much as the socket takes now.
+    fn flush(&mut self, stream: &TcpStream) -> std::io::Result<()> {
+        while !self.buf.is_empty() {
+            match stream.try_write(&self.buf) {
+                Ok(n) => {
+                    self.buf.advance(n);
+                    self.last_write = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a PINGREQ when nothing was written for half the keep alive.
+    fn keep_alive(&mut self, keep_alive: u16, version: ProtocolVersion) {
+        if keep_alive > 0
+            && self.buf.is_empty()
+            && self.last_write.elapsed() >= Duration::from_secs(u64::from(keep_alive)) / 2
+        {
+            encode(&Packet::PingReq, version, &mut self.buf);
+            self.last_write = Instant::now();
+        }
+    }
+}
+
+/// Reads whatever is available without waiting: the number of bytes read, or `None` when the
+/// connection is closed.
+fn read_available(conn: &mut Conn) -> std::io::Result<Option<usize>> {
+    let mut total = 0;
+    loop {
+        if conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 4 {
+            conn.rbuf.reserve(READ_CHUNK);
+        }
+        match conn.stream.try_read_buf(&mut conn.rbuf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(total)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until the socket is readable, writable (when output is pending), `until`, or `POLL`.
+async fn wait(conn: &Conn, out: &Output, until: Option<tokio::time::Instant>) {
+    let limit = tokio::time::Instant::now() + POLL;
+    let until = until.map_or(limit, |u| u.min(limit));
+    let pending = !out.buf.is_empty();
+    tokio::select! {
+        _ = conn.stream.readable() => {}
+        _ = conn.stream.writable(), if pending => {}
+        () = tokio::time::sleep_until(until) => {}
+    }
+}
+
+/// Ends the session politely (DISCONNECT) when the stream is in a clean state.
+async fn disconnect(conn: &Conn, out: &mut Output) {
+    if !out.buf.is_empty() {
+        let _ = out.flush(&conn.stream);
+    }
+    if out.buf.is_empty() {
+        encode(
+            &Packet::Disconnect(Disconnect::default()),
+            conn.version,
+            &mut out.buf,
+        );
+        let _ = out.flush(&conn.stream);
+    }
+}
+
+async fn publisher(
+    mut conn: Conn,
+    index: usize,
+    topic: &str,
+    s: &LoadSettings,
+    shared: &Shared,
+    target: &Target,
+) {
+    let qos = s.qos;
+    let version = conn.version;
+    // One PUBLISH encoded once by the codec; each message is a copy with the timestamp,
+    // sequence number and packet id patched in.
+    let mut template = BytesMut::new();
+    encode(
+        &Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: ByteStr::from(topic),
+            packet_id: (qos != QoS::AtMostOnce).then_some(0x0102),
+            properties: Properties::default(),
+            payload: vec![b'x'; s.size].into(),
+        }),
+        version,
+        &mut template,
+    );
+    let payload_at = template.len() - s.size;
+    let pid_at = (qos != QoS::AtMostOnce).then(|| payload_at - 2 - usize::from(version.is_v5()));
+    if let Some(at) = pid_at
+        && template[at..at + 2] != [1, 2]
+    {
+        shared.error("cannot locate the packet id in the encoded PUBLISH".into());
+        return;
+    }
+    let mut window = s.inflight.max(1);
+    if let Some(rm) = conn.receive_maximum {
+        window = window.min(usize::from(rm).max(1));
+    }
+    let rate = s.per_pub_rate;
+    // Spread the publishers' phases over one period so that slow publishers do not fire together.
+    let t0 = Instant::now()
+        + if rate > 0.0 {
+            Duration::from_secs_f64(index as f64 / s.pubs.max(1) as f64 / rate)
+        } else {
+            Duration::ZERO
+        };
+    let mut out = Output::new();
+    let mut sent: u64 = 0;
+    let mut seq: u32 = 0;
+    let mut pid: u16 = 0;
+    let mut inflight = 0usize;
+    let publisher_id = (index as u32).to_le_bytes();
+    loop {
+        if shared.publishers_stopped() {
+            break;
+        }
+        let now = Instant::now();
+        let mut n = if out.buf.is_empty() { s.batch } else { 0 };
+        let mut next_due = None;
+        if rate > 0.0 && n > 0 {
+            let due_total = if now < t0 {
+                0
+            } else {
+                (now.duration_since(t0).as_secs_f64() * rate) as u64 + 1
+            };
+            let due = due_total.saturating_sub(sent) as usize;
+            if due == 0 {
+                next_due = Some(t0 + Duration::from_secs_f64(sent as f64 / rate));
+            }
+            n = n.min(due);
+        }
+        if qos != QoS::AtMostOnce {
+            n = n.min(window.saturating_sub(inflight));
+        }
+        if n > 0 {
+            let ts = shared.now_ns();
+            let ts_bytes = ts.to_le_bytes();
+            out.buf.reserve(n * template.len());
+            for _ in 0..n {
+                seq = seq.wrapping_add(1);
+                let start = out.buf.len();
+                out.buf.extend_from_slice(&template);
+                let m = &mut out.buf[start..];
+                m[payload_at..payload_at + 8].copy_from_slice(&ts_bytes);
+                m[payload_at + 8..payload_at + 12].copy_from_slice(&seq.to_le_bytes());
+                m[payload_at + 12..payload_at + 16].copy_from_slice(&publisher_id);
+                if let Some(at) = pid_at {
+                    pid = if pid == u16::MAX { 1 } else { pid + 1 };
+                    m[at..at + 2].copy_from_slice(&pid.to_be_bytes());
+                }
+            }
+            if qos != QoS::AtMostOnce {
+                inflight += n;
+            }
+            sent += n as u64;
+            let (w0, w1) = shared.window();
+            let in_window = if ts >= w0 && ts < w1 { n as u64 } else { 0 };
+            shared.add_sent(n as u64, in_window);
+        }
+        out.keep_alive(target.keep_alive, version);
+        if let Err(e) = out.flush(&conn.stream) {
+            shared.error(format!("publisher write: {e}"));
+            return;
+        }
+        let got = match read_available(&mut conn) {
+            Ok(Some(got)) => got,
+            Ok(None) => {
+                if !shared.publishers_stopped() {
+                    shared.error("the broker closed a publisher's connection".into());
+                }
+                return;
+            }
+            Err(e) => {
+                shared.error(format!("publisher read: {e}"));
+                return;
+            }
+        };
+        // Acknowledgements free the window; PUBREC is answered with PUBREL.
+        let mut acked = 0u64;
+        loop {
+            match decode_packet(&mut conn.rbuf, version, u32::MAX) {
+                Ok(Some(Packet::PubAck(_) | Packet::PubComp(_))) => {
+                    inflight = inflight.saturating_sub(1);
+                    acked += 1;
+                }
+                Ok(Some(Packet::PubRec(a))) => {
+                    if a.reason >= 0x80 {
+                        inflight = inflight.saturating_sub(1);
+                        shared.error(format!("PUBREC with reason code {:#04x}", a.reason));
+                    } else {
+                        encode(
+                            &Packet::PubRel(Ack::new(a.packet_id)),
+                            version,
+                            &mut out.buf,
+                        );
+                    }
+                }
+                Ok(Some(Packet::Disconnect(d))) => {
+                    shared.error(format!(
+                        "the broker sent DISCONNECT (reason {:#04x}) to a publisher",
+                        d.reason
+                    ));
+                    return;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    shared.error(format!("bad packet from the broker: {e}"));
+                    return;
+                }
+            }
+        }
+        if acked > 0 {
+            shared.add_acked(acked);
+        }
+        if !out.buf.is_empty() {
+            // PUBRELs just queued, or a write the socket did not take.
+            if let Err(e) = out.flush(&conn.stream) {
+                shared.error(format!("publisher write: {e}"));
+                return;
+            }
+            if !out.buf.is_empty() {
+                wait(&conn, &out, None).await;
+            }
+        } else if n == 0 && got == 0 {
+            wait(&conn, &out, next_due.map(tokio::time::Instant::from_std)).await;
+        } else if rate == 0.0 {
+            // Let the subscribers on this thread run.
+            tokio::task::yield_now().await;
+        }
+    }
+    // Give outstanding acknowledgements a moment, so QoS 1/2 flows end cleanly.
+    let until = Instant::now() + Duration::from_millis(200);
+    while inflight > 0 && Instant::now() < until && !shared.subscribers_stopped() {
+        wait(&conn, &out, None).await;
+        if !matches!(read_available(&mut conn), Ok(Some(_))) {
+            return;
+        }
+        while let Ok(Some(p)) = decode_packet(&mut conn.rbuf, version, u32::MAX) {
+            match p {
+                Packet::PubAck(_) | Packet::PubComp(_) => inflight -= inflight.min(1),
+                Packet::PubRec(a) => encode(
+                    &Packet::PubRel(Ack::new(a.packet_id)),
+                    version,
+                    &mut out.buf,
+                ),
+                _ => {}
+            }
+        }
+        let _ = out.flush(&conn.stream);
+    }
+    disconnect(&conn, &mut out).await;
+}
+
+async fn subscriber(
+    mut conn: Conn,
+    s: &LoadSettings,
+    shared: &Shared,
+    target: &Target,
+) -> Histogram<u32> {
+    let mut hist = new_histogram();
+    let version = conn.version;
+    let mut last_seq = vec![0u32; if s.pubs <= 1 << 20 { s.pubs } else { 0 }];
+    let mut out = Output::new();
+    let mut closed = false;
+    loop {
+        let now = shared.now_ns();
+        let (w0, w1) = shared.window();
+        let (mut n, mut in_window, mut out_of_order) = (0u64, 0u64, 0u64);
+        loop {
+            match decode_packet(&mut conn.rbuf, version, u32::MAX) {
+                Ok(Some(Packet::Publish(p))) => {
+                    n += 1;
+                    if p.payload.len() >= HEADER {
+                        let b = &p.payload[..HEADER];
+                        let ts = u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
+                        let seq = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
+                        let publisher =
+                            u32::from_le_bytes(b[12..16].try_into().unwrap_or_default());
+                        if ts >= w0 && ts < w1 {
+                            in_window += 1;
+                            let _ = hist.record(now.saturating_sub(ts).max(1));
+                        }
+                        if let Some(last) = last_seq.get_mut(publisher as usize) {
+                            if seq <= *last {
+                                out_of_order += 1;
+                            } else {
+                                *last = seq;
+                            }
+                        }
+                    }
+                    match (p.qos, p.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => {
+                            encode(&Packet::PubAck(Ack::new(id)), version, &mut out.buf)
+                        }
+                        (QoS::ExactlyOnce, Some(id)) => {
+                            encode(&Packet::PubRec(Ack::new(id)), version, &mut out.buf)
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Some(Packet::PubRel(a))) => encode(
+                    &Packet::PubComp(Ack::new(a.packet_id)),
+                    version,
+                    &mut out.buf,
+                ),
+                Ok(Some(Packet::Disconnect(d))) => {
+                    shared.error(format!(
+                        "the broker sent DISCONNECT (reason {:#04x}) to a subscriber",
+                        d.reason
+                    ));
+                    closed = true;
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    shared.error(format!("bad packet from the broker: {e}"));
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            shared.add_recv(n, in_window, out_of_order);
+        }
+        if closed || shared.subscribers_stopped() {
+            break;
+        }
+        out.keep_alive(target.keep_alive, version);
+        if let Err(e) = out.flush(&conn.stream) {
+            shared.error(format!("subscriber write: {e}"));
+            return hist;
+        }
+        let got = match read_available(&mut conn) {
+            Ok(Some(got)) => got,
+            Ok(None) => {
+                if !shared.subscribers_stopped() {
+                    shared.error("the broker closed a subscriber's connection".into());
+                }
+                return hist;
+            }
+            Err(e) => {
+                shared.error(format!("subscriber read: {e}"));
+                return hist;
+            }
+        };
+        if got == 0 {
+            wait(&conn, &out, None).await;
+        }
+    }
+    if !closed {
+        disconnect(&conn, &mut out).await;
+    }
+    hist
+}
+
+/// One connection of the connection scenarios: handshake (and a subscription), timed. Storm
+/// connections disconnect at once; idle ones are returned to be held.
+pub(crate) async fn open_connection(
+    i: usize,
+    target: Arc<Target>,
+    _shared: Arc<Shared>,
+    sem: Arc<Semaphore>,
+    subscribe: bool,
+    storm: bool,
+    qos: QoS,
+) -> anyhow::Result<(Option<TcpStream>, u64)> {
+    let _permit = sem.acquire().await?;
+    let t = Instant::now();
+    let work = async {
+        let id = format!("{}-c{i}", target.client_prefix);
+        let mut conn = handshake(&target, i, &id).await?;
+        if subscribe {
+            let filter = format!("tern-bench/{}/idle/{i}", std::process::id());
+            conn.subscribe(&filter, qos).await?;
+        }
+        anyhow::Ok(conn)
+    };
+    let mut conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
+        .await
+        .map_err(|_| anyhow!("handshake timed out"))??;
+    let ns = t.elapsed().as_nanos() as u64;
+    if storm {
+        conn.send(&Packet::Disconnect(Disconnect::default()))
+            .await?;
+        return Ok((None, ns));
+    }
+    Ok((Some(conn.stream), ns))
+}
+
+/// How many of the held connections are still open (a read finds no end of stream).
+pub(crate) fn count_alive(streams: &[TcpStream]) -> usize {
+    let mut buf = [0u8; 64];
+    streams
+        .iter()
+        .filter(|s| match s.try_read(&mut buf) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        })
+        .count()
+}

@@ -1,0 +1,98 @@
+//! Smoke test of `tern bench`: a tiny run against an in-process broker delivers everything and
+//! reports no errors. It never asserts on speed.
+
+mod common;
+
+use common::TestBroker;
+use tern::bench::{BenchArgs, run_blocking};
+
+async fn bench(broker: &TestBroker, args: &[&str]) -> tern::bench::Report {
+    let port = broker.addr.port().to_string();
+    let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    argv.extend(["--port".into(), port, "--quiet".into()]);
+    let args = BenchArgs::from_args(argv).expect("valid bench options");
+    tokio::task::spawn_blocking(move || run_blocking(&args))
+        .await
+        .expect("bench thread")
+        .expect("bench runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_qos1_delivers_everything() {
+    let broker = TestBroker::start().await;
+    let r = bench(
+        &broker,
+        &[
+            "p2p",
+            "--pairs",
+            "1",
+            "--qos",
+            "1",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ],
+    )
+    .await;
+    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
+    assert!(r.sent > 0, "nothing sent: {r:?}");
+    assert_eq!(r.delivered, r.expected, "{r:?}");
+    let lat = r.latency.as_ref().expect("latency measured");
+    assert_eq!(lat.samples, r.delivered);
+    assert!(r.to_json().starts_with('{'));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_qos2_v5_and_idle_connections() {
+    let broker = TestBroker::start().await;
+    let r = bench(
+        &broker,
+        &[
+            "fanout",
+            "--subs",
+            "3",
+            "--qos",
+            "2",
+            "--v5",
+            "--rate",
+            "500",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+        ],
+    )
+    .await;
+    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
+    assert!(r.sent > 0);
+    assert_eq!(r.expected, r.sent * 3);
+    assert_eq!(r.delivered, r.expected, "{r:?}");
+
+    let r = bench(
+        &broker,
+        &[
+            "idle",
+            "--conns",
+            "20",
+            "--duration",
+            "0.2",
+            "--src-ips",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
+    assert_eq!(r.connect.as_ref().map(|c| c.ok), Some(20));
+    broker.stop().await;
+}
+
+#[test]
+fn refuses_non_loopback_targets() {
+    let args = BenchArgs::from_args(["p2p", "--host", "192.0.2.1", "--duration", "1"]).unwrap();
+    let err = run_blocking(&args).unwrap_err();
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
