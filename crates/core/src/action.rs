@@ -35,4 +35,6 @@ pub enum CloseReason {
     Shutdown,
     /// The I/O layer reported the connection gone.
     ConnectionLost,
+    /// An administrator disconnected the client (admin API; v5 clients get DISCONNECT 0x98).
+    AdminAction,
 }

@@ -266,6 +266,7 @@ impl Broker {
             return;
         };
         session.conn = None;
+        session.connected_at = None;
         let will = session.will.take();
         let interval = session.expiry_interval;
         if with_will && let Some(will) = will {

@@ -43,7 +43,12 @@ impl Broker {
     /// Delivers `msg` to every matching session once. A client with several matching
     /// subscriptions gets one copy at the highest granted QoS, carrying every matching
     /// subscription identifier (MQTT 5.0 section 3.3.4; [MQTT-3.3.5-1] for 3.1.1).
-    fn route(&mut self, msg: Arc<Message>, now: Instant, out: &mut Vec<Action>) -> usize {
+    pub(crate) fn route(
+        &mut self,
+        msg: Arc<Message>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> usize {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         self.subs.for_each_match(&msg.topic, |key, entry| {
@@ -106,7 +111,7 @@ impl Broker {
                     if let Some((p, new_alias)) =
                         build_publish(&delivery, None, now, session, &mut self.stats)
                     {
-                        self.stats.publish_sent += 1;
+                        self.stats.count_sent(&p);
                         // The PUBLISH that sets up a topic alias must reach the client, or the
                         // ones after it would name an alias it never saw.
                         out.push(if new_alias {
@@ -149,7 +154,7 @@ impl Broker {
         let Some(conn) = session.conn else { return };
         if delivery.qos == QoS::AtMostOnce {
             if let Some((p, _)) = build_publish(&delivery, None, now, session, &mut self.stats) {
-                self.stats.publish_sent += 1;
+                self.stats.count_sent(&p);
                 out.push(Action::Send(conn, Packet::Publish(p)));
             }
         } else if session.queue.is_empty() && session.inflight.len() < usize::from(session.window) {
@@ -178,7 +183,7 @@ impl Broker {
         if let Some((p, _)) =
             build_publish(&delivery, Some(packet_id), now, session, &mut self.stats)
         {
-            self.stats.publish_sent += 1;
+            self.stats.count_sent(&p);
             self.persist.sent(session, &delivery, packet_id, out);
             session.inflight.push_back(Inflight {
                 packet_id,

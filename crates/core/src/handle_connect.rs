@@ -135,6 +135,12 @@ impl Broker {
         session.expires_at = None;
         session.will = connect.will;
         session.window = window;
+        session.keep_alive = match self.config.max_keep_alive {
+            max if max > 0 && (connect.keep_alive == 0 || connect.keep_alive > max) && v5 => max,
+            _ => connect.keep_alive,
+        };
+        session.connected_at = Some(now);
+        session.username.clone_from(&connect.username);
         // [MQTT-3.3.2-7] Topic aliases live and die with the network connection.
         session.aliases_in.clear();
         session.aliases_out.clear();
@@ -163,6 +169,7 @@ impl Broker {
             },
         );
         self.stats.connects += 1;
+        self.stats.max_connected = self.stats.max_connected.max(self.conns.len() as u64);
 
         let mut properties = Properties::default();
         if v5 {
@@ -212,6 +219,15 @@ impl Broker {
         out: &mut Vec<Action>,
     ) {
         self.stats.connects_refused += 1;
+        if matches!(
+            code,
+            reason::BAD_USER_NAME_OR_PASSWORD
+                | reason::NOT_AUTHORIZED
+                | reason::v3::BAD_USER_NAME_OR_PASSWORD
+                | reason::v3::NOT_AUTHORIZED
+        ) {
+            self.stats.auth_failures += 1;
+        }
         let code = if version.is_v5() {
             match code {
                 reason::v3::IDENTIFIER_REJECTED => reason::CLIENT_IDENTIFIER_NOT_VALID,

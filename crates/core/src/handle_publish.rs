@@ -63,6 +63,7 @@ impl Broker {
             return;
         }
         self.stats.publish_received += 1;
+        self.stats.publish_received_by_qos[p.qos as usize] += 1;
         self.stats.bytes_payload_received += p.payload.len() as u64;
 
         let qos = p.qos;

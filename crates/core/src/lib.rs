@@ -22,6 +22,9 @@
 //! - `persist` / `restore`: the records written to the durable store, and rebuilding the state
 //!   from them after a restart ([`Broker::restore`], [`Broker::snapshot`]).
 //! - [`stats`]: counters for `$SYS` and metrics.
+//! - [`inspect`]: read-only views and the admin operations (clients, sessions, subscriptions,
+//!   retained messages, disconnect, publish as the broker).
+//! - [`sys`]: the `$SYS` tree with Mosquitto's names ([`SysTree`]).
 
 pub mod action;
 pub mod auth;
@@ -35,6 +38,7 @@ mod handle_disconnect;
 mod handle_publish;
 mod handle_subscribe;
 mod handle_unsubscribe;
+pub mod inspect;
 pub mod message;
 mod persist;
 mod restore;
@@ -42,6 +46,7 @@ pub mod session;
 mod shared;
 pub mod stats;
 mod subscriptions;
+pub mod sys;
 mod will;
 
 pub use action::{Action, CloseReason};
@@ -51,3 +56,4 @@ pub use config::{Config, SharedStrategy};
 pub use message::Message;
 pub use shared::{GroupId, SubKey};
 pub use stats::Stats;
+pub use sys::{IoCounters, SysTree};

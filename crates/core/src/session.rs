@@ -89,6 +89,12 @@ pub struct Session {
     pub persisted: bool,
     /// Next delivery sequence number for the durable store.
     pub next_seq: u64,
+    /// Keep alive of the current (or last) connection, in seconds.
+    pub keep_alive: u16,
+    /// When the current connection completed CONNECT (`None` while offline).
+    pub connected_at: Option<Instant>,
+    /// User name of the current (or last) connection.
+    pub username: Option<ByteStr>,
 }
 
 impl Session {
@@ -113,6 +119,9 @@ impl Session {
             alias_out_max: 0,
             persisted: false,
             next_seq: 1,
+            keep_alive: 0,
+            connected_at: None,
+            username: None,
         }
     }
 

@@ -22,4 +22,27 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Messages for a shared group with no member able to take them.
     pub dropped_no_shared_member: u64,
+    /// PUBLISH packets accepted from clients, by QoS (0, 1, 2).
+    pub publish_received_by_qos: [u64; 3],
+    /// PUBLISH packets sent to clients (first sends, not re-sends), by QoS.
+    pub publish_sent_by_qos: [u64; 3],
+    /// Payload bytes of the PUBLISH packets counted in `publish_sent`.
+    pub bytes_payload_sent: u64,
+    /// CONNECTs refused for bad credentials or as not authorized.
+    pub auth_failures: u64,
+    /// Most connections that had completed CONNECT at the same time.
+    pub max_connected: u64,
+    /// Connections closed by an administrator (admin API).
+    pub admin_disconnects: u64,
+    /// Messages published by the broker itself (admin API; `$SYS` is not counted).
+    pub broker_published: u64,
+}
+
+impl Stats {
+    /// Counts one PUBLISH sent to a client.
+    pub(crate) fn count_sent(&mut self, p: &tern_codec::Publish) {
+        self.publish_sent += 1;
+        self.publish_sent_by_qos[p.qos as usize] += 1;
+        self.bytes_payload_sent += p.payload.len() as u64;
+    }
 }

@@ -113,7 +113,6 @@ pub struct CompactStats {
 }
 
 /// The durable log of one data directory. See the crate documentation.
-#[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
     options: LogOptions,
@@ -157,7 +156,13 @@ impl Log {
         options: LogOptions,
     ) -> Result<(Log, Recovered), StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
+            // The new directory's own entry must be durable too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -436,6 +441,39 @@ impl Log {
         self.len = HEADER_LEN as u64;
         self.segments.push(number);
         Ok(())
+    }
+}
+
+impl fmt::Debug for Log {
+    // Not derived: the batch buffer can be megabytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .field("segment", &self.number)
+            .field("segment_len", &self.len)
+            .field("segments", &self.segments.len())
+            .field("pending_records", &self.pending)
+            .field("pending_bytes", &self.buf.len())
+            .field("bytes_since_snapshot", &self.since_snapshot)
+            .field("snapshot_bytes", &self.snapshot_bytes)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+impl Drop for Log {
+    /// With [`Durability::Interval`], a clean close does not wait for the timer: what was
+    /// committed is synced. Records appended and not committed are not written: they were
+    /// never acknowledged.
+    fn drop(&mut self) {
+        if matches!(self.options.durability, Durability::Interval(_))
+            && self.unsynced
+            && self.poisoned.is_none()
+            && let Err(e) = self.file.sync_data()
+        {
+            warn!(segment = %self.current_path().display(), error = %e, "fdatasync on close failed");
+        }
     }
 }
 

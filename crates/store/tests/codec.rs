@@ -30,7 +30,9 @@ fn every_tag_byte_is_handled() {
     for tag in 0..=255u8 {
         let _ = decode(&[tag]);
         let _ = decode(&[tag, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let _ = decode(&[tag, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
+        let _ = decode(&[
+            tag, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01,
+        ]);
     }
 }
 

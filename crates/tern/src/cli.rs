@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// Directory for durable state.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// When an acknowledged message is on disk: fsync (default), interval:<N>ms, or none.
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<String>,
     /// Log filter: error, warn, info, debug, trace (or a tracing directive). RUST_LOG is used
     /// when neither this nor the config sets one.
     #[arg(long, value_name = "LEVEL")]
@@ -67,6 +70,9 @@ impl ServeArgs {
         }
         if let Some(level) = &self.log_level {
             config.log_level.clone_from(level);
+        }
+        if let Some(d) = &self.durability {
+            config.durability.clone_from(d);
         }
         config.validate()?;
         Ok((config, from_file || self.log_level.is_some()))

@@ -13,8 +13,14 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// TCP listeners, `HOST:PORT`. Default: loopback only, like Mosquitto 2.
     pub listen: Vec<SocketAddr>,
-    /// Where durable state is kept (used by the durable store).
+    /// Where durable state is kept: sessions, queued and in-flight messages, retained messages,
+    /// delayed wills.
     pub data_dir: PathBuf,
+    /// When an acknowledged message is on disk: `fsync` (before the PUBACK/PUBREC goes out),
+    /// `interval:<N>ms` (written before the acknowledgement, synced at most every N ms: a power
+    /// loss loses at most N ms, a crash of the broker alone loses nothing), or `none` (memory
+    /// only).
+    pub durability: String,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
     pub log_level: String,
     pub limits: Limits,
@@ -79,6 +85,7 @@ impl Default for Config {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
             data_dir: PathBuf::from("tern-data"),
+            durability: "fsync".to_string(),
             log_level: "info".to_string(),
             limits: Limits::default(),
             mqtt: Mqtt::default(),
@@ -164,6 +171,9 @@ impl Config {
                 problem: problem.to_string(),
             })
         };
+        if let Err(e) = self.durability.parse::<tern_store::Durability>() {
+            return invalid("durability", &e);
+        }
         if self.listen.is_empty() {
             return invalid("listen", "at least one listener is needed");
         }
@@ -198,6 +208,11 @@ impl Config {
         Ok(())
     }
 
+    /// The durability mode (validated by [`Config::validate`]).
+    pub fn durability(&self) -> tern_store::Durability {
+        self.durability.parse().unwrap_or_default()
+    }
+
     /// The core's settings.
     pub fn core(&self) -> tern_core::Config {
         tern_core::Config {
@@ -217,6 +232,7 @@ impl Config {
                 SharedStrategy::LeastInflight => tern_core::SharedStrategy::LeastInflight,
             },
             retry_interval: self.mqtt.retry_interval_secs,
+            persistence: self.durability() != tern_store::Durability::None,
             ..tern_core::Config::default()
         }
     }

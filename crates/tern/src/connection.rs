@@ -21,8 +21,25 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// Bytes requested from the socket per read: big enough that a busy publisher's packets arrive
-/// in a few reads, small enough per connection. Released when a read leaves nothing pending.
-const READ_CHUNK: usize = 16 * 1024;
+/// in a few reads. Reads land in a buffer shared by every connection of a worker thread and are
+/// then copied into an exactly sized per-connection buffer: decoded packets are slices of that
+/// buffer, and a client id or topic filter kept by the core must not pin a 64 KiB chunk.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The per-thread read buffer (see [`READ_CHUNK`]).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Reads what the socket has (at most [`READ_CHUNK`]) and appends it to `buf`.
+fn read_into(rd: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let n = rd.try_read(&mut s[..])?;
+        buf.extend_from_slice(&s[..n]);
+        Ok(n)
+    })
+}
 /// A writer that cannot hand its data to the kernel for this long has a dead peer.
 const WRITE_STALL: Duration = Duration::from_secs(60);
 
@@ -117,6 +134,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone)]
 pub(crate) struct ConnSettings {
     pub(crate) connect_timeout: Duration,
+    /// Bytes read but not yet handled by the driver, shared by all connections; the driver
+    /// gives them back after handling each batch.
+    pub(crate) budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) budget_bytes: usize,
     pub(crate) max_packet_size: u32,
     pub(crate) max_outbox_packets: usize,
 }
@@ -197,15 +218,12 @@ async fn read_loop(
             }
             () = outbox.closed.notified() => return,
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        match rd.try_read_buf(&mut buf) {
+        let read = match read_into(&rd, &mut buf) {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => break,
-        }
+        };
         let mut packets = Vec::new();
         let mut error = None;
         loop {
@@ -245,7 +263,18 @@ async fn read_loop(
             } else {
                 deadline
             };
-            if events.send(Event::Packets { conn, packets }).await.is_err() {
+            // Bound what the driver has yet to handle, in bytes read: a publisher faster than
+            // the broker waits here, is not read from, and TCP slows it down.
+            let bytes = read.min(settings.budget_bytes) as u32;
+            let Ok(budget) = settings.budget.clone().acquire_many_owned(bytes).await else {
+                return;
+            };
+            let event = Event::Packets {
+                conn,
+                packets,
+                _budget: budget,
+            };
+            if events.send(event).await.is_err() {
                 return;
             }
         }
@@ -271,9 +300,15 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox) {
             if outbox.closing.load(Ordering::Acquire) {
                 break;
             }
-            // Release the buffers of an idle connection.
-            if wbuf.capacity() > 64 * 1024 {
-                wbuf = BytesMut::new();
+            // An idle connection holds no buffers: drop the write buffer and both vectors'
+            // capacity (the outbox's own vector is the one this writer swapped in last time).
+            wbuf = BytesMut::new();
+            batch = Vec::new();
+            {
+                let mut q = lock(&outbox.queue);
+                if q.is_empty() {
+                    *q = Vec::new();
+                }
             }
             outbox.wake_writer.notified().await;
             continue;

@@ -2,11 +2,19 @@
 //!
 //! Connections send it batches of decoded packets over a bounded channel (a publisher that
 //! outpaces the broker waits on that channel, which stops it being read: back-pressure). The
-//! driver drains many events per wake-up, feeds them to the core, and appends the resulting
-//! packets to the connections' outboxes.
+//! driver drains many events per wake-up ("a turn"), feeds them to the core, and appends the
+//! resulting packets to the connections' outboxes.
+//!
+//! With the durable store on, a turn whose actions include durable records is *held*: its
+//! records go to the store thread, and its packets (PUBACKs, PUBRECs, deliveries) and closes are
+//! released only once the store reports the turn committed. Turns after a held one wait behind
+//! it, so every connection still sees its packets in order. The driver does not wait: it goes on
+//! with the next turn while the store syncs, and the next commit carries every turn that
+//! arrived in the meantime (group commit).
 
 use crate::connection::Outbox;
-use std::collections::HashMap;
+use crate::persistence::{Committed, StoreCmd, StoreHandle};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +24,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Most events handled before the driver carries out their actions, so outboxes fill in bursts.
 const EVENT_BATCH: usize = 512;
+/// The log is compacted when it has grown past this many bytes since the last snapshot, and
+/// past four times that snapshot's size.
+const COMPACT_MIN_BYTES: u64 = 64 << 20;
 
 /// What connections tell the driver.
 pub(crate) enum Event {
@@ -27,6 +38,9 @@ pub(crate) enum Event {
     Packets {
         conn: ConnId,
         packets: Vec<Packet>,
+        /// This batch's share of the read budget (see `server::READ_BUDGET`), given back when
+        /// the batch has been handled and dropped.
+        _budget: tokio::sync::OwnedSemaphorePermit,
     },
     DecodeError {
         conn: ConnId,
@@ -50,15 +64,28 @@ pub(crate) struct Driver {
     conns: HashMap<ConnId, ConnEntry>,
     actions: Vec<Action>,
     dropped_slow: u64,
+    store: Option<StoreHandle>,
+    /// Turns waiting for their records to be durable, oldest first.
+    held: VecDeque<(u64, Vec<Action>)>,
+    next_ticket: u64,
+    /// Connections the core has closed whose Close is still held: their further packets are
+    /// ignored, as if the close had happened.
+    closing: HashSet<ConnId>,
+    compacting: bool,
 }
 
 impl Driver {
-    pub(crate) fn new(broker: Broker) -> Self {
+    pub(crate) fn new(broker: Broker, store: Option<StoreHandle>) -> Self {
         Self {
             broker,
             conns: HashMap::new(),
             actions: Vec::new(),
             dropped_slow: 0,
+            store,
+            held: VecDeque::new(),
+            next_ticket: 0,
+            closing: HashSet::new(),
+            compacting: false,
         }
     }
 
@@ -70,10 +97,34 @@ impl Driver {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut committed = self
+            .store
+            .as_mut()
+            .map(|s| std::mem::replace(&mut s.committed, mpsc::unbounded_channel().1));
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
+                done = async {
+                    match committed.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match done {
+                        Some(Ok(c)) => self.committed(c),
+                        Some(Err(e)) => {
+                            // Acknowledging without the disk would break the broker's promise;
+                            // stopping is the honest answer.
+                            tracing::error!(error = %e, "the durable store failed; shutting down");
+                            break;
+                        }
+                        None => {
+                            tracing::error!("the store thread stopped; shutting down");
+                            break;
+                        }
+                    }
+                }
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     let now = Instant::now();
@@ -84,16 +135,28 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
-                    self.execute();
+                    self.end_turn();
                 }
                 _ = tick.tick() => {
-                    self.broker.tick(Instant::now(), &mut self.actions);
-                    self.execute();
+                    let now = Instant::now();
+                    self.broker.set_wall_clock(now, unix_ms());
+                    self.broker.tick(now, &mut self.actions);
+                    self.end_turn();
                 }
             }
         }
         self.broker.shutdown(Instant::now(), &mut self.actions);
-        self.execute();
+        self.end_turn();
+        // Let the store finish what it has, then release what it confirms.
+        if let Some(rx) = committed.as_mut() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !self.held.is_empty() {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(Ok(c))) => self.committed(c),
+                    _ => break,
+                }
+            }
+        }
         // Connections that never completed CONNECT are unknown to the core.
         for entry in self.conns.values() {
             entry.outbox.close();
@@ -111,10 +174,10 @@ impl Driver {
                 tracing::debug!(conn, %peer, "new connection");
                 self.conns.insert(conn, ConnEntry { outbox, peer });
             }
-            Event::Packets { conn, packets } => {
+            Event::Packets { conn, packets, .. } => {
                 for packet in packets {
                     // A connection closed by an earlier action may still have packets in flight.
-                    if !self.conns.contains_key(&conn) {
+                    if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
                         return;
                     }
                     if let Packet::Connect(c) = &packet
@@ -125,36 +188,121 @@ impl Driver {
                     let start = self.actions.len();
                     self.broker
                         .handle_packet(conn, packet, now, &mut self.actions);
-                    // Close actions must take effect before the next packet of the same batch.
-                    self.apply_closes(start);
+                    self.note_closes(start);
                 }
             }
             Event::DecodeError { conn, err } => {
-                if let Some(e) = self.conns.get(&conn) {
+                if let Some(e) = self.conns.get(&conn)
+                    && !self.closing.contains(&conn)
+                {
                     tracing::info!(conn, peer = %e.peer, error = %err, "closing connection after a bad packet");
+                    let start = self.actions.len();
                     self.broker.decode_error(conn, &err, now, &mut self.actions);
-                    self.execute();
+                    self.note_closes(start);
                 }
             }
             Event::KeepAliveTimeout { conn } => {
                 if let Some(e) = self.conns.get(&conn) {
                     tracing::info!(conn, peer = %e.peer, "keep alive timeout");
+                    let start = self.actions.len();
                     self.broker.keep_alive_timeout(conn, now, &mut self.actions);
-                    self.close_now(conn);
+                    self.note_closes(start);
                 }
             }
             Event::Lost { conn } => {
                 if self.conns.contains_key(&conn) {
                     self.broker.connection_lost(conn, now, &mut self.actions);
-                    self.close_now(conn);
+                    // The socket is gone: nothing held for it can be delivered anyway.
+                    self.closing.insert(conn);
+                    if let Some(e) = self.conns.get(&conn) {
+                        e.outbox.close();
+                    }
+                    self.actions
+                        .push(Action::Close(conn, tern_core::CloseReason::ConnectionLost));
                 }
             }
         }
     }
 
-    /// Carries out the pending actions in order.
-    fn execute(&mut self) {
-        for action in self.actions.drain(..) {
+    /// Marks the connections closed by the actions from `start` on, so their later packets are
+    /// ignored even while the Close itself is held.
+    fn note_closes(&mut self, start: usize) {
+        for a in &self.actions[start..] {
+            if let Action::Close(conn, _) = a {
+                self.closing.insert(*conn);
+            }
+        }
+    }
+
+    /// Ends a turn: without a store, carries the actions out; with one, sends the turn's
+    /// records to the store and holds the rest until they are durable.
+    fn end_turn(&mut self) {
+        if self.actions.is_empty() {
+            return;
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        let Some(store) = &self.store else {
+            self.execute(actions);
+            return;
+        };
+        let mut records = Vec::new();
+        actions.retain_mut(|a| match a {
+            Action::Persist(r) => {
+                records.push(std::mem::replace(
+                    r,
+                    tern_store::Record::MessageDeleted { id: 0 },
+                ));
+                false
+            }
+            _ => true,
+        });
+        if !records.is_empty() {
+            self.next_ticket += 1;
+            if !store.send(StoreCmd::Batch {
+                ticket: self.next_ticket,
+                records,
+            }) {
+                tracing::error!("the store thread is gone; packets of this turn are not sent");
+                return;
+            }
+            self.held.push_back((self.next_ticket, actions));
+        } else if let Some(last) = self.held.back_mut() {
+            // Behind a held turn: keep per-connection order.
+            last.1.extend(actions);
+        } else {
+            self.execute(actions);
+        }
+    }
+
+    /// The store made every turn up to `c.ticket` durable: release them.
+    fn committed(&mut self, c: Committed) {
+        while self.held.front().is_some_and(|(t, _)| *t <= c.ticket) {
+            if let Some((_, actions)) = self.held.pop_front() {
+                self.execute(actions);
+            }
+        }
+        tracing::trace!(
+            records = c.records,
+            latency_us = c.latency.as_micros() as u64,
+            "store commit"
+        );
+        if !self.compacting
+            && c.bytes_since_snapshot > COMPACT_MIN_BYTES
+            && c.bytes_since_snapshot > 4 * c.snapshot_bytes
+            && let Some(store) = &self.store
+        {
+            // The snapshot reflects every record sent so far, and the store thread handles
+            // commands in order: it lands exactly after them.
+            let snapshot = self.broker.snapshot(Instant::now());
+            self.compacting = store.send(StoreCmd::Compact { snapshot });
+        } else if self.compacting && c.bytes_since_snapshot <= 4 * c.snapshot_bytes.max(1) {
+            self.compacting = false;
+        }
+    }
+
+    /// Carries out actions in order.
+    fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
             match action {
                 Action::Send(conn, packet) => {
                     if let Some(e) = self.conns.get(&conn) {
@@ -168,10 +316,10 @@ impl Driver {
                         self.dropped_slow += 1;
                     }
                 }
-                // Records are only emitted when `Config::persistence` is on; the durable store is
-                // wired in by the durability work.
+                // Only reached without a store (persistence is then off in the core).
                 Action::Persist(_) => {}
                 Action::Close(conn, reason) => {
+                    self.closing.remove(&conn);
                     if let Some(e) = self.conns.remove(&conn) {
                         tracing::debug!(conn, ?reason, "closing");
                         e.outbox.close();
@@ -180,22 +328,11 @@ impl Driver {
             }
         }
     }
+}
 
-    /// Executes pending actions if one of them closes a connection, so that later packets of a
-    /// closed connection are ignored.
-    fn apply_closes(&mut self, start: usize) {
-        if self.actions[start..]
-            .iter()
-            .any(|a| matches!(a, Action::Close(..)))
-        {
-            self.execute();
-        }
-    }
-
-    fn close_now(&mut self, conn: ConnId) {
-        self.execute();
-        if let Some(e) = self.conns.remove(&conn) {
-            e.outbox.close();
-        }
-    }
+/// Wall-clock milliseconds since the Unix epoch (durable records carry absolute times).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -15,5 +15,6 @@ pub mod cli;
 pub mod config;
 mod connection;
 mod driver;
+mod persistence;
 pub mod server;
 pub mod tools;

@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 
 /// Capacity of the channel from connections to the driver, in batches.
 const EVENT_QUEUE: usize = 4096;
+/// Bytes read from clients and not yet handled by the driver, over all connections. Bounds the
+/// memory an overload can take before publishers feel TCP back-pressure.
+const READ_BUDGET: usize = 1024 * 1024;
 /// How long shutdown waits for connections to flush their last packets.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -37,10 +40,37 @@ impl Server {
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let driver = tokio::spawn(
-            Driver::new(Broker::new(config.core())).run(events_rx, shutdown_rx.clone()),
-        );
+        let mut broker = Broker::new(config.core());
+        let store = if config.core().persistence {
+            let started = std::time::Instant::now();
+            let (recovered, handle) =
+                crate::persistence::open(&config.data_dir, config.durability())?;
+            let now = std::time::Instant::now();
+            broker.set_wall_clock(now, crate::driver::unix_ms());
+            let report = broker.restore(recovered.records, now);
+            tracing::info!(
+                data_dir = %config.data_dir.display(),
+                durability = %config.durability(),
+                sessions = report.sessions,
+                queued = report.queued,
+                inflight = report.inflight,
+                retained = report.retained,
+                pending_wills = report.pending_wills,
+                log = %recovered.report,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "state recovered"
+            );
+            Some(handle)
+        } else {
+            tracing::warn!(
+                "durability = none: sessions, queued messages and retained messages live in memory only"
+            );
+            None
+        };
+        let driver = tokio::spawn(Driver::new(broker, store).run(events_rx, shutdown_rx.clone()));
         let settings = ConnSettings {
+            budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
+            budget_bytes: READ_BUDGET,
             connect_timeout: Duration::from_secs(config.limits.connect_timeout_secs),
             max_packet_size: config.limits.max_packet_size,
             max_outbox_packets: config.limits.max_outbox_packets,

@@ -44,7 +44,9 @@ pub fn every_variant() -> Vec<Record> {
             expiry_interval: 0,
             disconnected_at_ms: Some(u64::MAX),
         },
-        Record::SessionDeleted { client_id: "c1".into() },
+        Record::SessionDeleted {
+            client_id: "c1".into(),
+        },
         Record::Subscribed {
             client_id: "c1".into(),
             filter: "a/+/#".into(),
@@ -102,13 +104,17 @@ pub fn every_variant() -> Vec<Record> {
             packet_id: 1,
         },
         Record::Retained(full.clone()),
-        Record::RetainedDeleted { topic: "a/b".into() },
+        Record::RetainedDeleted {
+            topic: "a/b".into(),
+        },
         Record::PendingWill {
             client_id: "c1".into(),
             due_at_ms: 42,
             message: full,
         },
-        Record::PendingWillDone { client_id: "c1".into() },
+        Record::PendingWillDone {
+            client_id: "c1".into(),
+        },
     ]
 }
 
@@ -129,17 +135,26 @@ fn blob() -> impl Strategy<Value = Bytes> {
 }
 
 fn stored_message() -> impl Strategy<Value = StoredMessage> {
-    (any::<u64>(), text(), blob(), any::<u8>(), any::<bool>(), blob(), any::<Option<u64>>()).prop_map(
-        |(id, topic, payload, qos, retain, properties, expires_at_ms)| StoredMessage {
-            id,
-            topic,
-            payload,
-            qos,
-            retain,
-            properties,
-            expires_at_ms,
-        },
+    (
+        any::<u64>(),
+        text(),
+        blob(),
+        any::<u8>(),
+        any::<bool>(),
+        blob(),
+        any::<Option<u64>>(),
     )
+        .prop_map(
+            |(id, topic, payload, qos, retain, properties, expires_at_ms)| StoredMessage {
+                id,
+                topic,
+                payload,
+                qos,
+                retain,
+                properties,
+                expires_at_ms,
+            },
+        )
 }
 
 pub fn record() -> impl Strategy<Value = Record> {

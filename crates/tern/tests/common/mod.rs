@@ -21,6 +21,7 @@ pub const QUIET: Duration = Duration::from_millis(300);
 pub struct TestBroker {
     pub addr: SocketAddr,
     server: Option<Server>,
+    _dir: tempfile::TempDir,
 }
 
 impl TestBroker {
@@ -28,13 +29,21 @@ impl TestBroker {
         Self::with_config(Config::default()).await
     }
 
+    /// Starts a broker with `config` on an ephemeral port. Unless the test chose a data
+    /// directory, each broker gets a fresh one, removed at the end (durability stays on, so
+    /// every test also runs the durable path).
     pub async fn with_config(mut config: Config) -> Self {
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        if config.data_dir == Config::default().data_dir {
+            config.data_dir = dir.path().to_path_buf();
+        }
         let server = Server::start(&config).await.expect("broker starts");
         let addr = server.local_addrs()[0];
         Self {
             addr,
             server: Some(server),
+            _dir: dir,
         }
     }
 
