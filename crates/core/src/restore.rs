@@ -316,8 +316,12 @@ impl Broker {
     pub fn snapshot(&self, now: Instant) -> Vec<Record> {
         let mut records = Vec::new();
         let mut written = std::collections::HashSet::new();
-        self.retained
-            .for_each(|_, m| records.push(Record::Retained(self.persist.stored(m))));
+        // Expired messages are left out: a snapshot is how they leave the disk.
+        self.retained.for_each(|_, m| {
+            if !m.expired(now) {
+                records.push(Record::Retained(self.persist.stored(m)));
+            }
+        });
         for s in self.sessions.values().filter(|s| s.persisted) {
             let client_id = s.client_id.to_string();
             records.push(Record::Session {
@@ -343,7 +347,8 @@ impl Broker {
             });
             let queued = s.queue.iter().map(|d| (d, None, false));
             for (d, packet_id, released) in inflight.chain(queued) {
-                if d.seq == 0 {
+                // A queued message that expired will never be sent; one in flight must complete.
+                if d.seq == 0 || (packet_id.is_none() && d.msg.expired(now)) {
                     continue;
                 }
                 if written.insert(d.msg.id) {
