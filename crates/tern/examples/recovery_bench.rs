@@ -9,19 +9,36 @@
 
 use bytes::Bytes;
 use std::time::Instant;
-use tern_codec::{ByteStr, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions};
+use tern_codec::{
+    ByteStr, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
+    SubscriptionOptions,
+};
 use tern_core::{Action, Broker, Config};
 use tern_store::{Durability, Log, LogOptions};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let sessions: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let messages: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let messages: u64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config { persistence: true, max_queued_messages: usize::MAX, ..Config::default() };
+    let config = Config {
+        persistence: true,
+        max_queued_messages: usize::MAX,
+        ..Config::default()
+    };
 
     let build = Instant::now();
-    let (mut log, _) = Log::open(dir.path(), LogOptions { durability: Durability::Fsync, ..LogOptions::default() }).unwrap();
+    let (mut log, _) = Log::open(
+        dir.path(),
+        LogOptions {
+            durability: Durability::Fsync,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
     let mut broker = Broker::new(config.clone());
     let now = Instant::now();
     broker.set_wall_clock(now, 1_800_000_000_000);
@@ -54,7 +71,13 @@ fn main() {
         broker.handle_packet(conn, Packet::Connect(Box::new(c)), now, &mut out);
         let sub = Subscribe {
             packet_id: 1,
-            filters: vec![(ByteStr::from(format!("devices/{i}/cmd")), SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() })],
+            filters: vec![(
+                ByteStr::from(format!("devices/{i}/cmd")),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+            )],
             properties: Properties::default(),
         };
         broker.handle_packet(conn, Packet::Subscribe(sub), now, &mut out);
@@ -88,7 +111,11 @@ fn main() {
     flush(&mut out, &mut log, true);
     drop(log);
     drop(broker);
-    let size: u64 = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    let size: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     println!(
         "built {sessions} sessions and {messages} queued messages: {written} records, {:.1} MB on disk, in {:.1} s",
         size as f64 / 1e6,
