@@ -144,6 +144,7 @@ impl Broker {
     /// The I/O layer lost a connection that never finished CONNECT.
     pub(crate) fn forget_pending(&mut self, conn: ConnId) {
         self.pending_auth.remove(&conn);
+        self.pending_info.remove(&conn);
         self.reauth.remove(&conn);
     }
 

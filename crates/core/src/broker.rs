@@ -48,6 +48,11 @@ pub struct Broker {
     /// fires, but the record must still name it).
     pub(crate) pending_will_clients: HashMap<SessionId, String>,
     pub(crate) next_message_id: u64,
+    pub(crate) access: Option<Box<dyn crate::access::AccessControl>>,
+    /// Address and listener of connections, told by the I/O layer before CONNECT.
+    pub(crate) peers: HashMap<ConnId, (Option<std::net::SocketAddr>, usize, Option<String>)>,
+    /// Client info of a CONNECT in progress, moved into the session on acceptance.
+    pub(crate) pending_info: HashMap<ConnId, crate::access::ClientInfo>,
     pub(crate) auth_methods: Vec<Box<dyn crate::auth::EnhancedAuth>>,
     pub(crate) pending_auth: HashMap<ConnId, crate::auth::PendingAuth>,
     pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
@@ -68,6 +73,23 @@ impl Broker {
     /// absolute times. Call it at start and now and then (the driver does on every tick).
     pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
         self.persist.set_anchor(now, unix_ms);
+    }
+
+    /// Installs authentication and ACL checks (password file, ACL file, ...).
+    pub fn set_access_control(&mut self, access: Box<dyn crate::access::AccessControl>) {
+        self.access = Some(access);
+    }
+
+    /// Tells the core where a new connection comes from (before its CONNECT): the peer
+    /// address, the listener index and, for TLS with a verified client certificate, its CN.
+    pub fn set_peer(
+        &mut self,
+        conn: ConnId,
+        peer: Option<std::net::SocketAddr>,
+        listener: usize,
+        cert_cn: Option<String>,
+    ) {
+        self.peers.insert(conn, (peer, listener, cert_cn));
     }
 
     /// A fresh message id.
@@ -196,6 +218,7 @@ impl Broker {
     /// The I/O layer lost `conn` (end of stream, I/O error) without a DISCONNECT.
     pub fn connection_lost(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Action>) {
         self.forget_pending(conn);
+        self.peers.remove(&conn);
         self.detach(conn, true, now, out);
     }
 

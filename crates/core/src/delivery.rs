@@ -105,6 +105,13 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
+        // Read ACL: a wildcard subscription must not leak a topic the ACL denies.
+        if let Some(access) = &self.access
+            && access.restricts_reading()
+            && !access.can_receive(&session.info, &delivery.msg.topic)
+        {
+            return;
+        }
         if delivery.qos == QoS::AtMostOnce {
             match session.conn {
                 Some(conn) => {

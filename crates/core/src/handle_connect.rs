@@ -49,6 +49,34 @@ impl Broker {
         {
             return self.refuse(conn, version, reason::TOPIC_NAME_INVALID, out);
         }
+        let (peer, listener, cert_cn) = self.peers.get(&conn).cloned().unwrap_or_default();
+        let info = crate::access::ClientInfo {
+            client_id: client_id.to_string(),
+            username: connect.username.as_ref().map(|u| u.to_string()),
+            peer,
+            listener,
+            cert_cn,
+        };
+        if let Some(access) = &self.access {
+            match access.authenticate(&info, connect.password.as_deref()) {
+                crate::access::AuthDecision::Allow => {}
+                crate::access::AuthDecision::BadCredentials => {
+                    tracing::info!(client_id = %client_id, username = ?info.username, peer = ?info.peer, "connection refused: bad user name or password");
+                    return self.refuse(conn, version, reason::BAD_USER_NAME_OR_PASSWORD, out);
+                }
+                crate::access::AuthDecision::NotAuthorized => {
+                    tracing::info!(client_id = %client_id, username = ?info.username, peer = ?info.peer, "connection refused: not authorized");
+                    return self.refuse(conn, version, reason::NOT_AUTHORIZED, out);
+                }
+            }
+            // The will is a publish: the ACL must allow its topic.
+            if let Some(will) = &connect.will
+                && !access.can_publish(&info, &will.topic)
+            {
+                return self.refuse(conn, version, reason::NOT_AUTHORIZED, out);
+            }
+        }
+        self.pending_info.insert(conn, info);
         if let Some(method) = connect.properties.authentication_method.clone() {
             // MQTT 5.0 section 4.12: enhanced authentication runs before CONNACK.
             return self.start_connect_auth(conn, connect, client_id, assigned, &method, now, out);
@@ -131,6 +159,7 @@ impl Broker {
             .expect("session just created or found");
         session.conn = Some(conn);
         session.version = version;
+        session.info = self.pending_info.remove(&conn).unwrap_or_default();
         session.expiry_interval = expiry_interval;
         session.expires_at = None;
         session.will = connect.will;

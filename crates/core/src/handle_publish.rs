@@ -62,6 +62,41 @@ impl Broker {
             }
             return;
         }
+        if let Some(access) = &self.access
+            && let Some(session) = self.sessions.get(&c.session)
+            && !access.can_publish(&session.info, &p.topic)
+        {
+            // v5: PUBACK/PUBREC 0x87; 3.x has no way to say no, so the message is acknowledged
+            // and dropped, as Mosquitto does.
+            self.stats.acl_denied += 1;
+            tracing::debug!(client_id = %session.client_id, topic = %p.topic, "publish denied by ACL");
+            let pid = p.packet_id.unwrap_or(0);
+            let code = if c.version.is_v5() {
+                reason::NOT_AUTHORIZED
+            } else {
+                reason::SUCCESS
+            };
+            let ack = Ack {
+                packet_id: pid,
+                reason: code,
+                properties: Properties::default(),
+            };
+            match p.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => out.push(Action::Send(conn, Packet::PubAck(ack))),
+                QoS::ExactlyOnce if c.version.is_v5() => {
+                    out.push(Action::Send(conn, Packet::PubRec(ack)))
+                }
+                QoS::ExactlyOnce => {
+                    // Complete the 3.x flow normally: the PUBREL that follows gets its PUBCOMP.
+                    if let Some(session) = self.sessions.get_mut(&c.session) {
+                        session.inbound_qos2.insert(pid);
+                    }
+                    out.push(Action::Send(conn, Packet::PubRec(ack)));
+                }
+            }
+            return;
+        }
         self.stats.publish_received += 1;
         self.stats.publish_received_by_qos[p.qos as usize] += 1;
         self.stats.bytes_payload_received += p.payload.len() as u64;

@@ -34,9 +34,22 @@ impl Broker {
                 Some(parsed) => parsed.is_ok(),
                 None => tern_topic::validate_topic_filter(&filter).is_ok(),
             };
+            let denied = valid
+                && self.access.as_ref().is_some_and(|a| {
+                    let info = self.sessions.get(&c.session).map(|s| &s.info);
+                    info.is_some_and(|i| !a.can_subscribe(i, &filter))
+                });
             let code = if !valid {
                 if v5 {
                     reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::V3_SUBACK_FAILURE
+                }
+            } else if denied {
+                // [MQTT-3.9.3-?] SUBACK 0x87 (v5) / 0x80 (3.1.1) for a filter the ACL refuses.
+                self.stats.acl_denied += 1;
+                if v5 {
+                    reason::NOT_AUTHORIZED
                 } else {
                     reason::V3_SUBACK_FAILURE
                 }
@@ -87,8 +100,14 @@ impl Broker {
         out: &mut Vec<Action>,
     ) {
         let mut found = Vec::new();
-        self.retained.for_each_match(filter, |_, msg| {
-            if !msg.expired(now) {
+        let info = self
+            .sessions
+            .get(&sid)
+            .map(|s| s.info.clone())
+            .unwrap_or_default();
+        let access = self.access.as_ref().filter(|a| a.restricts_reading());
+        self.retained.for_each_match(filter, |topic, msg| {
+            if !msg.expired(now) && access.is_none_or(|a| a.can_receive(&info, topic)) {
                 found.push(Arc::clone(msg));
             }
         });

@@ -7,6 +7,7 @@
 //!
 //! Module map:
 //! - [`config`]: limits and defaults ([`Config`]).
+//! - [`access`]: the authentication / ACL hooks ([`AccessControl`]) the security layer plugs in.
 //! - [`action`]: what the core asks the I/O layer to do ([`Action`]).
 //! - [`message`]: an application message shared by every delivery of it ([`Message`]).
 //! - [`session`]: per-client session state: subscriptions, in-flight window, offline queue.
@@ -26,6 +27,7 @@
 //!   retained messages, disconnect, publish as the broker).
 //! - [`sys`]: the `$SYS` tree with Mosquitto's names ([`SysTree`]).
 
+pub mod access;
 pub mod action;
 pub mod auth;
 mod broker;
@@ -49,6 +51,7 @@ mod subscriptions;
 pub mod sys;
 mod will;
 
+pub use access::{AccessControl, AuthDecision, ClientInfo};
 pub use action::{Action, CloseReason};
 pub use auth::{AuthExchange, AuthStep, EnhancedAuth};
 pub use broker::{Broker, ConnId, SessionId};

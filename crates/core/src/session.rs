@@ -89,6 +89,8 @@ pub struct Session {
     pub persisted: bool,
     /// Next delivery sequence number for the durable store.
     pub next_seq: u64,
+    /// Who the client is, for ACL checks on what it receives.
+    pub info: crate::access::ClientInfo,
     /// Keep alive of the current (or last) connection, in seconds.
     pub keep_alive: u16,
     /// When the current connection completed CONNECT (`None` while offline).
@@ -119,6 +121,7 @@ impl Session {
             alias_out_max: 0,
             persisted: false,
             next_seq: 1,
+            info: crate::access::ClientInfo::default(),
             keep_alive: 0,
             connected_at: None,
             username: None,

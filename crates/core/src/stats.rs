@@ -20,6 +20,8 @@ pub struct Stats {
     pub wills_published: u64,
     pub takeovers: u64,
     pub protocol_errors: u64,
+    /// PUBLISH / SUBSCRIBE refused by the ACL.
+    pub acl_denied: u64,
     /// Messages for a shared group with no member able to take them.
     pub dropped_no_shared_member: u64,
     /// PUBLISH packets accepted from clients, by QoS (0, 1, 2).
