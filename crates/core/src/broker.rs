@@ -363,6 +363,9 @@ pub(crate) fn reason_text(code: u8) -> Option<&'static str> {
             "payload is not valid UTF-8 but its Payload Format Indicator says it is"
         }
         reason::RETAIN_NOT_SUPPORTED => "retained messages are not available",
+        reason::MESSAGE_RATE_TOO_HIGH => {
+            "more PUBLISH packets per second than limits.max_message_rate allows"
+        }
         _ => return None,
     })
 }

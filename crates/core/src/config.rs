@@ -37,6 +37,17 @@ pub struct Config {
     /// Emit [`crate::Action::Persist`] records for persistent sessions, retained messages and
     /// delayed wills (the durable store is on).
     pub persistence: bool,
+    /// Most subscriptions one client may hold; more get SUBACK 0x97 (v5) / 0x80 (3.x).
+    pub max_subscriptions_per_client: usize,
+    /// Most levels in a topic name or filter; deeper PUBLISHes get DISCONNECT 0x90 (v5) or a
+    /// close, deeper filters SUBACK 0x8F / 0x80.
+    pub max_topic_levels: usize,
+    /// Most payload bytes queued for one session; beyond, new messages for it are dropped and
+    /// counted, as for `max_queued_messages`.
+    pub max_queued_bytes: usize,
+    /// Most PUBLISH packets per second one client may send (0: no limit); beyond, DISCONNECT
+    /// 0x96 (v5) or a close. A burst of one second's worth is allowed.
+    pub max_message_rate: u32,
 }
 
 /// Member choice in a shared subscription group.
@@ -69,6 +80,10 @@ impl Default for Config {
             shared_strategy: SharedStrategy::RoundRobin,
             retry_interval: 0,
             persistence: false,
+            max_subscriptions_per_client: 10_000,
+            max_topic_levels: 128,
+            max_queued_bytes: 256 * 1024 * 1024,
+            max_message_rate: 0,
         }
     }
 }

@@ -138,11 +138,13 @@ impl Broker {
         {
             self.persist.enqueued(session, &mut delivery, out);
             self.send_inflight(sid, delivery, now, out);
-        } else if session.queue.len() < self.config.max_queued_messages {
-            self.persist.enqueued(session, &mut delivery, out);
-            session.queue.push_back(delivery);
-        } else {
+        } else if session.queue.len() >= self.config.max_queued_messages {
             self.stats.dropped_queue_full += 1;
+        } else if session.queue_bytes + delivery.msg.payload.len() > self.config.max_queued_bytes {
+            self.stats.dropped_queue_bytes += 1;
+        } else {
+            self.persist.enqueued(session, &mut delivery, out);
+            session.push_queue(delivery);
         }
     }
 
@@ -169,7 +171,7 @@ impl Broker {
             self.send_inflight(sid, delivery, now, out);
         } else {
             self.persist.enqueued(session, &mut delivery, out);
-            session.queue.push_back(delivery);
+            session.push_queue(delivery);
         }
     }
 
@@ -213,7 +215,7 @@ impl Broker {
             if !session.online() || session.inflight.len() >= usize::from(session.window) {
                 return;
             }
-            let Some(delivery) = session.queue.pop_front() else {
+            let Some(delivery) = session.pop_queue() else {
                 return;
             };
             if delivery.msg.expired(now) {

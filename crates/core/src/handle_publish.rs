@@ -38,6 +38,33 @@ impl Broker {
             // [MQTT-3.3.2-2] No wildcards in a topic name; [MQTT-4.7.3-1] not empty.
             return self.protocol_failure(conn, reason::TOPIC_NAME_INVALID, now, out);
         }
+        if topic_levels(&p.topic) > self.config.max_topic_levels {
+            self.stats.limit_topic_levels += 1;
+            tracing::info!(
+                conn,
+                levels = topic_levels(&p.topic),
+                max = self.config.max_topic_levels,
+                "topic has too many levels (limits.max_topic_levels)"
+            );
+            return self.protocol_failure(conn, reason::TOPIC_NAME_INVALID, now, out);
+        }
+        if self.config.max_message_rate > 0
+            && let Some(session) = self.sessions.get_mut(&c.session)
+        {
+            // Token bucket: `max_message_rate` per second, bursts up to one second's worth.
+            let rate = f64::from(self.config.max_message_rate);
+            let elapsed = session
+                .rate_at
+                .map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64());
+            session.rate_tokens = (session.rate_tokens + elapsed * rate).min(rate);
+            session.rate_at = Some(now);
+            if session.rate_tokens < 1.0 {
+                self.stats.limit_message_rate += 1;
+                tracing::info!(client_id = %session.client_id, max = self.config.max_message_rate, "message rate too high (limits.max_message_rate)");
+                return self.protocol_failure(conn, reason::MESSAGE_RATE_TOO_HIGH, now, out);
+            }
+            session.rate_tokens -= 1.0;
+        }
         if p.retain && !self.config.retain_available {
             // [MQTT-3.3.1-?] Retain not supported (advertised as Retain Available 0).
             return self.protocol_failure(conn, reason::RETAIN_NOT_SUPPORTED, now, out);
@@ -146,4 +173,9 @@ impl Broker {
             QoS::ExactlyOnce => out.push(Action::Send(conn, Packet::PubRec(Ack::new(packet_id)))),
         }
     }
+}
+
+/// Levels of a topic name or filter ("a/b" has two).
+pub(crate) fn topic_levels(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
 }

@@ -30,10 +30,19 @@ impl Broker {
             }
         }
         for (filter, options) in s.filters {
-            let valid = match tern_topic::parse_shared(&filter) {
+            let mut valid = match tern_topic::parse_shared(&filter) {
                 Some(parsed) => parsed.is_ok(),
                 None => tern_topic::validate_topic_filter(&filter).is_ok(),
             };
+            if valid && crate::handle_publish::topic_levels(&filter) > self.config.max_topic_levels
+            {
+                self.stats.limit_topic_levels += 1;
+                valid = false;
+            }
+            let over_quota = self.sessions.get(&c.session).is_some_and(|s| {
+                s.subscriptions.len() >= self.config.max_subscriptions_per_client
+                    && !s.subscriptions.contains_key(filter.as_str())
+            });
             let denied = valid
                 && self.access.as_ref().is_some_and(|a| {
                     let info = self.sessions.get(&c.session).map(|s| &s.info);
@@ -42,6 +51,18 @@ impl Broker {
             let code = if !valid {
                 if v5 {
                     reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::V3_SUBACK_FAILURE
+                }
+            } else if over_quota {
+                self.stats.limit_subscriptions += 1;
+                tracing::info!(
+                    conn,
+                    max = self.config.max_subscriptions_per_client,
+                    "subscription refused: limits.max_subscriptions_per_client reached"
+                );
+                if v5 {
+                    reason::QUOTA_EXCEEDED
                 } else {
                     reason::V3_SUBACK_FAILURE
                 }

@@ -251,7 +251,7 @@ impl Broker {
                         report.inflight += 1;
                     }
                     None => {
-                        session.queue.push_back(delivery);
+                        session.push_queue(delivery);
                         report.queued += 1;
                     }
                 }

@@ -91,6 +91,11 @@ pub struct Session {
     pub next_seq: u64,
     /// Who the client is, for ACL checks on what it receives.
     pub info: crate::access::ClientInfo,
+    /// Payload bytes in `queue`.
+    pub queue_bytes: usize,
+    /// Message-rate token bucket: tokens left and when it was last filled.
+    pub rate_tokens: f64,
+    pub rate_at: Option<Instant>,
     /// Keep alive of the current (or last) connection, in seconds.
     pub keep_alive: u16,
     /// When the current connection completed CONNECT (`None` while offline).
@@ -122,6 +127,9 @@ impl Session {
             persisted: false,
             next_seq: 1,
             info: crate::access::ClientInfo::default(),
+            queue_bytes: 0,
+            rate_tokens: 0.0,
+            rate_at: None,
             keep_alive: 0,
             connected_at: None,
             username: None,
@@ -144,6 +152,24 @@ impl Session {
     /// so the scan usually stops at the front.
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
         self.inflight.iter().position(|f| f.packet_id == packet_id)
+    }
+
+    /// Appends to the queue, keeping `queue_bytes` right.
+    pub fn push_queue(&mut self, d: Delivery) {
+        self.queue_bytes += d.msg.payload.len();
+        self.queue.push_back(d);
+    }
+
+    /// Takes the queue's first delivery, keeping `queue_bytes` right.
+    pub fn pop_queue(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queue_bytes = self.queue_bytes.saturating_sub(d.msg.payload.len());
+        Some(d)
+    }
+
+    /// Recomputes `queue_bytes` after the queue was rebuilt.
+    pub fn recount_queue(&mut self) {
+        self.queue_bytes = self.queue.iter().map(|d| d.msg.payload.len()).sum();
     }
 
     /// True when a client is attached.

@@ -253,6 +253,7 @@ impl Broker {
             for d in stay.into_iter().rev() {
                 session.queue.push_front(d);
             }
+            session.recount_queue();
         }
     }
 }

@@ -20,6 +20,14 @@ pub struct Stats {
     pub wills_published: u64,
     pub takeovers: u64,
     pub protocol_errors: u64,
+    /// SUBSCRIBE filters refused by `max_subscriptions_per_client`.
+    pub limit_subscriptions: u64,
+    /// PUBLISH or filters refused by `max_topic_levels`.
+    pub limit_topic_levels: u64,
+    /// Messages dropped by `max_queued_bytes`.
+    pub dropped_queue_bytes: u64,
+    /// Clients disconnected by `max_message_rate`.
+    pub limit_message_rate: u64,
     /// PUBLISH / SUBSCRIBE refused by the ACL.
     pub acl_denied: u64,
     /// Messages for a shared group with no member able to take them.
