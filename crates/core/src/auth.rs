@@ -177,13 +177,18 @@ impl Broker {
                         out,
                     );
                 };
+                let session = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| self.sessions.get(&c.session));
+                let username = session.and_then(|s| s.info.username.clone());
                 let client_id = self
                     .conns
                     .get(&conn)
                     .and_then(|c| self.sessions.get(&c.session))
                     .map(|s| s.client_id.clone())
                     .unwrap_or_default();
-                let (exchange, step) = m.start(&client_id, None, data);
+                let (exchange, step) = m.start(&client_id, username.as_deref(), data);
                 self.reauth.insert(conn, exchange);
                 step
             }

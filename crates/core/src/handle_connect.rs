@@ -58,7 +58,17 @@ impl Broker {
             cert_cn,
         };
         if let Some(access) = &self.access {
-            match access.authenticate(&info, connect.password.as_deref()) {
+            // With an enhanced authentication method and a user name, the method checks the
+            // credentials (SCRAM sends no password); without a user name the anonymous rules
+            // still apply.
+            let by_method =
+                connect.properties.authentication_method.is_some() && info.username.is_some();
+            let decision = if by_method {
+                crate::access::AuthDecision::Allow
+            } else {
+                access.authenticate(&info, connect.password.as_deref())
+            };
+            match decision {
                 crate::access::AuthDecision::Allow => {}
                 crate::access::AuthDecision::BadCredentials => {
                     tracing::info!(client_id = %client_id, username = ?info.username, peer = ?info.peer, "connection refused: bad user name or password");

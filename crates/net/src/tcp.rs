@@ -9,8 +9,8 @@ pub struct TcpListener {
     inner: tokio::net::TcpListener,
 }
 
-/// An accepted connection.
-pub struct Accepted {
+/// An accepted TCP connection (see [`crate::Listener`] for the other transports).
+pub struct TcpAccepted {
     pub stream: tokio::net::TcpStream,
     pub peer: SocketAddr,
 }
@@ -37,11 +37,11 @@ impl TcpListener {
     }
 
     /// Accepts the next connection, with `TCP_NODELAY` set.
-    pub async fn accept(&self) -> io::Result<Accepted> {
+    pub async fn accept(&self) -> io::Result<TcpAccepted> {
         let (stream, peer) = self.inner.accept().await?;
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
-        Ok(Accepted { stream, peer })
+        Ok(TcpAccepted { stream, peer })
     }
 }

@@ -32,6 +32,8 @@ pub enum Command {
     Rr(crate::tools::RrArgs),
     /// Load generator for any MQTT broker on loopback.
     Bench(crate::bench::BenchArgs),
+    /// Manage a password file (like mosquitto_passwd).
+    Passwd(crate::tools::PasswdArgs),
 }
 
 /// `tern serve` options; each overrides the config file.
@@ -53,6 +55,20 @@ pub struct ServeArgs {
     /// when neither this nor the config sets one.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log line format: text or json.
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Admin HTTP listener (metrics, health, JSON API, dashboard) on HOST:PORT
+    /// (default 127.0.0.1:9883); `off` turns it off.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin_listen: Option<String>,
+    /// Bearer token for the admin API and /metrics (also: TERN_ADMIN_TOKEN); required when the
+    /// admin listener is not on loopback.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// Seconds between $SYS publications (0: off).
+    #[arg(long, value_name = "SECS")]
+    pub sys_interval: Option<u64>,
 }
 
 impl ServeArgs {
@@ -74,6 +90,28 @@ impl ServeArgs {
         if let Some(d) = &self.durability {
             config.durability.clone_from(d);
         }
+        if let Some(f) = &self.log_format {
+            config.log_format = match f.as_str() {
+                "json" => crate::config::LogFormat::Json,
+                _ => crate::config::LogFormat::Text,
+            };
+        }
+        match self.admin_listen.as_deref() {
+            None => {}
+            Some("off" | "none" | "") => config.admin.enabled = false,
+            Some(addr) => {
+                config.admin.enabled = true;
+                config.admin.listen = addr
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--admin-listen {addr}: {e} (want HOST:PORT)"))?;
+            }
+        }
+        if let Some(t) = &self.admin_token {
+            config.admin.token.clone_from(t);
+        }
+        if let Some(s) = self.sys_interval {
+            config.sys_interval_secs = s;
+        }
         config.validate()?;
         Ok((config, from_file || self.log_level.is_some()))
     }
@@ -81,23 +119,33 @@ impl ServeArgs {
 
 /// Sets up logging: `--log-level` or the config's `log_level`, else `RUST_LOG`.
 pub fn init_logging(level: &str, explicit: bool) {
+    init_logging_with(level, explicit, crate::config::LogFormat::Text);
+}
+
+/// [`init_logging`] with a line format: text, or one JSON object per line (`timestamp`,
+/// `level`, `target`, `fields` with `message` and the event's fields).
+pub fn init_logging_with(level: &str, explicit: bool, format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !explicit && !env.is_empty() => EnvFilter::new(env),
         _ => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
     };
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 /// `tern serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, explicit_level) = args.effective_config()?;
-    init_logging(&config.log_level, explicit_level);
+    init_logging_with(&config.log_level, explicit_level, config.log_format);
     let server = Server::start(&config).await?;
     for addr in server.local_addrs() {
         if addr.ip().is_loopback() {
@@ -141,8 +189,12 @@ async fn wait_for_signal() {
 
 /// `tern check-config FILE`.
 pub fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(file)?;
-    println!("{file}: OK", file = file.display());
-    println!("{config:#?}");
+    let mut config = Config::from_file(file)?;
+    println!("# {file}: OK", file = file.display());
+    println!("# Effective settings (defaults filled in):");
+    if !config.admin.token.is_empty() {
+        config.admin.token = "(hidden)".to_string();
+    }
+    print!("{}", config.to_toml());
     Ok(())
 }

@@ -3,12 +3,12 @@
 //! Unknown keys are errors, so a typo is reported instead of silently ignored; every error names
 //! the key (toml's messages carry the key path and the line).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The whole configuration. Every field has a default, so an empty file is a valid config.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// TCP listeners, `HOST:PORT`. Default: loopback only, like Mosquitto 2.
@@ -23,12 +23,67 @@ pub struct Config {
     pub durability: String,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive).
     pub log_level: String,
+    /// Log line format: `text` (human-readable) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+    /// Seconds between publications of the `$SYS` tree (Mosquitto's `sys_interval`); 0: off.
+    pub sys_interval_secs: u64,
     pub limits: Limits,
     pub mqtt: Mqtt,
+    pub admin: Admin,
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`, the JSON API, the dashboard.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Serve the admin listener.
+    pub enabled: bool,
+    /// `HOST:PORT`. The default is loopback only; if the default port is taken the broker
+    /// runs without the admin listener (with a warning), an address set here must be free.
+    pub listen: SocketAddr,
+    /// Bearer token required by `/api/` and `/metrics` (empty: none). Required when `listen`
+    /// is not a loopback address. The environment variable `TERN_ADMIN_TOKEN` is used when
+    /// this is empty.
+    pub token: String,
+}
+
+/// Default admin listener address.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9883);
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_ADMIN_LISTEN,
+            token: String::new(),
+        }
+    }
+}
+
+impl Admin {
+    /// The token in force: the configured one, else `TERN_ADMIN_TOKEN`, else none.
+    pub fn effective_token(&self) -> Option<String> {
+        if !self.token.is_empty() {
+            return Some(self.token.clone());
+        }
+        std::env::var("TERN_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+    }
 }
 
 /// Resource limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Most simultaneous connections; further ones are closed at accept.
@@ -52,10 +107,18 @@ pub struct Limits {
     pub max_session_expiry_secs: u32,
     /// Largest keep alive granted, in seconds (0: whatever the client asks).
     pub max_keep_alive_secs: u16,
+    /// Most subscriptions one client may hold (SUBACK 0x97 / 0x80 beyond).
+    pub max_subscriptions_per_client: usize,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Most payload bytes queued per session (newest dropped and counted beyond).
+    pub max_queued_bytes: usize,
+    /// Most PUBLISH packets per second per client; 0 = no limit (DISCONNECT 0x96 beyond).
+    pub max_message_rate: u32,
 }
 
 /// Protocol features.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mqtt {
     /// Keep retained messages.
@@ -70,7 +133,7 @@ pub struct Mqtt {
 }
 
 /// `mqtt.shared_subscription_strategy`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SharedStrategy {
     #[default]
@@ -87,8 +150,11 @@ impl Default for Config {
             data_dir: PathBuf::from("tern-data"),
             durability: "fsync".to_string(),
             log_level: "info".to_string(),
+            log_format: LogFormat::Text,
+            sys_interval_secs: 10,
             limits: Limits::default(),
             mqtt: Mqtt::default(),
+            admin: Admin::default(),
         }
     }
 }
@@ -107,6 +173,10 @@ impl Default for Limits {
             v3_session_expiry_secs: core.v3_session_expiry,
             max_session_expiry_secs: core.max_session_expiry,
             max_keep_alive_secs: core.max_keep_alive,
+            max_subscriptions_per_client: core.max_subscriptions_per_client,
+            max_topic_levels: core.max_topic_levels,
+            max_queued_bytes: core.max_queued_bytes,
+            max_message_rate: core.max_message_rate,
         }
     }
 }
@@ -177,6 +247,15 @@ impl Config {
         if self.listen.is_empty() {
             return invalid("listen", "at least one listener is needed");
         }
+        if self.admin.enabled
+            && !self.admin.listen.ip().is_loopback()
+            && self.admin.effective_token().is_none()
+        {
+            return invalid(
+                "admin.token",
+                "required when admin.listen is not a loopback address (or set TERN_ADMIN_TOKEN)",
+            );
+        }
         let l = &self.limits;
         if l.max_packet_size < 64 {
             return invalid("limits.max_packet_size", "must be at least 64 bytes");
@@ -208,6 +287,11 @@ impl Config {
         Ok(())
     }
 
+    /// The settings as TOML, every key included (what `tern check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
     /// The durability mode (validated by [`Config::validate`]).
     pub fn durability(&self) -> tern_store::Durability {
         self.durability.parse().unwrap_or_default()
@@ -223,6 +307,10 @@ impl Config {
             v3_session_expiry: self.limits.v3_session_expiry_secs,
             max_session_expiry: self.limits.max_session_expiry_secs,
             max_keep_alive: self.limits.max_keep_alive_secs,
+            max_subscriptions_per_client: self.limits.max_subscriptions_per_client,
+            max_topic_levels: self.limits.max_topic_levels,
+            max_queued_bytes: self.limits.max_queued_bytes,
+            max_message_rate: self.limits.max_message_rate,
             retain_available: self.mqtt.retain_available,
             topic_alias_maximum: self.mqtt.topic_alias_maximum,
             shared_strategy: match self.mqtt.shared_subscription_strategy {
@@ -286,5 +374,31 @@ mod tests {
     fn example_config_parses() {
         let text = include_str!("../../../tern.example.toml");
         Config::from_toml(text).unwrap();
+    }
+
+    #[test]
+    fn admin_beyond_loopback_needs_a_token() {
+        // TERN_ADMIN_TOKEN in the environment would make the file valid.
+        if std::env::var_os("TERN_ADMIN_TOKEN").is_none() {
+            let e = Config::from_toml("[admin]\nlisten = \"0.0.0.0:9883\"\n").unwrap_err();
+            assert!(e.to_string().contains("admin.token"), "{e}");
+        }
+        let c = Config::from_toml("[admin]\nlisten = \"0.0.0.0:9883\"\ntoken = \"t\"\n").unwrap();
+        assert_eq!(c.admin.effective_token().as_deref(), Some("t"));
+        let c = Config::from_toml("log_format = \"json\"\nsys_interval_secs = 0\n").unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.sys_interval_secs, 0);
+        assert!(Config::from_toml("log_format = \"xml\"\n").is_err());
+    }
+
+    #[test]
+    fn effective_settings_print_as_toml_that_reads_back() {
+        let c = Config::default();
+        let text = c.to_toml();
+        assert!(
+            text.contains("[admin]") && text.contains("sys_interval_secs = 10"),
+            "{text}"
+        );
+        assert_eq!(Config::from_toml(&text).unwrap(), c);
     }
 }

@@ -6,15 +6,19 @@
 //! - [`server`]: binds the listeners, runs the accept loops and the driver; graceful shutdown.
 //! - `driver`: the task that owns the [`tern_core::Broker`] and carries out its actions.
 //! - `connection`: one connection's reader and writer tasks and the outbox between them.
+//! - [`admin`]: the admin HTTP listener (metrics, health, JSON API, dashboard), `$SYS`, the
+//!   connection event log; [`metrics`]: counters shared by the I/O layer and the driver.
 //! - [`cli`]: the command line (`tern serve`, `tern check-config`, ...).
 //! - [`tools`]: `tern pub`, `tern sub`, `tern rr`.
 //! - [`bench`]: `tern bench`, the load generator.
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
 mod connection;
 mod driver;
+pub mod metrics;
 mod persistence;
 pub mod server;
 pub mod tools;

@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file } => cli::check_config(&file).map(|()| 0),
+        Command::Passwd(args) => tern::tools::passwd(&args),
         command => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -20,7 +21,9 @@ fn main() -> ExitCode {
                         Command::Sub(args) => tern::tools::subscribe(args).await,
                         Command::Rr(args) => tern::tools::request_response(args).await,
                         Command::Bench(args) => tern::bench::run(args).await,
-                        Command::CheckConfig { .. } => unreachable!("handled above"),
+                        Command::CheckConfig { .. } | Command::Passwd(_) => {
+                            unreachable!("handled above")
+                        }
                     }
                 })
             }),

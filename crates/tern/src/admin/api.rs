@@ -44,7 +44,7 @@ pub enum Command {
     /// Delete the retained messages matching a filter.
     RetainedDelete(String),
     /// Publish as the broker.
-    Publish(AdminPublish),
+    Publish(Box<AdminPublish>),
     /// The core's counters and gauges, for `/metrics`.
     Stats,
 }

@@ -80,7 +80,9 @@ impl Limiter {
             Some(w) => w,
             None => self.keys.entry(key.to_string()).or_default(),
         };
-        if w.start.is_none_or(|s| now.saturating_duration_since(s) >= WINDOW) {
+        if w.start
+            .is_none_or(|s| now.saturating_duration_since(s) >= WINDOW)
+        {
             if w.suppressed > 0 {
                 report_suppressed(key, w.suppressed);
             }
@@ -178,7 +180,9 @@ impl EventLog {
     ) {
         for a in actions {
             match a {
-                Action::Send(conn, Packet::ConnAck(ack)) => self.connack(broker, *conn, ack.code, now, peer),
+                Action::Send(conn, Packet::ConnAck(ack)) => {
+                    self.connack(broker, *conn, ack.code, now, peer)
+                }
                 Action::Send(conn, Packet::Disconnect(d)) => {
                     self.sent_code.insert(*conn, d.reason);
                 }
@@ -309,9 +313,7 @@ mod tests {
     fn limiter_has_a_global_budget() {
         let mut l = Limiter::default();
         let t0 = Instant::now();
-        let allowed = (0..1000)
-            .filter(|i| l.allow(&format!("c{i}"), t0))
-            .count();
+        let allowed = (0..1000).filter(|i| l.allow(&format!("c{i}"), t0)).count();
         assert_eq!(allowed as u32, GLOBAL_PER_SEC);
         assert!(l.allow("c", t0 + Duration::from_secs(1)));
     }

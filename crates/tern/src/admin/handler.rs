@@ -8,9 +8,7 @@
 //! ends without the core closing it, `on_tick` once a second, and `handle` for each
 //! [`AdminCall`].
 
-use super::api::{
-    AdminCall, ApiError, Command, CoreStats, RETAINED_LIMIT_MAX, Reply, Response,
-};
+use super::api::{AdminCall, ApiError, Command, CoreStats, RETAINED_LIMIT_MAX, Reply, Response};
 use super::events::EventLog;
 use super::json;
 use crate::metrics::Metrics;
@@ -207,7 +205,7 @@ impl DriverOps {
             }
             Command::Publish(p) => {
                 let topic = p.topic.clone();
-                let routed = broker.admin_publish(p, now, out)?;
+                let routed = broker.admin_publish(*p, now, out)?;
                 ok(json!({"topic": topic, "routed": routed}))
             }
             Command::Stats => Ok(Reply::Stats(Box::new(self.core_stats(broker)))),

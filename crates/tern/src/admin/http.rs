@@ -401,9 +401,9 @@ pub fn route(
         },
         ("retained", Some(t)) if get => Command::RetainedGet(decode_topic(t)?),
         ("retained", Some(t)) if delete => Command::RetainedDelete(decode_topic(t)?),
-        ("publish", None) if post => {
-            Command::Publish(json::parse_publish(body).map_err(ApiError::bad_request)?)
-        }
+        ("publish", None) if post => Command::Publish(Box::new(
+            json::parse_publish(body).map_err(ApiError::bad_request)?,
+        )),
         ("overview" | "clients" | "sessions" | "subscriptions" | "retained" | "publish", _) => {
             return Err(not_allowed());
         }
@@ -455,13 +455,23 @@ mod tests {
             Ok(Command::RetainedDelete(f)) if f == "#"
         ));
         assert_eq!(
-            r(Method::DELETE, "/api/v1/retained", None).unwrap_err().status,
+            r(Method::DELETE, "/api/v1/retained", None)
+                .unwrap_err()
+                .status,
             400
         );
-        assert_eq!(r(Method::PUT, "/api/v1/clients", None).unwrap_err().status, 405);
-        assert_eq!(r(Method::GET, "/api/v1/nope", None).unwrap_err().status, 404);
         assert_eq!(
-            route(&Method::POST, "/api/v1/publish", None, b"{").unwrap_err().status,
+            r(Method::PUT, "/api/v1/clients", None).unwrap_err().status,
+            405
+        );
+        assert_eq!(
+            r(Method::GET, "/api/v1/nope", None).unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            route(&Method::POST, "/api/v1/publish", None, b"{")
+                .unwrap_err()
+                .status,
             400
         );
     }

@@ -211,9 +211,7 @@ pub fn parse_publish(body: &[u8]) -> Result<AdminPublish, String> {
                     }
                 }
                 "user-properties" => {
-                    let users = v
-                        .as_object()
-                        .ok_or("`user-properties` must be an object")?;
+                    let users = v.as_object().ok_or("`user-properties` must be an object")?;
                     for (name, value) in users {
                         let values: Vec<&Value> = match value {
                             Value::Array(a) => a.iter().collect(),

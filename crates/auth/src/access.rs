@@ -1,0 +1,360 @@
+//! [`FileAccess`]: the password file and the ACL file behind the core's [`AccessControl`] hook,
+//! reloadable without dropping connections.
+//!
+//! Anonymous clients (no user name) are let in while no password file is configured, and
+//! refused (CONNACK 0x87 / 0x05) once one is, unless `allow_anonymous` says otherwise for the
+//! listener. A user name with a wrong or missing password, or one not in the file, gets
+//! 0x86 / 0x04 and counts as a failure for the throttle (see [`crate::throttle`]). A verified
+//! client certificate whose CN is the user name authenticates that user without a password.
+
+use crate::acl::{AclError, AclFile};
+use crate::password_file::{PasswordFile, PasswordFileError, Verification};
+use crate::scram_credential::{ScramCredential, ScramHash};
+use crate::throttle::Throttle;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use tern_core::{AccessControl, AuthDecision, ClientInfo};
+
+/// Where the security settings come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `user:hash` lines (see [`PasswordFile`]).
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto-format ACL (see [`AclFile`]). None: every topic is allowed.
+    pub acl_file: Option<PathBuf>,
+    /// `allow_anonymous` per listener index. `None` (or a listener beyond the end of the
+    /// vector) takes the default: anonymous clients are allowed iff no password file is
+    /// configured.
+    pub allow_anonymous: Vec<Option<bool>>,
+}
+
+impl AuthConfig {
+    /// Whether clients without a user name may connect on `listener`.
+    pub fn anonymous_allowed(&self, listener: usize) -> bool {
+        self.allow_anonymous
+            .get(listener)
+            .copied()
+            .flatten()
+            .unwrap_or(self.password_file.is_none())
+    }
+}
+
+/// A password or ACL file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("password file: {0}")]
+    Password(#[from] PasswordFileError),
+    #[error("ACL file: {0}")]
+    Acl(#[from] AclError),
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthStats {
+    /// Logins checked against the password file (or SCRAM) and accepted.
+    pub logins_ok: u64,
+    /// Logins refused: bad or missing password, unknown user, anonymous not allowed, failed
+    /// SCRAM exchange.
+    pub logins_failed: u64,
+    /// Of those, refused without checking because the address was in a back-off window.
+    pub logins_throttled: u64,
+    /// Successful and failed reloads.
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    logins_ok: AtomicU64,
+    logins_failed: AtomicU64,
+    logins_throttled: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Loaded {
+    passwords: Option<PasswordFile>,
+    acl: Option<AclFile>,
+}
+
+impl Loaded {
+    fn load(config: &AuthConfig) -> Result<Self, AuthError> {
+        let passwords = match &config.password_file {
+            Some(p) => {
+                warn_if_readable_by_others(p);
+                Some(PasswordFile::load(p)?)
+            }
+            None => None,
+        };
+        let acl = match &config.acl_file {
+            Some(p) => Some(AclFile::load(p)?),
+            None => None,
+        };
+        Ok(Loaded { passwords, acl })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: AuthConfig,
+    loaded: RwLock<Arc<Loaded>>,
+    throttle: Mutex<Throttle>,
+    counters: Counters,
+}
+
+/// Password file + ACL file access control. Cheap to clone: clones share the loaded files,
+/// the throttle and the counters, so one can go to the broker, one to the SIGHUP handler and
+/// one to each SCRAM method.
+#[derive(Debug, Clone)]
+pub struct FileAccess {
+    inner: Arc<Inner>,
+}
+
+impl FileAccess {
+    /// Loads the configured files.
+    pub fn new(config: AuthConfig) -> Result<Self, AuthError> {
+        let loaded = Loaded::load(&config)?;
+        log_loaded(&config, &loaded);
+        Ok(FileAccess {
+            inner: Arc::new(Inner {
+                config,
+                loaded: RwLock::new(Arc::new(loaded)),
+                throttle: Mutex::new(Throttle::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// Re-reads both files and swaps them in at once. On an error the files loaded before stay
+    /// in force (both of them) and the error is returned. Connected clients are not affected,
+    /// except that ACL checks from now on use the new rules.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        match Loaded::load(&self.inner.config) {
+            Ok(loaded) => {
+                log_loaded(&self.inner.config, &loaded);
+                *self.inner.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
+                self.inner
+                    .counters
+                    .reloads_ok
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.inner
+                    .counters
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// The configuration this was built from.
+    pub fn config(&self) -> &AuthConfig {
+        &self.inner.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> AuthStats {
+        let c = &self.inner.counters;
+        AuthStats {
+            logins_ok: c.logins_ok.load(Ordering::Relaxed),
+            logins_failed: c.logins_failed.load(Ordering::Relaxed),
+            logins_throttled: c.logins_throttled.load(Ordering::Relaxed),
+            reloads_ok: c.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: c.reloads_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The SCRAM-SHA-256 and SCRAM-SHA-512 methods over this password file, for
+    /// `Broker::add_auth_method`.
+    pub fn scram_methods(&self) -> Vec<Box<dyn tern_core::EnhancedAuth>> {
+        ScramHash::ALL
+            .iter()
+            .map(|h| {
+                Box::new(crate::scram::ScramAuth::new(self.clone(), *h))
+                    as Box<dyn tern_core::EnhancedAuth>
+            })
+            .collect()
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        self.inner
+            .loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `user`'s SCRAM credential, from the password file in force.
+    pub(crate) fn scram_credential(&self, user: &str, hash: ScramHash) -> Option<ScramCredential> {
+        self.loaded().passwords.as_ref()?.scram(user, hash).cloned()
+    }
+
+    pub(crate) fn record_success(&self) {
+        self.inner
+            .counters
+            .logins_ok
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_failure(&self) {
+        self.inner
+            .counters
+            .logins_failed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refuse(&self, info: &ClientInfo, decision: AuthDecision, why: &str) -> AuthDecision {
+        self.record_failure();
+        tracing::info!(
+            peer = ?info.peer,
+            client_id = %info.client_id,
+            username = ?info.username,
+            listener = info.listener,
+            "login failed: {why}"
+        );
+        decision
+    }
+
+    /// Counts a password failure against the client's address.
+    fn password_failure(&self, info: &ClientInfo, why: &str) -> AuthDecision {
+        if let Some(peer) = info.peer
+            && let Some(window) = self.throttle().failure(peer.ip(), Instant::now())
+        {
+            tracing::warn!(
+                peer = %peer,
+                backoff_ms = window.as_millis() as u64,
+                "repeated failed logins from {}: refusing its logins for {:?}",
+                peer.ip(),
+                window
+            );
+        }
+        self.refuse(info, AuthDecision::BadCredentials, why)
+    }
+}
+
+impl AccessControl for FileAccess {
+    fn authenticate(&self, info: &ClientInfo, password: Option<&[u8]>) -> AuthDecision {
+        let anonymous_ok = self.inner.config.anonymous_allowed(info.listener);
+        let Some(user) = info.username.as_deref() else {
+            return if anonymous_ok {
+                AuthDecision::Allow
+            } else {
+                self.refuse(
+                    info,
+                    AuthDecision::NotAuthorized,
+                    "anonymous clients are not allowed",
+                )
+            };
+        };
+        // The TLS layer verified the certificate: its CN is proof enough for that user name.
+        if info.cert_cn.as_deref() == Some(user) {
+            self.record_success();
+            return AuthDecision::Allow;
+        }
+        let loaded = self.loaded();
+        let Some(passwords) = &loaded.passwords else {
+            // Nothing to check a user name against: it is an anonymous client by another name.
+            return if anonymous_ok {
+                AuthDecision::Allow
+            } else {
+                self.refuse(
+                    info,
+                    AuthDecision::NotAuthorized,
+                    "no password file and anonymous clients are not allowed",
+                )
+            };
+        };
+        if let Some(peer) = info.peer
+            && let Some(left) = self.throttle().blocked(peer.ip(), Instant::now())
+        {
+            self.inner
+                .counters
+                .logins_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            return self.refuse(
+                info,
+                AuthDecision::BadCredentials,
+                &format!("address in back-off after repeated failures ({left:?} left); password not checked"),
+            );
+        }
+        let Some(password) = password else {
+            return self.password_failure(info, "no password");
+        };
+        match passwords.verify(user, password) {
+            Verification::Ok => {
+                if let Some(peer) = info.peer {
+                    self.throttle().success(peer.ip());
+                }
+                self.record_success();
+                AuthDecision::Allow
+            }
+            Verification::WrongPassword => self.password_failure(info, "wrong password"),
+            Verification::UnknownUser => self.password_failure(info, "unknown user"),
+        }
+    }
+
+    fn can_publish(&self, info: &ClientInfo, topic: &str) -> bool {
+        self.loaded()
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.can_publish(info.username.as_deref(), &info.client_id, topic))
+    }
+
+    fn can_subscribe(&self, info: &ClientInfo, filter: &str) -> bool {
+        self.loaded()
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.can_subscribe(info.username.as_deref(), &info.client_id, filter))
+    }
+
+    fn can_receive(&self, info: &ClientInfo, topic: &str) -> bool {
+        self.loaded()
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.can_receive(info.username.as_deref(), &info.client_id, topic))
+    }
+
+    fn restricts_reading(&self) -> bool {
+        // From the configuration, not the loaded file: the answer must not change on reload.
+        self.inner.config.acl_file.is_some()
+    }
+}
+
+fn log_loaded(config: &AuthConfig, loaded: &Loaded) {
+    if let (Some(path), Some(p)) = (&config.password_file, &loaded.passwords) {
+        tracing::info!(path = %path.display(), users = p.len(), "password file loaded");
+    }
+    if let (Some(path), Some(_)) = (&config.acl_file, &loaded.acl) {
+        tracing::info!(path = %path.display(), "ACL file loaded");
+    }
+}
+
+/// Mosquitto warns about this too: a password file others can read exposes the hashes.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "the password file is accessible to other users (chmod 600 it)"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}

@@ -1,0 +1,299 @@
+use crate::support::*;
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tern_net::{Accepted, HandshakeError, Stream, Transport};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+fn request(
+    path: &str,
+    protocols: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut req = format!("ws://localhost{path}")
+        .into_client_request()
+        .unwrap();
+    if let Some(p) = protocols {
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p).unwrap());
+    }
+    req
+}
+
+async fn ws_connect(
+    server: &mut Server,
+    path: &str,
+    protocols: Option<&str>,
+) -> (WebSocketStream<TcpStream>, Option<String>, Accepted) {
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (ws, resp) = client_async(request(path, protocols), tcp).await.unwrap();
+    let chosen = resp
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (ws, chosen, server.accepted().await)
+}
+
+/// Sends one packet split over two frames and two packets in one frame; the server reads the
+/// exact bytes; then the server writes and the client gets one binary frame.
+async fn packets_across_frames<S, C>(client: &mut WebSocketStream<C>, server_side: &mut S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    client
+        .send(Message::Binary(CONNECT[..5].to_vec().into()))
+        .await
+        .unwrap();
+    client
+        .send(Message::Binary(CONNECT[5..].to_vec().into()))
+        .await
+        .unwrap();
+    let mut two = PINGREQ.to_vec();
+    two.extend_from_slice(PINGREQ);
+    client.send(Message::Binary(two.into())).await.unwrap();
+    let mut want = CONNECT.to_vec();
+    want.extend_from_slice(PINGREQ);
+    want.extend_from_slice(PINGREQ);
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(Duration::from_secs(5), server_side.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, want);
+
+    // Server to client: CONNACK + PINGRESP in one write, one frame.
+    let out = [0x20, 0x02, 0x00, 0x00, 0xd0, 0x00];
+    server_side.write_all(&out).await.unwrap();
+    server_side.flush().await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg, Message::Binary(out.to_vec().into()));
+}
+
+#[tokio::test]
+async fn ws_mqtt_subprotocol_and_frames() {
+    let mut server = Server::start(settings(Transport::Ws));
+    let (mut client, chosen, mut accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    assert_eq!(chosen.as_deref(), Some("mqtt"));
+    assert!(matches!(accepted.stream, Stream::Ws(_)));
+    assert_eq!(accepted.stream.ws_subprotocol(), Some("mqtt"));
+    packets_across_frames(&mut client, &mut accepted.stream).await;
+
+    // A close from the client is EOF on the server side.
+    client.close(None).await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_secs(5), accepted.stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn ws_split_halves() {
+    let mut server = Server::start(settings(Transport::Ws));
+    let (mut client, _, accepted) = ws_connect(&mut server, "/ws", Some("mqtt")).await;
+    let (mut rd, mut wr) = accepted.stream.into_split();
+    // The reader waits for data while the writer writes.
+    let reader = tokio::spawn(async move {
+        let mut got = [0u8; 2];
+        rd.read_exact(&mut got).await.unwrap();
+        got
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    wr.write_all(&[0xd0, 0x00]).await.unwrap();
+    wr.flush().await.unwrap();
+    let msg = client.next().await.unwrap().unwrap();
+    assert_eq!(msg, Message::Binary(vec![0xd0, 0x00].into()));
+    client
+        .send(Message::Binary(PINGREQ.to_vec().into()))
+        .await
+        .unwrap();
+    assert_eq!(reader.await.unwrap(), [0xc0, 0x00]);
+}
+
+#[tokio::test]
+async fn ws_read_with_holds_no_buffer_of_its_own() {
+    let mut server = Server::start(settings(Transport::Ws));
+    let (mut client, _, accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    let (mut rd, _wr) = accepted.stream.into_split();
+    assert!(rd.as_tcp().is_none());
+    client
+        .send(Message::Binary(CONNECT.to_vec().into()))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    while buf.len() < CONNECT.len() {
+        let n = rd.read_with(|b| buf.extend_from_slice(b)).await.unwrap();
+        assert!(n > 0);
+    }
+    assert_eq!(buf, CONNECT);
+    // Cancelled while waiting: nothing is lost.
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(50),
+        rd.read_with(|_| panic!("no data yet")),
+    )
+    .await;
+    assert!(waiting.is_err());
+    client
+        .send(Message::Binary(PINGREQ.to_vec().into()))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    rd.read_with(|b| got.extend_from_slice(b)).await.unwrap();
+    assert_eq!(got, PINGREQ);
+    client.close(None).await.unwrap();
+    assert_eq!(rd.read_with(|_| {}).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn ws_subprotocols() {
+    let mut server = Server::start(settings(Transport::Ws));
+    // MQTT 3.1 clients.
+    let (_c, chosen, accepted) = ws_connect(&mut server, "/ws", Some("mqttv3.1")).await;
+    assert_eq!(chosen.as_deref(), Some("mqttv3.1"));
+    assert_eq!(accepted.stream.ws_subprotocol(), Some("mqttv3.1"));
+    // Several offered: the first we know.
+    let (_c, chosen, _) = ws_connect(&mut server, "/", Some("wamp, mqttv3.1, mqtt")).await;
+    assert_eq!(chosen.as_deref(), Some("mqttv3.1"));
+    // None offered: accepted without one.
+    let (_c, chosen, accepted) = ws_connect(&mut server, "/anything/at/all", None).await;
+    assert_eq!(chosen, None);
+    assert_eq!(accepted.stream.ws_subprotocol(), None);
+    // Only unknown ones: refused.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    assert!(
+        client_async(request("/mqtt", Some("wamp")), tcp)
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        server.next().await,
+        Err(HandshakeError::WebSocket(_))
+    ));
+}
+
+#[tokio::test]
+async fn ws_path_restriction() {
+    let mut s = settings(Transport::Ws);
+    s.ws_path = Some("/mqtt".into());
+    let mut server = Server::start(s);
+    let (_c, _, _) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let e = client_async(request("/ws", Some("mqtt")), tcp)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("404"), "{e}");
+    assert!(server.next().await.is_err());
+}
+
+#[tokio::test]
+async fn ws_text_frame_is_an_error() {
+    let mut server = Server::start(settings(Transport::Ws));
+    let (mut client, _, mut accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    client.send(Message::text("hello")).await.unwrap();
+    let mut buf = [0u8; 8];
+    let r = tokio::time::timeout(Duration::from_secs(5), accepted.stream.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(r.is_err(), "{r:?}");
+    // The client is told why.
+    let msg = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(msg, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1003),
+        "{msg:?}"
+    );
+}
+
+#[tokio::test]
+async fn ws_ping_is_answered_and_skipped() {
+    let mut server = Server::start(settings(Transport::Ws));
+    let (mut client, _, mut accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    client
+        .send(Message::Ping(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    client
+        .send(Message::Binary(PINGREQ.to_vec().into()))
+        .await
+        .unwrap();
+    let mut got = [0u8; 2];
+    accepted.stream.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, PINGREQ);
+    let msg = tokio::time::timeout(Duration::from_secs(5), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg, Message::Pong(vec![1, 2, 3].into()));
+}
+
+#[tokio::test]
+async fn wss_with_client_certificate() {
+    let pki = Pki::new();
+    let mut server = Server::start(settings(Transport::Wss).with_tls(pki.mtls_settings(false)));
+    let tls = tls_connect(server.addr, pki.client(BOTH, true))
+        .await
+        .unwrap();
+    let (mut client, resp) = client_async(request("/mqtt", Some("mqtt")), tls)
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers().get("Sec-WebSocket-Protocol").unwrap(),
+        "mqtt"
+    );
+    let mut accepted = server.accepted().await;
+    assert!(matches!(accepted.stream, Stream::WsTls(_)));
+    assert_eq!(accepted.cert_cn.as_deref(), Some("alice"));
+    assert!(accepted.stream.tls_version().is_some());
+    packets_across_frames(&mut client, &mut accepted.stream).await;
+}
+
+#[tokio::test]
+async fn wss_split_halves_round_trip() {
+    let pki = Pki::new();
+    let mut server = Server::start(settings(Transport::Wss).with_tls(pki.tls_settings()));
+    let tls = tls_connect(server.addr, pki.client(BOTH, false))
+        .await
+        .unwrap();
+    let (mut client, _) = client_async(request("/ws", Some("mqtt")), tls)
+        .await
+        .unwrap();
+    let accepted = server.accepted().await;
+    let (mut rd, mut wr) = accepted.stream.into_split();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    wr.write_all(&buf[..n]).await.unwrap();
+                    wr.flush().await.unwrap();
+                }
+            }
+        }
+    });
+    for _ in 0..3 {
+        client
+            .send(Message::Binary(CONNECT.to_vec().into()))
+            .await
+            .unwrap();
+        let mut back = Vec::new();
+        while back.len() < CONNECT.len() {
+            match client.next().await.unwrap().unwrap() {
+                Message::Binary(b) => back.extend_from_slice(&b),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(back, CONNECT);
+    }
+}
