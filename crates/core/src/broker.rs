@@ -282,6 +282,7 @@ impl Broker {
         out: &mut Vec<Action>,
     ) {
         self.reauth.remove(&conn);
+        self.peers.remove(&conn);
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };

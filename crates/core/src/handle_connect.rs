@@ -257,6 +257,8 @@ impl Broker {
         code: u8,
         out: &mut Vec<Action>,
     ) {
+        self.peers.remove(&conn);
+        self.pending_info.remove(&conn);
         self.stats.connects_refused += 1;
         if matches!(
             code,

@@ -69,6 +69,36 @@ pub struct ServeArgs {
     /// Seconds between $SYS publications (0: off).
     #[arg(long, value_name = "SECS")]
     pub sys_interval: Option<u64>,
+    /// Listen for MQTT over TLS on HOST:PORT (needs --cert and --key); repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// Listen for MQTT over WebSocket on HOST:PORT (any path); repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ws_listen: Vec<SocketAddr>,
+    /// Listen for MQTT over secure WebSocket on HOST:PORT (needs --cert and --key); repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub wss_listen: Vec<SocketAddr>,
+    /// Server certificate chain (PEM) for TLS and WSS listeners.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM) for TLS and WSS listeners.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// CA bundle (PEM) to verify client certificates against.
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+    /// Require a client certificate signed by --cafile on the TLS/WSS listeners of the flags.
+    #[arg(long)]
+    pub require_certificate: bool,
+    /// Password file (see `tern passwd`); applies to every listener.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// ACL file in Mosquitto's format; applies to every listener.
+    #[arg(long, value_name = "FILE")]
+    pub acl_file: Option<PathBuf>,
+    /// Allow clients without a user name (default: only while no password file is set).
+    #[arg(long, value_name = "true|false")]
+    pub allow_anonymous: Option<bool>,
 }
 
 impl ServeArgs {
@@ -111,6 +141,46 @@ impl ServeArgs {
         }
         if let Some(s) = self.sys_interval {
             config.sys_interval_secs = s;
+        }
+        if let Some(c) = &self.cert {
+            config.tls.cert = Some(c.clone());
+        }
+        if let Some(k) = &self.key {
+            config.tls.key = Some(k.clone());
+        }
+        if let Some(ca) = &self.cafile {
+            config.tls.cafile = Some(ca.clone());
+        }
+        let flag_listeners = [
+            (&self.tls_listen, "tls"),
+            (&self.ws_listen, "ws"),
+            (&self.wss_listen, "wss"),
+        ];
+        for (binds, transport) in flag_listeners {
+            for bind in binds {
+                config.listener.push(crate::config::ListenerConfig {
+                    bind: *bind,
+                    transport: transport.to_string(),
+                    cert: None,
+                    key: None,
+                    cafile: None,
+                    require_certificate: self.require_certificate && transport != "ws",
+                    use_identity_as_username: false,
+                    proxy_protocol: false,
+                    ws_path: None,
+                    allow_anonymous: None,
+                    max_connections: None,
+                });
+            }
+        }
+        if let Some(p) = &self.password_file {
+            config.password_file = Some(p.clone());
+        }
+        if let Some(p) = &self.acl_file {
+            config.acl_file = Some(p.clone());
+        }
+        if let Some(a) = self.allow_anonymous {
+            config.allow_anonymous = Some(a);
         }
         config.validate()?;
         Ok((config, from_file || self.log_level.is_some()))

@@ -27,9 +27,72 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Seconds between publications of the `$SYS` tree (Mosquitto's `sys_interval`); 0: off.
     pub sys_interval_secs: u64,
+    /// More listeners, each with its own transport and security (`[[listener]]` tables).
+    pub listener: Vec<ListenerConfig>,
+    /// Default certificate, key and CA for TLS / WSS listeners that do not set their own.
+    pub tls: TlsDefaults,
+    /// Password file (argon2id, or Mosquitto's `$7$` / `$6$` lines; `tern passwd` writes it).
+    /// Once set, clients without a user name are refused unless `allow_anonymous` is true.
+    pub password_file: Option<PathBuf>,
+    /// ACL file in Mosquitto's format. Once set, what it does not allow is denied.
+    pub acl_file: Option<PathBuf>,
+    /// Allow clients without a user name. Default: yes while no password file is set, no after.
+    /// A listener's own `allow_anonymous` wins.
+    pub allow_anonymous: Option<bool>,
     pub limits: Limits,
     pub mqtt: Mqtt,
     pub admin: Admin,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `HOST:PORT`.
+    pub bind: SocketAddr,
+    /// `tcp`, `tls`, `ws` or `wss`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Certificate chain (PEM); default `tls.cert`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM); default `tls.key`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// CA bundle for client certificates; default `tls.cafile`.
+    #[serde(default)]
+    pub cafile: Option<PathBuf>,
+    /// Require a client certificate signed by `cafile` (mTLS).
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// Take the user name from the client certificate's subject CN.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+    /// Expect a PROXY protocol v1/v2 header (behind HAProxy or a cloud load balancer).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Accept WebSocket upgrades only on this path (default: any path).
+    #[serde(default)]
+    pub ws_path: Option<String>,
+    /// Allow clients without a user name on this listener (default: the global setting).
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+    /// Most connections on this listener (default: only the global limit).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
+fn default_transport() -> String {
+    "tcp".to_string()
+}
+
+/// `[tls]`: defaults inherited by TLS and WSS listeners.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsDefaults {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub cafile: Option<PathBuf>,
 }
 
 /// `log_format`.
@@ -115,6 +178,15 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// Most PUBLISH packets per second per client; 0 = no limit (DISCONNECT 0x96 beyond).
     pub max_message_rate: u32,
+    /// Most new connections per second from one source address (0: no limit); beyond, closed
+    /// at accept.
+    pub max_connection_rate_per_ip: u32,
+    /// Most TLS / WebSocket / PROXY handshakes in progress; beyond, closed at accept.
+    pub max_handshakes: usize,
+    /// Seconds a handshake (TLS, WebSocket, PROXY header) may take.
+    pub handshake_timeout_secs: u64,
+    /// Seconds a client has to send the rest of a packet it has started (slow-loris defence).
+    pub packet_timeout_secs: u64,
 }
 
 /// Protocol features.
@@ -152,6 +224,11 @@ impl Default for Config {
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
             sys_interval_secs: 10,
+            listener: Vec::new(),
+            tls: TlsDefaults::default(),
+            password_file: None,
+            acl_file: None,
+            allow_anonymous: None,
             limits: Limits::default(),
             mqtt: Mqtt::default(),
             admin: Admin::default(),
@@ -177,6 +254,10 @@ impl Default for Limits {
             max_topic_levels: core.max_topic_levels,
             max_queued_bytes: core.max_queued_bytes,
             max_message_rate: core.max_message_rate,
+            max_connection_rate_per_ip: 50,
+            max_handshakes: 1024,
+            handshake_timeout_secs: 10,
+            packet_timeout_secs: 30,
         }
     }
 }
@@ -244,8 +325,50 @@ impl Config {
         if let Err(e) = self.durability.parse::<tern_store::Durability>() {
             return invalid("durability", &e);
         }
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && self.listener.is_empty() {
             return invalid("listen", "at least one listener is needed");
+        }
+        for l in &self.listener {
+            let transport: tern_net::Transport = match l.transport.parse() {
+                Ok(t) => t,
+                Err(_) => {
+                    return invalid(
+                        "listener.transport",
+                        &format!("{:?} is not tcp, tls, ws or wss", l.transport),
+                    );
+                }
+            };
+            if transport.is_tls() {
+                if l.cert.as_ref().or(self.tls.cert.as_ref()).is_none() {
+                    return invalid(
+                        "listener.cert",
+                        &format!(
+                            "TLS listener {} needs a certificate (cert, or tls.cert)",
+                            l.bind
+                        ),
+                    );
+                }
+                if l.key.as_ref().or(self.tls.key.as_ref()).is_none() {
+                    return invalid(
+                        "listener.key",
+                        &format!(
+                            "TLS listener {} needs a private key (key, or tls.key)",
+                            l.bind
+                        ),
+                    );
+                }
+            }
+            if (l.require_certificate || l.use_identity_as_username)
+                && l.cafile.as_ref().or(self.tls.cafile.as_ref()).is_none()
+            {
+                return invalid(
+                    "listener.cafile",
+                    &format!(
+                        "listener {} checks client certificates and needs a CA (cafile)",
+                        l.bind
+                    ),
+                );
+            }
         }
         if self.admin.enabled
             && !self.admin.listen.ip().is_loopback()
@@ -290,6 +413,48 @@ impl Config {
     /// The settings as TOML, every key included (what `tern check-config` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// Every listener's settings, in order: `listen` entries (plain TCP), then `[[listener]]`.
+    pub fn listener_settings(
+        &self,
+    ) -> Vec<(tern_net::ListenerSettings, Option<bool>, Option<usize>)> {
+        let handshake_timeout =
+            std::time::Duration::from_secs(self.limits.handshake_timeout_secs.max(1));
+        let base = |bind, transport| {
+            let mut s = tern_net::ListenerSettings::new(bind, transport);
+            s.handshake_timeout = handshake_timeout;
+            s.max_handshakes = self.limits.max_handshakes;
+            s.ws_max_message_size = s
+                .ws_max_message_size
+                .max(self.limits.max_packet_size as usize);
+            s
+        };
+        let mut out: Vec<_> = self
+            .listen
+            .iter()
+            .map(|a| (base(*a, tern_net::Transport::Tcp), None, None))
+            .collect();
+        for l in &self.listener {
+            let transport = l.transport.parse().unwrap_or(tern_net::Transport::Tcp);
+            let mut s = base(l.bind, transport);
+            s.proxy_protocol = l.proxy_protocol;
+            s.ws_path.clone_from(&l.ws_path);
+            if transport.is_tls()
+                && let (Some(cert), Some(key)) = (
+                    l.cert.as_ref().or(self.tls.cert.as_ref()),
+                    l.key.as_ref().or(self.tls.key.as_ref()),
+                )
+            {
+                let mut tls = tern_net::TlsSettings::new(cert.clone(), key.clone());
+                tls.ca = l.cafile.as_ref().or(self.tls.cafile.as_ref()).cloned();
+                tls.require_client_cert = l.require_certificate;
+                tls.cn_as_username = l.use_identity_as_username;
+                s = s.with_tls(tls);
+            }
+            out.push((s, l.allow_anonymous, l.max_connections));
+        }
+        out
     }
 
     /// The durability mode (validated by [`Config::validate`]).

@@ -8,38 +8,20 @@
 
 use crate::driver::Event;
 use bytes::BytesMut;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tern_codec::{DecodeError, Packet, ProtocolVersion, Publish, decode_packet, encode_packet};
 use tern_core::ConnId;
+use tern_net::{Accepted, ReadHalf, WriteHalf};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-/// Bytes requested from the socket per read: big enough that a busy publisher's packets arrive
-/// in a few reads. Reads land in a buffer shared by every connection of a worker thread and are
-/// then copied into an exactly sized per-connection buffer: decoded packets are slices of that
-/// buffer, and a client id or topic filter kept by the core must not pin a 64 KiB chunk.
-const READ_CHUNK: usize = 64 * 1024;
+// Reads go through `tern_net::ReadHalf::read_with`: a per-thread 64 KiB buffer, copied into an
+// exactly sized per-connection buffer, so decoded packets (slices of it) never pin a big chunk
+// and idle connections hold no read buffer at all.
 
-thread_local! {
-    /// The per-thread read buffer (see [`READ_CHUNK`]).
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
-}
-
-/// Reads what the socket has (at most [`READ_CHUNK`]) and appends it to `buf`.
-fn read_into(rd: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        let n = rd.try_read(&mut s[..])?;
-        buf.extend_from_slice(&s[..n]);
-        Ok(n)
-    })
-}
 /// A writer that cannot hand its data to the kernel for this long has a dead peer.
 const WRITE_STALL: Duration = Duration::from_secs(60);
 
@@ -53,10 +35,11 @@ pub(crate) struct Outbox {
     version: AtomicU8,
     limit: usize,
     pub(crate) dropped: AtomicU64,
+    metrics: Arc<crate::metrics::ListenerMetrics>,
 }
 
 impl Outbox {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, metrics: Arc<crate::metrics::ListenerMetrics>) -> Self {
         Self {
             queue: Mutex::new(Vec::new()),
             wake_writer: Notify::new(),
@@ -66,6 +49,7 @@ impl Outbox {
             version: AtomicU8::new(ProtocolVersion::V3_1_1.level()),
             limit,
             dropped: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -88,6 +72,9 @@ impl Outbox {
             if q.len() >= self.limit {
                 drop(q);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .dropped_outbox_full
+                    .fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             q.push(Packet::Publish(publish));
@@ -140,36 +127,52 @@ pub(crate) struct ConnSettings {
     pub(crate) budget_bytes: usize,
     pub(crate) max_packet_size: u32,
     pub(crate) max_outbox_packets: usize,
+    /// Largest keep alive granted (0: the client's); the broker answers with Server Keep Alive
+    /// in CONNACK, and times the client out by what it granted.
+    pub(crate) max_keep_alive: u16,
+    /// Time a client has to finish a packet it has started sending (slow-loris defence).
+    pub(crate) packet_timeout: Duration,
+    /// Counters of the listener this connection came in on.
+    pub(crate) metrics: Arc<crate::metrics::ListenerMetrics>,
 }
 
 /// Runs one connection to its end. Registers with the driver first, so every later event of this
 /// connection finds its outbox.
 pub(crate) async fn run(
     conn: ConnId,
-    stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
+    listener: usize,
     events: mpsc::Sender<Event>,
     settings: ConnSettings,
 ) {
-    let outbox = Arc::new(Outbox::new(settings.max_outbox_packets));
-    if events
-        .send(Event::Open {
-            conn,
-            outbox: outbox.clone(),
-            peer,
-        })
-        .await
-        .is_err()
-    {
+    let peer = accepted.peer;
+    let outbox = Arc::new(Outbox::new(
+        settings.max_outbox_packets,
+        settings.metrics.clone(),
+    ));
+    // With `use_identity_as_username`, the certificate's CN replaces the CONNECT's user name
+    // (none at all when the certificate has no CN: the client is then anonymous).
+    let cert_username = accepted
+        .cn_as_username
+        .then(|| accepted.cert_username().map(str::to_string));
+    let open = Event::Open {
+        conn,
+        outbox: outbox.clone(),
+        peer,
+        listener,
+        cert_cn: accepted.cert_cn.clone(),
+    };
+    if events.send(open).await.is_err() {
         return; // shutting down
     }
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = accepted.stream.into_split();
     let reader = tokio::spawn(read_loop(
         conn,
         rd,
         outbox.clone(),
         events.clone(),
         settings,
+        cert_username,
     ));
     write_loop(wr, &outbox).await;
     // The writer ends only once the connection is closing; make sure the reader stops too and
@@ -182,10 +185,11 @@ pub(crate) async fn run(
 
 async fn read_loop(
     conn: ConnId,
-    rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     outbox: Arc<Outbox>,
     events: mpsc::Sender<Event>,
     settings: ConnSettings,
+    cert_username: Option<Option<String>>,
 ) {
     let mut buf = BytesMut::new();
     let mut version = ProtocolVersion::V3_1_1;
@@ -193,50 +197,70 @@ async fn read_loop(
     let mut deadline = Some(Instant::now() + settings.connect_timeout);
     let mut keep_alive: Option<Duration> = None;
     let mut seen_connect = false;
+    // Set while a packet has started arriving but is not complete.
+    let mut partial_deadline: Option<Instant> = None;
     loop {
         // Back-pressure: a client that does not read our answers is not read from either.
         while outbox.len() >= outbox.limit && !outbox.closing.load(Ordering::Acquire) {
             outbox.drained.notified().await;
         }
+        let wake = match (deadline, partial_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = async {
-            match deadline {
+            match wake {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            r = rd.readable() => {
-                if r.is_err() {
-                    break;
+        let read = tokio::select! {
+            r = rd.read_with(|b| buf.extend_from_slice(b)) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    settings.metrics.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                    n
                 }
-            }
+            },
             () = sleep => {
+                if partial_deadline.is_some_and(|p| p <= Instant::now()) {
+                    tracing::info!(conn, "closing connection: a packet was started and not finished in time (limits.packet_timeout_secs)");
+                    let _ = events.send(Event::Lost { conn }).await;
+                    return;
+                }
+                let counter = if seen_connect { &settings.metrics.keep_alive_timeouts } else { &settings.metrics.connect_timeouts };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let event = if seen_connect { Event::KeepAliveTimeout { conn } } else { Event::Lost { conn } };
                 tracing::debug!(conn, "{}", if seen_connect { "keep alive timeout" } else { "no CONNECT in time" });
                 let _ = events.send(event).await;
                 return;
             }
             () = outbox.closed.notified() => return,
-        }
-        let read = match read_into(&rd, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => break,
         };
         let mut packets = Vec::new();
         let mut error = None;
         loop {
             match decode_packet(&mut buf, version, settings.max_packet_size) {
-                Ok(Some(packet)) => {
-                    if let Packet::Connect(c) = &packet
+                Ok(Some(mut packet)) => {
+                    if let Packet::Connect(c) = &mut packet
                         && !seen_connect
                     {
                         seen_connect = true;
                         version = c.protocol;
                         outbox.set_version(version);
-                        keep_alive = (c.keep_alive > 0)
-                            .then(|| Duration::from_millis(u64::from(c.keep_alive) * 1500));
+                        if let Some(name) = &cert_username {
+                            c.username = name.as_deref().map(tern_codec::ByteStr::from);
+                        }
+                        // The keep alive granted: the client's, capped by the server's maximum
+                        // (which the core announces as Server Keep Alive to v5 clients).
+                        let max = settings.max_keep_alive;
+                        let granted = if max > 0 && (c.keep_alive == 0 || c.keep_alive > max) {
+                            max
+                        } else {
+                            c.keep_alive
+                        };
+                        keep_alive =
+                            (granted > 0).then(|| Duration::from_millis(u64::from(granted) * 1500));
                     }
                     packets.push(packet);
                 }
@@ -252,9 +276,29 @@ async fn read_loop(
                 }
             }
         }
+        settings
+            .metrics
+            .packets_received
+            .fetch_add(packets.len() as u64, Ordering::Relaxed);
+        if let Some(e) = &error {
+            settings
+                .metrics
+                .decode_errors
+                .fetch_add(1, Ordering::Relaxed);
+            if matches!(e, DecodeError::PacketTooLarge { .. }) {
+                settings
+                    .metrics
+                    .packets_too_large
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if buf.is_empty() {
             // Idle connections hold no read buffer.
             buf = BytesMut::new();
+            partial_deadline = None;
+        } else if partial_deadline.is_none() || !packets.is_empty() {
+            // What is left is the start of a new packet: its clock starts now.
+            partial_deadline = Some(Instant::now() + settings.packet_timeout);
         }
         if !packets.is_empty() {
             // [MQTT-3.1.2-24] Any packet resets the keep alive clock.
@@ -288,7 +332,7 @@ async fn read_loop(
     let _ = events.send(Event::Lost { conn }).await;
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox) {
+async fn write_loop(mut wr: WriteHalf, outbox: &Outbox) {
     let mut batch: Vec<Packet> = Vec::new();
     let mut wbuf = BytesMut::new();
     loop {
@@ -314,14 +358,24 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox) {
             continue;
         }
         let version = outbox.version();
+        let count = batch.len() as u64;
         for packet in batch.drain(..) {
             if let Err(e) = encode_packet(&packet, version, &mut wbuf) {
                 tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
             }
         }
         outbox.drained.notify_one();
-        match tokio::time::timeout(WRITE_STALL, wr.write_all(&wbuf)).await {
-            Ok(Ok(())) => {}
+        // TLS and WebSocket hold written bytes until flushed; for TCP the flush is free.
+        let write = async {
+            wr.write_all(&wbuf).await?;
+            wr.flush().await
+        };
+        match tokio::time::timeout(WRITE_STALL, write).await {
+            Ok(Ok(())) => {
+                let m = &outbox.metrics;
+                m.bytes_sent.fetch_add(wbuf.len() as u64, Ordering::Relaxed);
+                m.packets_sent.fetch_add(count, Ordering::Relaxed);
+            }
             _ => break,
         }
         wbuf.clear();

@@ -34,6 +34,10 @@ pub(crate) enum Event {
         conn: ConnId,
         outbox: Arc<Outbox>,
         peer: SocketAddr,
+        /// Index of the listener it came in on (per-listener settings, ACL patterns).
+        listener: usize,
+        /// Subject CN of a verified client certificate.
+        cert_cn: Option<String>,
     },
     Packets {
         conn: ConnId,
@@ -72,11 +76,18 @@ pub(crate) struct Driver {
     /// ignored, as if the close had happened.
     closing: HashSet<ConnId>,
     compacting: bool,
+    /// Admin commands, `$SYS`, connection events (see `admin::handler`).
+    ops: crate::admin::DriverOps,
 }
 
 impl Driver {
-    pub(crate) fn new(broker: Broker, store: Option<StoreHandle>) -> Self {
+    pub(crate) fn new(
+        broker: Broker,
+        store: Option<StoreHandle>,
+        ops: crate::admin::DriverOps,
+    ) -> Self {
         Self {
+            ops,
             broker,
             conns: HashMap::new(),
             actions: Vec::new(),
@@ -93,8 +104,10 @@ impl Driver {
     pub(crate) async fn run(
         mut self,
         mut events: mpsc::Receiver<Event>,
+        mut admin: mpsc::Receiver<crate::admin::AdminCall>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut admin_open = true;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut committed = self
@@ -137,10 +150,23 @@ impl Driver {
                     }
                     self.end_turn();
                 }
+                call = admin.recv(), if admin_open => {
+                    let Some(call) = call else {
+                        admin_open = false;
+                        continue;
+                    };
+                    let now = Instant::now();
+                    let start = self.actions.len();
+                    let conns = &self.conns;
+                    self.ops.handle(call, &mut self.broker, now, &mut self.actions, &|c| conns.get(&c).map(|e| e.peer));
+                    self.note_closes(start);
+                    self.end_turn();
+                }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     self.broker.set_wall_clock(now, unix_ms());
                     self.broker.tick(now, &mut self.actions);
+                    self.ops.on_tick(&mut self.broker, now, &mut self.actions);
                     self.end_turn();
                 }
             }
@@ -170,8 +196,15 @@ impl Driver {
 
     fn handle(&mut self, ev: Event, now: Instant) {
         match ev {
-            Event::Open { conn, outbox, peer } => {
-                tracing::debug!(conn, %peer, "new connection");
+            Event::Open {
+                conn,
+                outbox,
+                peer,
+                listener,
+                cert_cn,
+            } => {
+                tracing::debug!(conn, %peer, listener, "new connection");
+                self.broker.set_peer(conn, Some(peer), listener, cert_cn);
                 self.conns.insert(conn, ConnEntry { outbox, peer });
             }
             Event::Packets { conn, packets, .. } => {
@@ -185,6 +218,7 @@ impl Driver {
                     {
                         tracing::debug!(conn, peer = %e.peer, client_id = %c.client_id, protocol = c.protocol.level(), "CONNECT");
                     }
+                    self.ops.on_packet(conn, &packet);
                     let start = self.actions.len();
                     self.broker
                         .handle_packet(conn, packet, now, &mut self.actions);
@@ -219,6 +253,10 @@ impl Driver {
                     }
                     self.actions
                         .push(Action::Close(conn, tern_core::CloseReason::ConnectionLost));
+                } else {
+                    // Closed earlier by the core: let it forget what it kept about the
+                    // connection (its address, a half-done CONNECT).
+                    self.broker.connection_lost(conn, now, &mut self.actions);
                 }
             }
         }
@@ -276,6 +314,9 @@ impl Driver {
 
     /// The store made every turn up to `c.ticket` durable: release them.
     fn committed(&mut self, c: Committed) {
+        let m = self.ops.metrics();
+        m.store_commit_seconds.observe_duration(c.latency);
+        m.store_batch_records.observe(c.records as f64);
         while self.held.front().is_some_and(|(t, _)| *t <= c.ticket) {
             if let Some((_, actions)) = self.held.pop_front() {
                 self.execute(actions);
@@ -302,6 +343,11 @@ impl Driver {
 
     /// Carries out actions in order.
     fn execute(&mut self, actions: Vec<Action>) {
+        let conns = &self.conns;
+        self.ops
+            .observe(&self.broker, &actions, Instant::now(), &|c| {
+                conns.get(&c).map(|e| e.peer)
+            });
         for action in actions {
             match action {
                 Action::Send(conn, packet) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tern_core::Broker;
-use tern_net::TcpListener;
+use tern_net::{Listener, Transport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -23,8 +23,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// A running broker.
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    admin: Option<crate::admin::AdminServer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Certificate watchers and the SIGHUP task: stopped at shutdown.
+    tasks_aux: Vec<JoinHandle<()>>,
     driver: JoinHandle<()>,
     live: Arc<AtomicUsize>,
 }
@@ -33,14 +36,16 @@ impl Server {
     /// Binds every listener and starts serving. Fails if a listener cannot be bound.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let mut listeners = Vec::new();
-        for addr in &config.listen {
-            let l = TcpListener::bind(*addr)
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            listeners.push(l);
+        for (settings, allow_anonymous, max_connections) in config.listener_settings() {
+            let (bind, transport) = (settings.bind, settings.transport);
+            let l = Listener::bind(settings)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {bind} ({transport}): {e}"))?;
+            listeners.push((l, allow_anonymous, max_connections));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut broker = Broker::new(config.core());
+        let access = install_access(config, &listeners, &mut broker)?;
         let store = if config.core().persistence {
             let started = std::time::Instant::now();
             let (recovered, handle) =
@@ -67,43 +72,91 @@ impl Server {
             );
             None
         };
-        let driver = tokio::spawn(Driver::new(broker, store).run(events_rx, shutdown_rx.clone()));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let ops = crate::admin::DriverOps::new(
+            metrics.clone(),
+            Duration::from_secs(config.sys_interval_secs),
+        );
+        let (admin_tx, admin_rx) = mpsc::channel(crate::admin::CALL_QUEUE);
+        let driver = tokio::spawn(Driver::new(broker, store, ops).run(
+            events_rx,
+            admin_rx,
+            shutdown_rx.clone(),
+        ));
         let settings = ConnSettings {
             budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
             budget_bytes: READ_BUDGET,
             connect_timeout: Duration::from_secs(config.limits.connect_timeout_secs),
             max_packet_size: config.limits.max_packet_size,
             max_outbox_packets: config.limits.max_outbox_packets,
+            max_keep_alive: config.limits.max_keep_alive_secs,
+            packet_timeout: Duration::from_secs(config.limits.packet_timeout_secs.max(1)),
+            metrics: Arc::new(crate::metrics::ListenerMetrics::new(SocketAddr::from((
+                [0, 0, 0, 0],
+                0,
+            )))),
         };
+        let rate = Arc::new(ConnectRate::new(config.limits.max_connection_rate_per_ip));
         let live = Arc::new(AtomicUsize::new(0));
         let next_conn = Arc::new(AtomicU64::new(1));
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
-        for listener in listeners {
-            let addr = listener.local_addr()?;
+        let mut tasks_aux: Vec<JoinHandle<()>> = Vec::new();
+        let mut tls = Vec::new();
+        for (index, (listener, _, max_listener)) in listeners.into_iter().enumerate() {
+            let addr = listener.local_addr();
             addrs.push(addr);
-            tracing::info!(%addr, "listening for MQTT over TCP");
+            let transport = listener.settings().transport;
+            tracing::info!(%addr, %transport, "listening for MQTT over {}", describe(transport));
+            if let Some(t) = listener.tls() {
+                tls.push(t.clone());
+                // Certificates swapped on disk are picked up without a restart.
+                if let Some(w) = listener.spawn_tls_watcher(Duration::from_secs(5)) {
+                    tasks_aux.push(w);
+                }
+            }
             let accept = AcceptLoop {
                 listener,
+                index,
                 events: events_tx.clone(),
-                settings: settings.clone(),
+                settings: ConnSettings {
+                    metrics: metrics.listener(addr),
+                    ..settings.clone()
+                },
                 live: live.clone(),
+                listener_live: Arc::new(AtomicUsize::new(0)),
+                max_listener: max_listener.unwrap_or(usize::MAX),
+                rate: rate.clone(),
                 next_conn: next_conn.clone(),
                 max_connections: config.limits.max_connections,
                 shutdown: shutdown_rx.clone(),
             };
             tasks.push(tokio::spawn(accept.run()));
         }
+        tasks_aux.push(tokio::spawn(reload_on_sighup(
+            access,
+            tls,
+            shutdown_rx.clone(),
+        )));
+        let admin =
+            crate::admin::start_from_config(config, admin_tx, metrics, shutdown_rx.clone()).await?;
         Ok(Self {
             addrs,
+            admin,
             shutdown,
             tasks,
+            tasks_aux,
             driver,
             live,
         })
     }
 
-    /// The bound addresses, in the order of `config.listen` (port 0 resolved).
+    /// The admin listener's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
+    }
+
+    /// The bound addresses, in the order of `config.listen` then `[[listener]]` (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
@@ -115,6 +168,12 @@ impl Server {
         for t in self.tasks {
             let _ = t.await;
         }
+        for t in self.tasks_aux {
+            t.abort();
+        }
+        if let Some(a) = self.admin {
+            a.join().await;
+        }
         let _ = self.driver.await;
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while self.live.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
@@ -124,10 +183,14 @@ impl Server {
 }
 
 struct AcceptLoop {
-    listener: TcpListener,
+    listener: Listener,
+    index: usize,
     events: mpsc::Sender<crate::driver::Event>,
     settings: ConnSettings,
     live: Arc<AtomicUsize>,
+    listener_live: Arc<AtomicUsize>,
+    max_listener: usize,
+    rate: Arc<ConnectRate>,
     next_conn: Arc<AtomicU64>,
     max_connections: usize,
     shutdown: watch::Receiver<bool>,
@@ -136,12 +199,12 @@ struct AcceptLoop {
 impl AcceptLoop {
     async fn run(mut self) {
         loop {
-            let accepted = tokio::select! {
+            let incoming = tokio::select! {
                 _ = self.shutdown.changed() => return,
                 r = self.listener.accept() => r,
             };
-            let accepted = match accepted {
-                Ok(a) => a,
+            let incoming = match incoming {
+                Ok(i) => i,
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -149,19 +212,167 @@ impl AcceptLoop {
                     continue;
                 }
             };
+            let peer = incoming.peer();
             if self.live.load(Ordering::Acquire) >= self.max_connections {
-                tracing::warn!(peer = %accepted.peer, max = self.max_connections, "connection refused: limits.max_connections reached");
-                continue; // dropping the stream closes it
+                self.settings
+                    .metrics
+                    .refused_max_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, max = self.max_connections, "connection refused: limits.max_connections reached");
+                continue; // dropping it closes it
+            }
+            if self.listener_live.load(Ordering::Acquire) >= self.max_listener {
+                tracing::warn!(%peer, max = self.max_listener, "connection refused: the listener's max_connections reached");
+                continue;
+            }
+            if !self.rate.allow(peer.ip()) {
+                tracing::warn!(%peer, "connection refused: limits.max_connection_rate_per_ip exceeded");
+                continue;
             }
             let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-            let live = self.live.clone();
+            let (live, listener_live) = (self.live.clone(), self.listener_live.clone());
             live.fetch_add(1, Ordering::AcqRel);
+            listener_live.fetch_add(1, Ordering::AcqRel);
             let events = self.events.clone();
             let settings = self.settings.clone();
+            let index = self.index;
+            let metrics = settings.metrics.clone();
+            metrics.conn_opened();
+            // The handshake (PROXY header, TLS, WebSocket upgrade) runs in the connection's own
+            // task, so a slow client never holds up the accept loop.
             tokio::spawn(async move {
-                connection::run(conn, accepted.stream, accepted.peer, events, settings).await;
+                match incoming.handshake().await {
+                    Ok(accepted) => connection::run(conn, accepted, index, events, settings).await,
+                    Err(e) => tracing::info!(%peer, error = %e, "handshake failed"),
+                }
                 live.fetch_sub(1, Ordering::AcqRel);
+                listener_live.fetch_sub(1, Ordering::AcqRel);
+                metrics.conn_closed();
             });
+        }
+    }
+}
+
+fn describe(t: Transport) -> &'static str {
+    match t {
+        Transport::Tcp => "TCP",
+        Transport::Tls => "TLS",
+        Transport::Ws => "WebSocket",
+        Transport::Wss => "secure WebSocket",
+    }
+}
+
+/// Builds the password / ACL checks and SCRAM methods from the config, if any is configured.
+fn install_access(
+    config: &Config,
+    listeners: &[(Listener, Option<bool>, Option<usize>)],
+    broker: &mut Broker,
+) -> anyhow::Result<Option<tern_auth::FileAccess>> {
+    let per_listener: Vec<Option<bool>> = listeners
+        .iter()
+        .map(|(_, own, _)| own.or(config.allow_anonymous))
+        .collect();
+    let configured = config.password_file.is_some()
+        || config.acl_file.is_some()
+        || per_listener.iter().any(Option::is_some);
+    if !configured {
+        for (l, _, _) in listeners {
+            if !l.local_addr().ip().is_loopback() {
+                tracing::warn!(addr = %l.local_addr(), "listening beyond loopback with NO authentication: anyone who can reach this port can connect (set password_file)");
+            }
+        }
+        return Ok(None);
+    }
+    let access = tern_auth::FileAccess::new(tern_auth::AuthConfig {
+        password_file: config.password_file.clone(),
+        acl_file: config.acl_file.clone(),
+        allow_anonymous: per_listener,
+    })?;
+    for m in access.scram_methods() {
+        broker.add_auth_method(m);
+    }
+    broker.set_access_control(Box::new(access.clone()));
+    Ok(Some(access))
+}
+
+/// SIGHUP reloads the password and ACL files and the TLS certificates; connections stay up.
+async fn reload_on_sighup(
+    access: Option<tern_auth::FileAccess>,
+    tls: Vec<Arc<tern_net::ReloadableTls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading password file, ACL file and certificates");
+            if let Some(a) = access.clone() {
+                match tokio::task::spawn_blocking(move || a.reload()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reload failed; the previous files stay in force")
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
+            }
+            for t in &tls {
+                if let Err(e) = t.reload() {
+                    tracing::error!(error = %e, "certificate reload failed; the previous certificate stays in force");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (access, tls);
+        let _ = shutdown.changed().await;
+    }
+}
+
+/// New connections per second per source address (a token bucket per address).
+struct ConnectRate {
+    per_sec: u32,
+    buckets:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+}
+
+impl ConnectRate {
+    /// Addresses remembered at most; beyond, the table is cleared (a flood from many addresses
+    /// must not grow memory without bound).
+    const MAX_TRACKED: usize = 100_000;
+
+    fn new(per_sec: u32) -> Self {
+        Self {
+            per_sec,
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn allow(&self, ip: std::net::IpAddr) -> bool {
+        if self.per_sec == 0 {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        let rate = f64::from(self.per_sec);
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX_TRACKED {
+            map.clear();
+        }
+        let (tokens, at) = map.entry(ip).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }

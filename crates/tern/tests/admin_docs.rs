@@ -49,7 +49,11 @@ fn configuration_md_lists_every_setting_with_its_default() {
 fn example_config_has_every_key() {
     let example = include_str!("../../../tern.example.toml");
     let parsed: toml::Table = example.parse().unwrap();
-    for (section, key, _) in settings() {
+    for (section, key, default) in settings() {
+        // A list empty by default (extra listeners) may stay commented out in the example.
+        if default == "[]" {
+            continue;
+        }
         let table = if section.is_empty() {
             Some(&parsed)
         } else {

@@ -52,7 +52,12 @@ fn start(dir: &std::path::Path) -> Broker {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent && let Some(i) = line.find("listening for MQTT over TCP addr=") {
-                let addr: SocketAddr = line[i + 33..].trim().parse().unwrap();
+                let addr: SocketAddr = line[i + 33..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 let _ = tx.send(addr);
                 sent = true;
             }

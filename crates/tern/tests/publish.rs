@@ -366,9 +366,9 @@ async fn dollar_topics_are_not_matched_by_leading_wildcards() {
     )
     .await;
     let (mut sys, _) = b.connect(V3_1_1, "sys", true).await;
-    subscribe(&mut sys, 1, &[("$SYS/#", QoS::AtMostOnce)]).await;
+    subscribe(&mut sys, 1, &[("$app/#", QoS::AtMostOnce)]).await;
     let (mut publ, _) = b.connect(V3_1_1, "dollar-pub", true).await;
-    publ.send(&publish("$SYS/x", "s", QoS::AtMostOnce, None))
+    publ.send(&publish("$app/x", "s", QoS::AtMostOnce, None))
         .await
         .unwrap();
     assert_eq!(&next_publish(&mut sys).await.payload[..], b"s");

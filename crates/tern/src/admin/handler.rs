@@ -3,10 +3,20 @@
 //! connection events (see [`super::events`]).
 //!
 //! The driver owns one [`DriverOps`] next to its `Broker` and calls it at a handful of points
-//! (the wiring is listed in `docs/operations.md`, "Wiring"): `on_packet` before a packet goes to
-//! the core, `observe` before a batch of actions is carried out, `on_lost` when a connection
-//! ends without the core closing it, `on_tick` once a second, and `handle` for each
-//! [`AdminCall`].
+//! (the wiring):
+//!
+//! - `on_packet(conn, &packet)` before a packet goes to the core (remembers CONNECT's client id
+//!   and a client's DISCONNECT reason code for the event log);
+//! - `observe(&broker, &actions, now, peer_of)` at the top of `execute`, before actions are
+//!   carried out (connect/disconnect events, disconnect counts by reason);
+//! - `on_lost(conn, now)` when a connection ends without the core closing it (not needed when
+//!   the driver pushes `Action::Close(conn, ConnectionLost)` itself, as it does now);
+//! - `on_tick(&mut broker, now, &mut actions)` on the 1 s tick (`$SYS`, history, log summaries);
+//! - `handle(call, &mut broker, now, &mut actions, peer_of)` for each [`AdminCall`].
+//!
+//! The I/O side bumps the [`crate::metrics::ListenerMetrics`] of its listener (bytes, packets,
+//! accepted/open connections, limit hits, timeouts) and the store's histograms in
+//! [`crate::metrics::Metrics`].
 
 use super::api::{AdminCall, ApiError, Command, CoreStats, RETAINED_LIMIT_MAX, Reply, Response};
 use super::events::EventLog;
