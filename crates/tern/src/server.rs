@@ -17,6 +17,11 @@ const EVENT_QUEUE: usize = 4096;
 /// Bytes read from clients and not yet handled by the driver, over all connections. Bounds the
 /// memory an overload can take before publishers feel TCP back-pressure.
 const READ_BUDGET: usize = 1024 * 1024;
+/// Most connections being refused at once with CONNACK "server busy"; beyond, they are just
+/// closed.
+const BUSY_REFUSALS: usize = 64;
+/// How long a refused connection has to send its CONNECT.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
 /// How long shutdown waits for connections to flush their last packets.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -103,6 +108,7 @@ impl Server {
         let mut tasks = Vec::new();
         let mut tasks_aux: Vec<JoinHandle<()>> = Vec::new();
         let mut tls = Vec::new();
+        let busy = Arc::new(tokio::sync::Semaphore::new(BUSY_REFUSALS));
         for (index, (listener, _, max_listener)) in listeners.into_iter().enumerate() {
             let addr = listener.local_addr();
             addrs.push(addr);
@@ -130,6 +136,7 @@ impl Server {
                 next_conn: next_conn.clone(),
                 max_connections: config.limits.max_connections,
                 shutdown: shutdown_rx.clone(),
+                busy: busy.clone(),
             };
             tasks.push(tokio::spawn(accept.run()));
         }
@@ -194,6 +201,9 @@ struct AcceptLoop {
     next_conn: Arc<AtomicU64>,
     max_connections: usize,
     shutdown: watch::Receiver<bool>,
+    /// Refusals in progress (answering CONNECT with "server busy"); bounded so a flood cannot
+    /// turn refusals into unbounded work.
+    busy: Arc<tokio::sync::Semaphore>,
 }
 
 impl AcceptLoop {
@@ -219,7 +229,8 @@ impl AcceptLoop {
                     .refused_max_connections
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, max = self.max_connections, "connection refused: limits.max_connections reached");
-                continue; // dropping it closes it
+                refuse_busy(incoming, &self.busy);
+                continue;
             }
             if self.listener_live.load(Ordering::Acquire) >= self.max_listener {
                 tracing::warn!(%peer, max = self.max_listener, "connection refused: the listener's max_connections reached");
@@ -375,4 +386,52 @@ impl ConnectRate {
             false
         }
     }
+}
+
+/// Answers a connection over `limits.max_connections` the way the spec allows: read its CONNECT
+/// (briefly) and reply CONNACK 0x89 "server busy" (MQTT 5) or 0x03 "server unavailable" (3.x),
+/// then close. When too many refusals are already running, the connection is just closed.
+fn refuse_busy(incoming: tern_net::Incoming, busy: &Arc<tokio::sync::Semaphore>) {
+    let Ok(permit) = busy.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(BUSY_WAIT, async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let accepted = incoming.handshake().await.ok()?;
+            let mut stream = accepted.stream;
+            let mut buf = bytes::BytesMut::with_capacity(512);
+            let connect = loop {
+                match tern_codec::decode_packet(
+                    &mut buf,
+                    tern_codec::ProtocolVersion::V3_1_1,
+                    64 * 1024,
+                ) {
+                    Ok(Some(tern_codec::Packet::Connect(c))) => break c,
+                    Ok(None) => {}
+                    _ => return None,
+                }
+                if stream.read_buf(&mut buf).await.ok()? == 0 {
+                    return None;
+                }
+            };
+            let code = if connect.protocol.is_v5() {
+                tern_codec::reason::SERVER_BUSY
+            } else {
+                tern_codec::reason::v3::SERVER_UNAVAILABLE
+            };
+            let ack = tern_codec::Packet::ConnAck(tern_codec::ConnAck {
+                code,
+                ..Default::default()
+            });
+            let mut out = bytes::BytesMut::new();
+            tern_codec::encode_packet(&ack, connect.protocol, &mut out).ok()?;
+            stream.write_all(&out).await.ok()?;
+            stream.flush().await.ok()?;
+            let _ = stream.shutdown().await;
+            Some(())
+        })
+        .await;
+    });
 }

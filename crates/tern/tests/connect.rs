@@ -264,18 +264,28 @@ async fn oversize_packet_gets_disconnect_0x95() {
 
 #[tokio::test]
 async fn max_connections_is_enforced() {
+    // Over the limit, the CONNECT is answered "server busy": 0x89 (v5) / 0x03 (3.x), then close.
     let mut config = Config::default();
     config.limits.max_connections = 2;
     let b = TestBroker::with_config(config).await;
     let (_a, _) = b.connect(V3_1_1, "a", true).await;
     let (_b, _) = b.connect(V3_1_1, "b", true).await;
-    let mut c = b.raw(V3_1_1).await;
-    c.send(&Packet::Connect(Box::new(builder::connect(
-        V3_1_1, "c", true, 60,
-    ))))
-    .await
-    .ok();
-    c.expect_closed(WAIT).await.unwrap();
+    for (version, code) in [
+        (V3_1_1, reason::v3::SERVER_UNAVAILABLE),
+        (V5, reason::SERVER_BUSY),
+    ] {
+        let mut c = b.raw(version).await;
+        c.send(&Packet::Connect(Box::new(builder::connect(
+            version, "c", true, 60,
+        ))))
+        .await
+        .ok();
+        match next(&mut c).await {
+            Packet::ConnAck(a) => assert_eq!(a.code, code),
+            other => panic!("{other:?}"),
+        }
+        c.expect_closed(WAIT).await.unwrap();
+    }
 }
 
 #[tokio::test]
