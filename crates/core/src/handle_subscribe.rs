@@ -22,6 +22,9 @@ impl Broker {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained_for: Vec<(ByteStr, SubEntry)> = Vec::new();
+        // Filters refused for the subscription quota: logged once per SUBSCRIBE, not per filter
+        // (a client sending thousands of filters must not turn each into a log line).
+        let mut over_quota_count = 0usize;
         for (filter, options) in &s.filters {
             let shared = tern_topic::parse_shared(filter);
             if matches!(shared, Some(Ok(_))) && options.no_local {
@@ -56,11 +59,7 @@ impl Broker {
                 }
             } else if over_quota {
                 self.stats.limit_subscriptions += 1;
-                tracing::info!(
-                    conn,
-                    max = self.config.max_subscriptions_per_client,
-                    "subscription refused: limits.max_subscriptions_per_client reached"
-                );
+                over_quota_count += 1;
                 if v5 {
                     reason::QUOTA_EXCEEDED
                 } else {
@@ -98,6 +97,14 @@ impl Broker {
                 options.qos as u8
             };
             reasons.push(code);
+        }
+        if over_quota_count > 0 {
+            tracing::info!(
+                conn,
+                max = self.config.max_subscriptions_per_client,
+                refused = over_quota_count,
+                "subscription refused: limits.max_subscriptions_per_client reached"
+            );
         }
         let suback = SubAck {
             packet_id: s.packet_id,

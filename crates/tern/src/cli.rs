@@ -216,6 +216,7 @@ pub fn init_logging_with(level: &str, explicit: bool, format: crate::config::Log
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, explicit_level) = args.effective_config()?;
     init_logging_with(&config.log_level, explicit_level, config.log_format);
+    raise_nofile_limit(config.limits.max_connections);
     let server = Server::start(&config).await?;
     for addr in server.local_addrs() {
         if addr.ip().is_loopback() {
@@ -233,6 +234,40 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard limit, logs the value in force,
+/// and warns when it is too low for `limits.max_connections` (each connection is a descriptor;
+/// 64 are kept for the store, listeners and the rest).
+fn raise_nofile_limit(max_connections: usize) {
+    let want = (max_connections as u64).saturating_add(64);
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => {
+            tracing::info!(
+                limit = n,
+                "open-file limit (RLIMIT_NOFILE) raised to the hard limit"
+            );
+            n
+        }
+        Err(e) => match rlimit::Resource::NOFILE.get() {
+            Ok((soft, _)) => {
+                tracing::warn!(error = %e, limit = soft, "cannot raise the open-file limit (RLIMIT_NOFILE)");
+                soft
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the open-file limit (RLIMIT_NOFILE)");
+                return;
+            }
+        },
+    };
+    if limit < want {
+        tracing::warn!(
+            limit,
+            max_connections,
+            "open-file limit {limit} is below limits.max_connections + 64 = {want}: connections beyond about {} will fail to be accepted (raise `ulimit -n` or LimitNOFILE=)",
+            limit.saturating_sub(64)
+        );
+    }
 }
 
 async fn wait_for_signal() {

@@ -90,6 +90,40 @@ async fn fanout_qos2_v5_and_idle_connections() {
     broker.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_qos1_persistent_sessions_3_1_1_and_v5() {
+    // The test broker keeps durability on, so these deliveries go through the store.
+    let broker = TestBroker::start().await;
+    for v5 in [false, true] {
+        let mut args = vec![
+            "p2p",
+            "--pairs",
+            "2",
+            "--qos",
+            "1",
+            "--persistent",
+            "--rate",
+            "1000",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--json",
+        ];
+        if v5 {
+            args.push("--v5");
+        }
+        let r = bench(&broker, &args).await;
+        assert_eq!(r.errors, 0, "v5 {v5}: errors: {:?}", r.error_messages);
+        assert!(r.persistent);
+        assert_eq!(r.subs_ok, 2);
+        assert!(r.sent > 0, "nothing sent: {r:?}");
+        assert_eq!(r.delivered, r.expected, "v5 {v5}: {r:?}");
+        assert!(r.to_json().contains("\"persistent\":true"));
+    }
+    broker.stop().await;
+}
+
 #[test]
 fn refuses_non_loopback_targets() {
     let args = BenchArgs::from_args(["p2p", "--host", "192.0.2.1", "--duration", "1"]).unwrap();

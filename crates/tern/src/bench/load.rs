@@ -35,7 +35,12 @@ pub(crate) struct Target {
     pub(crate) version: ProtocolVersion,
     pub(crate) keep_alive: u16,
     pub(crate) client_prefix: String,
+    /// Subscribers keep persistent sessions (`--persistent`).
+    pub(crate) persistent: bool,
 }
+
+/// Session Expiry Interval (MQTT 5) of a persistent subscriber's session, in seconds.
+const SESSION_EXPIRY: u32 = 3600;
 
 /// The load each publisher and subscriber applies.
 pub(crate) struct LoadSettings {
@@ -135,8 +140,14 @@ impl Conn {
     }
 }
 
-/// TCP connect, CONNECT, CONNACK.
-async fn handshake(target: &Target, idx: usize, client_id: &str) -> anyhow::Result<Conn> {
+/// TCP connect, CONNECT, CONNACK. `persistent`: clean session 0 / clean start 0 with a session
+/// expiry (5.0), so that the broker keeps the session.
+async fn handshake(
+    target: &Target,
+    idx: usize,
+    client_id: &str,
+    persistent: bool,
+) -> anyhow::Result<Conn> {
     let stream = tcp_connect(target, idx).await?;
     let mut conn = Conn {
         stream,
@@ -144,7 +155,11 @@ async fn handshake(target: &Target, idx: usize, client_id: &str) -> anyhow::Resu
         version: target.version,
         receive_maximum: None,
     };
-    let connect = tern_client::builder::connect(target.version, client_id, true, target.keep_alive);
+    let mut connect =
+        tern_client::builder::connect(target.version, client_id, !persistent, target.keep_alive);
+    if persistent && target.version.is_v5() {
+        connect.properties.session_expiry_interval = Some(SESSION_EXPIRY);
+    }
     conn.send(&Packet::Connect(Box::new(connect))).await?;
     match conn.recv().await? {
         Packet::ConnAck(ack) if ack.code == 0 => {
@@ -175,7 +190,8 @@ pub(crate) async fn connection_task(
             Role::Publisher { index, .. } => format!("{}-p{index}", target.client_prefix),
             Role::Subscriber { .. } => format!("{}-s{idx}", target.client_prefix),
         };
-        let mut conn = handshake(&target, idx, &id).await?;
+        let persistent = target.persistent && matches!(role, Role::Subscriber { .. });
+        let mut conn = handshake(&target, idx, &id, persistent).await?;
         if let Role::Subscriber { filter } = &role {
             conn.subscribe(filter, settings.qos).await?;
         }
@@ -196,7 +212,13 @@ pub(crate) async fn connection_task(
     };
     let _ = ready.send(true);
     match role {
-        Role::Subscriber { .. } => Some(subscriber(conn, &settings, &shared, &target).await),
+        Role::Subscriber { .. } => {
+            let hist = subscriber(conn, &settings, &shared, &target).await;
+            if target.persistent {
+                forget_session(&target, idx, &shared).await;
+            }
+            Some(hist)
+        }
         Role::Publisher { index, topic } => {
             // Wait for the start signal (or for the end of the run).
             while !*go.borrow() {
@@ -281,18 +303,40 @@ async fn wait(conn: &Conn, out: &Output, until: Option<tokio::time::Instant>) {
     }
 }
 
-/// Ends the session politely (DISCONNECT) when the stream is in a clean state.
-async fn disconnect(conn: &Conn, out: &mut Output) {
+/// Ends the session politely (DISCONNECT) when the stream is in a clean state. `discard`
+/// (MQTT 5): with a Session Expiry Interval of 0, so the broker drops a persistent session.
+async fn disconnect(conn: &Conn, out: &mut Output, discard: bool) {
     if !out.buf.is_empty() {
         let _ = out.flush(&conn.stream);
     }
     if out.buf.is_empty() {
-        encode(
-            &Packet::Disconnect(Disconnect::default()),
-            conn.version,
-            &mut out.buf,
-        );
+        let mut d = Disconnect::default();
+        if discard && conn.version.is_v5() {
+            d.properties.session_expiry_interval = Some(0);
+        }
+        encode(&Packet::Disconnect(d), conn.version, &mut out.buf);
         let _ = out.flush(&conn.stream);
+    }
+}
+
+/// After a persistent subscriber's run (3.1.1): connect once more with clean session 1 and
+/// leave, which discards the session the broker kept. MQTT 5 sessions were discarded by the
+/// DISCONNECT. Failures count as errors; bounded by the handshake timeout.
+async fn forget_session(target: &Target, idx: usize, shared: &Shared) {
+    if target.version.is_v5() {
+        return;
+    }
+    let id = format!("{}-s{idx}", target.client_prefix);
+    let work = async {
+        let mut conn = handshake(target, idx, &id, false).await?;
+        conn.send(&Packet::Disconnect(Disconnect::default()))
+            .await?;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => shared.error(format!("discarding a persistent session: {e:#}")),
+        Err(_) => shared.error("discarding a persistent session timed out".into()),
     }
 }
 
@@ -487,7 +531,7 @@ async fn publisher(
         }
         let _ = out.flush(&conn.stream);
     }
-    disconnect(&conn, &mut out).await;
+    disconnect(&conn, &mut out, false).await;
 }
 
 async fn subscriber(
@@ -588,7 +632,7 @@ async fn subscriber(
         }
     }
     if !closed {
-        disconnect(&conn, &mut out).await;
+        disconnect(&conn, &mut out, target.persistent).await;
     }
     hist
 }
@@ -608,7 +652,7 @@ pub(crate) async fn open_connection(
     let t = Instant::now();
     let work = async {
         let id = format!("{}-c{i}", target.client_prefix);
-        let mut conn = handshake(&target, i, &id).await?;
+        let mut conn = handshake(&target, i, &id, false).await?;
         if subscribe {
             let filter = format!("tern-bench/{}/idle/{i}", std::process::id());
             conn.subscribe(&filter, qos).await?;

@@ -120,6 +120,12 @@ pub struct BenchArgs {
     /// Speak MQTT 5.0 (default 3.1.1).
     #[arg(long)]
     pub v5: bool,
+    /// Subscribers keep persistent sessions: clean session 0 (3.1.1) / clean start 0 with a
+    /// Session Expiry Interval of 3600 s (5.0), under client ids unique to the run, so a broker
+    /// with durable storage writes their deliveries. The sessions are discarded at the end
+    /// (5.0: DISCONNECT with expiry 0; 3.1.1: a clean-session reconnect).
+    #[arg(long)]
+    pub persistent: bool,
     /// Keep alive sent in CONNECT, in seconds [idle: 600, others: 60].
     #[arg(long)]
     pub keep_alive: Option<u16>,
@@ -325,6 +331,20 @@ struct Ctx {
     shared: Arc<Shared>,
 }
 
+/// The client id prefix of a run: `tb<pid>`, and with persistent sessions also the start time,
+/// so that no run resumes a session a previous run (with a recycled pid) left on the broker.
+fn client_prefix(persistent: bool) -> String {
+    let pid = std::process::id();
+    if persistent {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("tb{pid}-{:x}{:05x}", t.as_secs(), t.subsec_micros())
+    } else {
+        format!("tb{pid}")
+    }
+}
+
 /// Time allowed for connection set-up.
 fn setup_limit(conns: usize) -> Duration {
     Duration::from_secs(30) + Duration::from_millis(conns as u64 * 5)
@@ -354,7 +374,8 @@ impl Ctx {
             src_ips: self.src_ips.clone(),
             version: self.args.version(),
             keep_alive: self.keep_alive(),
-            client_prefix: format!("tb{}", std::process::id()),
+            client_prefix: client_prefix(self.args.persistent),
+            persistent: self.args.persistent,
         })
     }
 
@@ -569,6 +590,7 @@ impl Ctx {
             size: a.size,
             rate_target: a.rate,
             inflight: a.inflight,
+            persistent: a.persistent,
             pubs: npubs,
             subs: nsubs,
             subs_ok,

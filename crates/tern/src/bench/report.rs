@@ -310,6 +310,8 @@ pub struct Report {
     pub size: usize,
     pub rate_target: f64,
     pub inflight: usize,
+    /// Subscribers kept persistent sessions (`--persistent`).
+    pub persistent: bool,
     pub pubs: usize,
     pub subs: usize,
     pub pubs_ok: usize,
@@ -424,6 +426,7 @@ impl Report {
                 format!("\"size\":{}", self.size),
                 format!("\"rate_target\":{}", num(self.rate_target)),
                 format!("\"inflight\":{}", self.inflight),
+                format!("\"persistent\":{}", self.persistent),
                 format!("\"pubs\":{}", self.pubs),
                 format!("\"subs\":{}", self.subs),
                 format!("\"pubs_ok\":{}", self.pubs_ok),
@@ -526,10 +529,15 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "{label}{}: {} publisher(s) → {} subscriber(s), QoS {}, {} B, {rate}, MQTT {}, {:.1} s window",
+                "{label}{}: {} publisher(s) → {} subscriber(s){}, QoS {}, {} B, {rate}, MQTT {}, {:.1} s window",
                 self.scenario,
                 self.pubs_ok,
                 self.subs_ok,
+                if self.persistent {
+                    " (persistent sessions)"
+                } else {
+                    ""
+                },
                 self.qos,
                 self.size,
                 self.protocol,
