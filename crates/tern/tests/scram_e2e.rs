@@ -18,9 +18,11 @@ async fn broker(dir: &tempfile::TempDir) -> TestBroker {
     let mut file = PasswordFile::new();
     file.set_password("alice", b"wonderland", true).unwrap();
     file.save(&path).unwrap();
-    let mut config = Config::default();
-    config.password_file = Some(path);
-    TestBroker::with_config(config).await
+    TestBroker::with_config(Config {
+        password_file: Some(path),
+        ..Config::default()
+    })
+    .await
 }
 
 /// Runs one exchange; returns the CONNACK reason code, checking the server's final signature on
