@@ -224,6 +224,7 @@ async fn read_loop(
             },
             () = sleep => {
                 if partial_deadline.is_some_and(|p| p <= Instant::now()) {
+                    settings.metrics.packet_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(conn, "closing connection: a packet was started and not finished in time (limits.packet_timeout_secs)");
                     let _ = events.send(Event::Lost { conn }).await;
                     return;

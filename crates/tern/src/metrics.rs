@@ -38,6 +38,12 @@ pub struct ListenerMetrics {
     pub connect_timeouts: AtomicU64,
     /// QoS 0 messages dropped because the client's outbox was full (`limits.max_outbox_packets`).
     pub dropped_outbox_full: AtomicU64,
+    /// Connections closed at accept by the listener's own `max_connections`.
+    pub refused_listener_max_connections: AtomicU64,
+    /// Connections closed at accept by `limits.max_connection_rate_per_ip`.
+    pub refused_connection_rate: AtomicU64,
+    /// Connections closed for not finishing a started packet (`limits.packet_timeout_secs`).
+    pub packet_timeouts: AtomicU64,
 }
 
 impl ListenerMetrics {
@@ -56,6 +62,9 @@ impl ListenerMetrics {
             keep_alive_timeouts: AtomicU64::new(0),
             connect_timeouts: AtomicU64::new(0),
             dropped_outbox_full: AtomicU64::new(0),
+            refused_listener_max_connections: AtomicU64::new(0),
+            refused_connection_rate: AtomicU64::new(0),
+            packet_timeouts: AtomicU64::new(0),
         }
     }
 

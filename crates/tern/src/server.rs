@@ -137,6 +137,7 @@ impl Server {
                 max_connections: config.limits.max_connections,
                 shutdown: shutdown_rx.clone(),
                 busy: busy.clone(),
+                log_gate: LogGate::default(),
             };
             tasks.push(tokio::spawn(accept.run()));
         }
@@ -204,6 +205,34 @@ struct AcceptLoop {
     /// Refusals in progress (answering CONNECT with "server busy"); bounded so a flood cannot
     /// turn refusals into unbounded work.
     busy: Arc<tokio::sync::Semaphore>,
+    /// Refusal log lines: at most one a second per listener, so a flood cannot flood the log
+    /// (the metrics count every refusal).
+    log_gate: LogGate,
+}
+
+#[derive(Default)]
+struct LogGate {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogGate {
+    fn allow(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+
+    fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
 }
 
 impl AcceptLoop {
@@ -228,16 +257,30 @@ impl AcceptLoop {
                     .metrics
                     .refused_max_connections
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, max = self.max_connections, "connection refused: limits.max_connections reached");
+                if self.log_gate.allow() {
+                    tracing::warn!(%peer, max = self.max_connections, suppressed = self.log_gate.take_suppressed(), "connection refused: limits.max_connections reached");
+                }
                 refuse_busy(incoming, &self.busy);
                 continue;
             }
             if self.listener_live.load(Ordering::Acquire) >= self.max_listener {
-                tracing::warn!(%peer, max = self.max_listener, "connection refused: the listener's max_connections reached");
+                self.settings
+                    .metrics
+                    .refused_listener_max_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                if self.log_gate.allow() {
+                    tracing::warn!(%peer, max = self.max_listener, suppressed = self.log_gate.take_suppressed(), "connection refused: the listener's max_connections reached");
+                }
                 continue;
             }
             if !self.rate.allow(peer.ip()) {
-                tracing::warn!(%peer, "connection refused: limits.max_connection_rate_per_ip exceeded");
+                self.settings
+                    .metrics
+                    .refused_connection_rate
+                    .fetch_add(1, Ordering::Relaxed);
+                if self.log_gate.allow() {
+                    tracing::warn!(%peer, suppressed = self.log_gate.take_suppressed(), "connection refused: limits.max_connection_rate_per_ip exceeded");
+                }
                 continue;
             }
             let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);

@@ -137,6 +137,21 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             &[("listener", &addr), ("limit", "connect_timeout")],
             get(&l.connect_timeouts),
         );
+        o.sample(
+            "tern_limit_hits_total",
+            &[("listener", &addr), ("limit", "listener_max_connections")],
+            get(&l.refused_listener_max_connections),
+        );
+        o.sample(
+            "tern_limit_hits_total",
+            &[("listener", &addr), ("limit", "max_connection_rate_per_ip")],
+            get(&l.refused_connection_rate),
+        );
+        o.sample(
+            "tern_limit_hits_total",
+            &[("listener", &addr), ("limit", "packet_timeout")],
+            get(&l.packet_timeouts),
+        );
     }
     if let Some(c) = core {
         o.sample(
@@ -144,6 +159,15 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             &[("limit", "max_queued_messages")],
             c.stats.dropped_queue_full,
         );
+        for (limit, value) in [
+            ("max_queued_bytes", c.stats.dropped_queue_bytes),
+            ("max_subscriptions_per_client", c.stats.limit_subscriptions),
+            ("max_topic_levels", c.stats.limit_topic_levels),
+            ("max_message_rate", c.stats.limit_message_rate),
+            ("acl_denied", c.stats.acl_denied),
+        ] {
+            o.sample("tern_limit_hits_total", &[("limit", limit)], value);
+        }
     }
     o.per_listener(
         &ls,
