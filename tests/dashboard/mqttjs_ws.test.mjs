@@ -103,5 +103,7 @@ test("MQTT.js in Chromium talks to tern over WebSocket", { timeout: 90000 }, asy
   } finally {
     await browser.close();
     server.close();
+    // The broker's log pipe would keep this test process alive.
+    children.forEach((c) => c.exitCode === null && c.kill("SIGKILL"));
   }
 });
