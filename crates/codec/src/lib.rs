@@ -27,4 +27,7 @@ pub use error::{DecodeError, EncodeError};
 pub use packet::*;
 pub use properties::Properties;
 pub use types::{ByteStr, ProtocolVersion, QoS};
-pub use wire::{FixedHeader, MAX_REMAINING_LENGTH, decode_packet, encode_packet, encoded_len};
+pub use wire::{
+    FixedHeader, MAX_REMAINING_LENGTH, decode_packet, encode_packet, encoded_len,
+    publish_encoded_len,
+};

@@ -461,6 +461,9 @@ proptest! {
     fn encode_decode_round_trip((v, p) in versioned_packet()) {
         let mut buf = encode(&p, v);
         prop_assert_eq!(encoded_len(&p, v).unwrap(), buf.len());
+        if let Packet::Publish(publish) = &p {
+            prop_assert_eq!(tern_codec::publish_encoded_len(publish, v).unwrap(), buf.len());
+        }
         let decoded = decode_packet(&mut buf, v, u32::MAX).unwrap();
         prop_assert_eq!(decoded, Some(p));
         prop_assert!(buf.is_empty());

@@ -303,8 +303,7 @@ fn build_publish(
     if let Some(max) = session.max_packet_size {
         // [MQTT-3.1.2-24] (v5 numbering) The server must not send a packet larger than the
         // client's Maximum Packet Size; it is discarded as if delivered.
-        let len = tern_codec::encoded_len(&Packet::Publish(p.clone()), session.version)
-            .unwrap_or(usize::MAX);
+        let len = tern_codec::publish_encoded_len(&p, session.version).unwrap_or(usize::MAX);
         if len > max as usize {
             stats.dropped_too_large += 1;
             return None;

@@ -278,22 +278,21 @@ impl Driver {
         if self.actions.is_empty() {
             return;
         }
-        let mut actions = std::mem::take(&mut self.actions);
+        let actions = std::mem::take(&mut self.actions);
         let Some(store) = &self.store else {
             self.execute(actions);
             return;
         };
+        // Split the turn: records go to the store, the rest waits for them (order kept).
         let mut records = Vec::new();
-        actions.retain_mut(|a| match a {
-            Action::Persist(r) => {
-                records.push(std::mem::replace(
-                    r,
-                    tern_store::Record::MessageDeleted { id: 0 },
-                ));
-                false
+        let mut rest = Vec::with_capacity(actions.len());
+        for a in actions {
+            match a {
+                Action::Persist(r) => records.push(r),
+                other => rest.push(other),
             }
-            _ => true,
-        });
+        }
+        let actions = rest;
         if !records.is_empty() {
             self.next_ticket += 1;
             if !store.send(StoreCmd::Batch {

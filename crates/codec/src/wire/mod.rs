@@ -243,6 +243,20 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, E
     Ok(1 + var_int_len(remaining) + remaining)
 }
 
+/// [`encoded_len`] of a PUBLISH, without wrapping (and so cloning) it in a [`Packet`]: the
+/// broker asks it for each delivery to a client with a Maximum Packet Size.
+pub fn publish_encoded_len(
+    publish: &crate::packet::Publish,
+    version: ProtocolVersion,
+) -> Result<usize, EncodeError> {
+    let mut c = Counter::default();
+    publish::encode(publish, version, &mut c)?;
+    if c.0 > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::TooLarge);
+    }
+    Ok(1 + var_int_len(c.0) + c.0)
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! Helpers for the per-packet tests: decode a complete packet, encode and cross-check length.

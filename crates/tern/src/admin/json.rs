@@ -118,7 +118,14 @@ pub fn properties(p: &Properties) -> Value {
             props.insert("correlation-data-encoding".into(), json!(enc));
         }
     }
+    if !p.subscription_identifiers.is_empty() {
+        props.insert(
+            "subscription-identifiers".into(),
+            json!(p.subscription_identifiers),
+        );
+    }
     if !p.user_properties.is_empty() {
+        // An object like mosquitto's; a key that repeats maps to the array of its values.
         let mut users = Map::new();
         for (k, v) in &p.user_properties {
             match users.get_mut(k.as_str()) {

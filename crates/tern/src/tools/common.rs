@@ -610,29 +610,6 @@ pub struct OutputArgs {
     pub format: Option<String>,
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-pub fn base64(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn hex(data: &[u8], upper: bool) -> String {
     data.iter().fold(String::new(), |mut s, b| {
         let _ = if upper {
@@ -644,67 +621,17 @@ fn hex(data: &[u8], upper: bool) -> String {
     })
 }
 
-/// Text of binary data: itself when UTF-8, else base64.
-fn text_or_base64(data: &[u8]) -> (String, &'static str) {
-    match std::str::from_utf8(data) {
-        Ok(s) => (s.to_owned(), "utf-8"),
-        Err(_) => (base64(data), "base64"),
-    }
-}
-
-/// The JSON object of a received message.
+/// The JSON object of a received message (properties rendered as the admin API does).
 pub fn message_json(m: &Message) -> serde_json::Value {
-    use serde_json::{Map, Value, json};
-    let (payload, encoding) = text_or_base64(&m.payload);
-    let p = &m.properties;
-    let mut props = Map::new();
-    if let Some(v) = p.payload_format_indicator {
-        props.insert("payload-format-indicator".into(), json!(v));
-    }
-    if let Some(v) = p.message_expiry_interval {
-        props.insert("message-expiry-interval".into(), json!(v));
-    }
-    if let Some(v) = &p.content_type {
-        props.insert("content-type".into(), json!(v.as_str()));
-    }
-    if let Some(v) = &p.response_topic {
-        props.insert("response-topic".into(), json!(v.as_str()));
-    }
-    if let Some(v) = &p.correlation_data {
-        let (text, enc) = text_or_base64(v);
-        props.insert("correlation-data".into(), json!(text));
-        if enc != "utf-8" {
-            props.insert("correlation-data-encoding".into(), json!(enc));
-        }
-    }
-    if !p.subscription_identifiers.is_empty() {
-        props.insert(
-            "subscription-identifiers".into(),
-            json!(p.subscription_identifiers),
-        );
-    }
-    if !p.user_properties.is_empty() {
-        // An object like mosquitto's; a key that repeats maps to the array of its values.
-        let mut users = Map::new();
-        for (k, v) in &p.user_properties {
-            match users.get_mut(k.as_str()) {
-                None => {
-                    users.insert(k.to_string(), json!(v.as_str()));
-                }
-                Some(Value::Array(a)) => a.push(json!(v.as_str())),
-                Some(old) => *old = json!([old.clone(), v.as_str()]),
-            }
-        }
-        props.insert("user-properties".into(), Value::Object(users));
-    }
-    json!({
+    let (payload, encoding) = crate::admin::json::text_or_base64(&m.payload);
+    serde_json::json!({
         "topic": m.topic.as_str(),
         "qos": m.qos as u8,
         "retain": m.retain,
         "payloadlen": m.payload.len(),
         "payload": payload,
         "payload_encoding": encoding,
-        "properties": Value::Object(props),
+        "properties": crate::admin::json::properties(&m.properties),
     })
 }
 
@@ -906,14 +833,14 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foob"), "Zm9vYg==");
-        assert_eq!(base64(b"fooba"), "Zm9vYmE=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
+        assert_eq!(crate::admin::json::base64_encode(b""), "");
+        assert_eq!(crate::admin::json::base64_encode(b"f"), "Zg==");
+        assert_eq!(crate::admin::json::base64_encode(b"fo"), "Zm8=");
+        assert_eq!(crate::admin::json::base64_encode(b"foo"), "Zm9v");
+        assert_eq!(crate::admin::json::base64_encode(b"foob"), "Zm9vYg==");
+        assert_eq!(crate::admin::json::base64_encode(b"fooba"), "Zm9vYmE=");
+        assert_eq!(crate::admin::json::base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(crate::admin::json::base64_encode(&[0xff, 0xfe]), "//4=");
     }
 
     #[test]
