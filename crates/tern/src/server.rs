@@ -252,6 +252,16 @@ impl AcceptLoop {
                 }
             };
             let peer = incoming.peer();
+            // The listener closes connections over `max_handshakes` itself; mirror its count.
+            let rejected = self.listener.stats().handshakes_rejected;
+            let before = self
+                .settings
+                .metrics
+                .handshakes_rejected
+                .swap(rejected, Ordering::Relaxed);
+            if rejected > before && self.log_gate.allow() {
+                tracing::warn!(listener = %self.listener.local_addr(), rejected = rejected - before, suppressed = self.log_gate.take_suppressed(), "connections refused: limits.max_handshakes in progress");
+            }
             if self.live.load(Ordering::Acquire) >= self.max_connections {
                 self.settings
                     .metrics
@@ -297,7 +307,10 @@ impl AcceptLoop {
             tokio::spawn(async move {
                 match incoming.handshake().await {
                     Ok(accepted) => connection::run(conn, accepted, index, events, settings).await,
-                    Err(e) => tracing::info!(%peer, error = %e, "handshake failed"),
+                    Err(e) => {
+                        metrics.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%peer, error = %e, "handshake failed");
+                    }
                 }
                 live.fetch_sub(1, Ordering::AcqRel);
                 listener_live.fetch_sub(1, Ordering::AcqRel);

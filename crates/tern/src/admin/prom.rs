@@ -152,6 +152,19 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             &[("listener", &addr), ("limit", "packet_timeout")],
             get(&l.packet_timeouts),
         );
+        o.sample(
+            "tern_limit_hits_total",
+            &[("listener", &addr), ("limit", "max_handshakes")],
+            get(&l.handshakes_rejected),
+        );
+        o.sample(
+            "tern_limit_hits_total",
+            &[
+                ("listener", &addr),
+                ("limit", "handshake_failed_or_timed_out"),
+            ],
+            get(&l.handshakes_failed),
+        );
     }
     if let Some(c) = core {
         o.sample(
