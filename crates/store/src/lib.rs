@@ -13,6 +13,8 @@
 //! - [`log`]: [`Log`]: append, commit, rotation, compaction.
 //! - `recovery`: what [`Log::open`] does with the files it finds: which segments count, torn
 //!   tails, corrupt records ([`Recovered`], [`RecoveryReport`]).
+//! - [`spool`]: [`Spool`], where queues beyond the broker's memory budget are paged out (not
+//!   durable: the log holds the truth; the spool only keeps it out of memory).
 //! - `crc`: CRC-32C, table-driven.
 //! - [`Durable`]: what the broker's driver needs of a store, so another store (replicated, or
 //!   in memory for tests) can take the log's place.
@@ -27,6 +29,7 @@ pub mod log;
 pub mod record;
 mod recovery;
 mod segment;
+pub mod spool;
 
 pub use codec::{FORMAT_VERSION, decode, encode};
 pub use crc::crc32c;
@@ -35,6 +38,7 @@ pub use log::{CommitStats, CompactStats, DEFAULT_SEGMENT_SIZE, Durability, Log, 
 pub use record::{Record, StoredMessage};
 pub use recovery::{Recovered, RecoveryReport};
 pub use segment::MAX_FRAME_LEN;
+pub use spool::{SPOOL_SEGMENT_SIZE, Spool, SpoolPage, SpoolStats};
 
 /// The durable store as the broker's driver uses it.
 ///

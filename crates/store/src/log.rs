@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::StoreError;
 use crate::record::Record;
+use crate::recovery::RecoveryReport;
 use crate::recovery::{self, Recovered, sync_dir};
 use crate::segment::{self, HEADER_LEN, MAX_FRAME_LEN};
 
@@ -139,6 +140,8 @@ pub struct Log {
     since_snapshot: u64,
     snapshot_bytes: u64,
     poisoned: Option<String>,
+    /// What [`Log::replay`] reads: the segments found at open and where their frames end.
+    replay_plan: Vec<(u64, usize)>,
 }
 
 const LOCK_FILE: &str = "LOCK";
@@ -155,7 +158,32 @@ impl Log {
         dir: impl AsRef<Path>,
         options: LogOptions,
     ) -> Result<(Log, Recovered), StoreError> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref(), options, true)
+    }
+
+    /// Like [`Log::open`] (same repairs, same report), but returns no records: read them with
+    /// [`Log::replay`], as often as needed, without holding them all in memory.
+    pub fn open_streaming(
+        dir: impl AsRef<Path>,
+        options: LogOptions,
+    ) -> Result<(Log, RecoveryReport), StoreError> {
+        let (log, recovered) = Self::open_inner(dir.as_ref(), options, false)?;
+        Ok((log, recovered.report))
+    }
+
+    /// Reads the records that were in the log when it was opened, in order, one at a time.
+    /// Call it before appending or compacting (records committed since are not included, and a
+    /// compaction removes the segments it reads). Returns the number of records.
+    pub fn replay(&self, sink: &mut dyn FnMut(Record)) -> Result<usize, StoreError> {
+        recovery::replay(&self.dir, &self.replay_plan, sink)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        options: LogOptions,
+        collect: bool,
+    ) -> Result<(Log, Recovered), StoreError> {
+        let dir = dir.to_path_buf();
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
             // The new directory's own entry must be durable too.
@@ -176,7 +204,8 @@ impl Log {
             Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &lock_path)(e)),
         }
 
-        let (recovered, tail) = recovery::recover(&dir)?;
+        let (recovered, tail) = recovery::recover(&dir, collect)?;
+        let replay_plan = tail.plan;
         let mut segments = tail.segments;
         let mut next_number = tail.next_number;
         let (file, number, len) = match tail.current {
@@ -212,6 +241,7 @@ impl Log {
             since_snapshot: tail.bytes_since_snapshot,
             snapshot_bytes: tail.snapshot_bytes,
             poisoned: None,
+            replay_plan,
         };
         Ok((log, recovered))
     }

@@ -26,7 +26,8 @@ use tracing::{info, warn};
 use crate::codec::FORMAT_VERSION;
 use crate::error::StoreError;
 use crate::record::Record;
-use crate::segment::{self, Frame, Frames, HEADER_LEN, HeaderCheck, Scanned};
+use crate::segment::{self, Frame, FrameReader, HEADER_LEN, HeaderCheck, Step};
+use std::io::{BufReader, Read};
 
 /// What [`Log::open`](crate::Log::open) found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub struct Recovered {
 pub(crate) struct Tail {
     /// Live segment numbers, ascending.
     pub segments: Vec<u64>,
+    /// The segments to read on replay, and where their good frames end.
+    pub plan: Vec<(u64, usize)>,
     /// The segment to append to and its length, unless a new one must be started.
     pub current: Option<(u64, u64)>,
     pub next_number: u64,
@@ -124,6 +127,7 @@ struct SegmentScan {
     file_len: usize,
     header_ok: bool,
     records: Vec<Record>,
+    record_count: usize,
     snapshot: Snapshot,
     /// Offset just after the last good frame (the header's end if none).
     good_end: usize,
@@ -133,7 +137,7 @@ struct SegmentScan {
     unframed: Option<(usize, &'static str)>,
 }
 
-pub(crate) fn recover(dir: &Path) -> Result<(Recovered, Tail), StoreError> {
+pub(crate) fn recover(dir: &Path, collect: bool) -> Result<(Recovered, Tail), StoreError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let numbers = list_segments(dir)?;
@@ -143,7 +147,7 @@ pub(crate) fn recover(dir: &Path) -> Result<(Recovered, Tail), StoreError> {
     let mut scans = Vec::new();
     let mut first_kept = 0;
     for (i, &number) in numbers.iter().enumerate().rev() {
-        let scan = scan_segment(dir, number)?;
+        let scan = scan_segment(dir, number, collect)?;
         let complete = matches!(scan.snapshot, Snapshot::Complete { .. });
         scans.push(scan);
         if complete {
@@ -193,7 +197,7 @@ pub(crate) fn recover(dir: &Path) -> Result<(Recovered, Tail), StoreError> {
     if let Some(last) = kept.last_mut() {
         if !last.header_ok {
             needs_new_segment = true;
-            if last.records.is_empty() {
+            if last.record_count == 0 {
                 warn!(
                     segment = %last.path.display(),
                     bytes = last.file_len,
@@ -272,6 +276,7 @@ pub(crate) fn recover(dir: &Path) -> Result<(Recovered, Tail), StoreError> {
             _ => bytes_since_snapshot += body,
         }
         report.bytes += scan.read_len as u64;
+        report.records += scan.record_count;
         records.append(&mut scan.records);
     }
 
@@ -290,10 +295,10 @@ pub(crate) fn recover(dir: &Path) -> Result<(Recovered, Tail), StoreError> {
         _ => None,
     };
     report.segments = kept.len();
-    report.records = records.len();
     report.duration = started.elapsed();
     let tail = Tail {
         segments: kept.iter().map(|s| s.number).collect(),
+        plan: kept.iter().map(|s| (s.number, s.good_end)).collect(),
         current,
         next_number,
         bytes_since_snapshot,
@@ -325,10 +330,19 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(StoreError::io("fsync directory", dir))
 }
 
-fn scan_segment(dir: &Path, number: u64) -> Result<SegmentScan, StoreError> {
+fn scan_segment(dir: &Path, number: u64, collect: bool) -> Result<SegmentScan, StoreError> {
     let path = dir.join(segment::file_name(number));
-    let data = fs::read(&path).map_err(StoreError::io("read", &path))?;
-    let header_ok = match segment::check_header(&data, number) {
+    let file = fs::File::open(&path).map_err(StoreError::io("read", &path))?;
+    let file_len = file
+        .metadata()
+        .map_err(StoreError::io("read", &path))?
+        .len() as usize;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut head = vec![0u8; HEADER_LEN.min(file_len)];
+    reader
+        .read_exact(&mut head)
+        .map_err(StoreError::io("read", &path))?;
+    let header_ok = match segment::check_header(&head, number) {
         HeaderCheck::Ok => true,
         HeaderCheck::Newer(found) => {
             return Err(StoreError::UnsupportedVersion {
@@ -344,26 +358,30 @@ fn scan_segment(dir: &Path, number: u64) -> Result<SegmentScan, StoreError> {
     };
     let mut scan = SegmentScan {
         number,
-        read_len: data.len(),
-        file_len: data.len(),
+        read_len: file_len,
+        file_len,
         header_ok,
         records: Vec::new(),
+        record_count: 0,
         snapshot: Snapshot::No,
-        good_end: HEADER_LEN.min(data.len()),
+        good_end: HEADER_LEN.min(file_len),
         corrupt: Vec::new(),
         unframed: None,
         path,
     };
     let mut snapshot_records = 0u64;
-    for step in Frames::new(&data) {
+    let mut frames = FrameReader::new(reader, HEADER_LEN.min(file_len), file_len);
+    while let Some(step) = frames
+        .next_step()
+        .map_err(StoreError::io("read", &scan.path))?
+    {
         match step {
-            Scanned::Frame {
-                offset,
-                end,
-                payload,
-            } => match segment::decode_frame(payload) {
+            Step::Frame { offset, end } => match segment::decode_frame(frames.payload()) {
                 Ok(Frame::Record(record)) => {
-                    scan.records.push(record);
+                    if collect {
+                        scan.records.push(record);
+                    }
+                    scan.record_count += 1;
                     scan.good_end = end;
                     if scan.snapshot == Snapshot::Incomplete {
                         snapshot_records += 1;
@@ -397,12 +415,43 @@ fn scan_segment(dir: &Path, number: u64) -> Result<SegmentScan, StoreError> {
                     .corrupt
                     .push((offset, end, format!("checksum matches but {e}"))),
             },
-            Scanned::BadChecksum { offset, end } => {
+            Step::BadChecksum { offset, end } => {
                 scan.corrupt
                     .push((offset, end, "checksum mismatch".to_owned()));
             }
-            Scanned::Unframed { offset, reason } => scan.unframed = Some((offset, reason)),
+            Step::Unframed { offset, reason } => scan.unframed = Some((offset, reason)),
         }
     }
     Ok(scan)
+}
+
+/// Reads the records of the segments recovery kept, in order, without holding them all: what
+/// [`Log::replay`](crate::Log::replay) does. Corrupt frames were reported by the scan at open
+/// and are skipped silently here.
+pub(crate) fn replay(
+    dir: &Path,
+    plan: &[(u64, usize)],
+    sink: &mut dyn FnMut(Record),
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for &(number, good_end) in plan {
+        let path = dir.join(segment::file_name(number));
+        let file = fs::File::open(&path).map_err(StoreError::io("read", &path))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let start = HEADER_LEN.min(good_end);
+        let mut head = vec![0u8; start];
+        reader
+            .read_exact(&mut head)
+            .map_err(StoreError::io("read", &path))?;
+        let mut frames = FrameReader::new(reader, start, good_end);
+        while let Some(step) = frames.next_step().map_err(StoreError::io("read", &path))? {
+            if let Step::Frame { .. } = step
+                && let Ok(Frame::Record(record)) = segment::decode_frame(frames.payload())
+            {
+                sink(record);
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }

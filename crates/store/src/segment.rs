@@ -135,6 +135,7 @@ pub(crate) fn decode_frame(payload: &[u8]) -> Result<Frame, StoreError> {
     }
 }
 
+#[cfg(test)]
 /// One step of a scan over a segment's frames.
 #[derive(Debug)]
 pub(crate) enum Scanned<'a> {
@@ -151,12 +152,14 @@ pub(crate) enum Scanned<'a> {
     Unframed { offset: usize, reason: &'static str },
 }
 
+#[cfg(test)]
 /// Iterates the frames of a whole segment file (`data` includes the header).
 pub(crate) struct Frames<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
+#[cfg(test)]
 impl<'a> Frames<'a> {
     pub(crate) fn new(data: &'a [u8]) -> Self {
         Frames {
@@ -166,6 +169,7 @@ impl<'a> Frames<'a> {
     }
 }
 
+#[cfg(test)]
 impl<'a> Iterator for Frames<'a> {
     type Item = Scanned<'a>;
 
@@ -208,6 +212,85 @@ impl<'a> Iterator for Frames<'a> {
             end,
             payload,
         })
+    }
+}
+
+/// The streaming twin of [`Frames`]: the same steps, read from a file `file_len` bytes long
+/// (positioned just after the header) through a buffer, so a segment of any size is scanned
+/// with bounded memory. The payload of a frame is in `payload()` until the next call.
+pub(crate) struct FrameReader<R> {
+    reader: R,
+    pos: usize,
+    file_len: usize,
+    done: bool,
+    payload: Vec<u8>,
+}
+
+/// One step of a [`FrameReader`]: like [`Scanned`], the payload kept by the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Frame { offset: usize, end: usize },
+    BadChecksum { offset: usize, end: usize },
+    Unframed { offset: usize, reason: &'static str },
+}
+
+impl<R: std::io::Read> FrameReader<R> {
+    /// `reader` yields the bytes from offset `start` on.
+    pub(crate) fn new(reader: R, start: usize, file_len: usize) -> Self {
+        Self {
+            reader,
+            pos: start,
+            file_len,
+            done: false,
+            payload: Vec::new(),
+        }
+    }
+
+    /// The payload of the last [`Step::Frame`] (or bad-checksum frame).
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    pub(crate) fn next_step(&mut self) -> std::io::Result<Option<Step>> {
+        let offset = self.pos;
+        if self.done || offset >= self.file_len {
+            return Ok(None);
+        }
+        let rest = self.file_len - offset;
+        // Whatever happens below, a scan that stops does not come back.
+        self.done = true;
+        if rest < FRAME_HEADER_LEN {
+            return Ok(Some(Step::Unframed {
+                offset,
+                reason: "incomplete frame header",
+            }));
+        }
+        let mut h = [0u8; FRAME_HEADER_LEN];
+        self.reader.read_exact(&mut h)?;
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        if len == 0 {
+            return Ok(Some(Step::Unframed {
+                offset,
+                reason: "frame length is zero",
+            }));
+        }
+        if len > MAX_FRAME_LEN || len > rest - FRAME_HEADER_LEN {
+            return Ok(Some(Step::Unframed {
+                offset,
+                reason: "frame length goes beyond the end of the segment",
+            }));
+        }
+        self.payload.clear();
+        self.payload.resize(len, 0);
+        self.reader.read_exact(&mut self.payload)?;
+        let end = offset + FRAME_HEADER_LEN + len;
+        self.pos = end;
+        self.done = false;
+        if crc32c(&self.payload) != crc {
+            return Ok(Some(Step::BadChecksum { offset, end }));
+        }
+        Ok(Some(Step::Frame { offset, end }))
     }
 }
 
@@ -254,6 +337,48 @@ mod tests {
             frames[..],
             [Frame::SnapshotBegin, Frame::SnapshotEnd { records: 300 }]
         ));
+    }
+
+    /// The streaming reader takes exactly the steps of the slice scanner, on every prefix of a
+    /// segment with good, corrupt and garbage frames.
+    #[test]
+    fn frame_reader_matches_frames() {
+        let mut buf = header(1).to_vec();
+        push_snapshot_begin(&mut buf);
+        push_snapshot_end(&mut buf, 7);
+        let bad = buf.len();
+        push_snapshot_end(&mut buf, 8);
+        buf[bad + FRAME_HEADER_LEN] ^= 1;
+        push_snapshot_begin(&mut buf);
+        buf.extend_from_slice(&[9, 0, 0, 0, 1, 2, 3]);
+        for cut in HEADER_LEN..=buf.len() {
+            let data = &buf[..cut];
+            let want: Vec<_> = Frames::new(data)
+                .map(|s| match s {
+                    Scanned::Frame {
+                        offset,
+                        end,
+                        payload,
+                    } => (Step::Frame { offset, end }, payload.to_vec()),
+                    Scanned::BadChecksum { offset, end } => {
+                        (Step::BadChecksum { offset, end }, Vec::new())
+                    }
+                    Scanned::Unframed { offset, reason } => {
+                        (Step::Unframed { offset, reason }, Vec::new())
+                    }
+                })
+                .collect();
+            let mut r = FrameReader::new(&data[HEADER_LEN..], HEADER_LEN, data.len());
+            let mut got = Vec::new();
+            while let Some(step) = r.next_step().unwrap() {
+                let payload = match step {
+                    Step::Frame { .. } => r.payload().to_vec(),
+                    _ => Vec::new(),
+                };
+                got.push((step, payload));
+            }
+            assert_eq!(got, want, "cut at {cut}");
+        }
     }
 
     #[test]

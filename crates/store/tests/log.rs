@@ -9,8 +9,30 @@ use std::time::Duration;
 use common::{every_variant, fast, frames, message, segment_path, segments, small};
 use tern_store::{Durability, Log, LogOptions, Record, StoreError, crc32c, encode};
 
+/// Opens the log, and checks on a copy of the directory that the streaming open and its
+/// replay find exactly the same records and report.
 fn open(dir: &Path) -> (Log, tern_store::Recovered) {
-    Log::open(dir, fast()).unwrap()
+    let copy = tempfile::tempdir().unwrap();
+    if dir.is_dir() {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let streamed = Log::open_streaming(copy.path(), fast()).map(|(log, report)| {
+        let mut records = Vec::new();
+        log.replay(&mut |r| records.push(r)).unwrap();
+        (records, report)
+    });
+    let (log, recovered) = Log::open(dir, fast()).unwrap();
+    let (records, mut report) = streamed.unwrap();
+    assert_eq!(records, recovered.records, "streamed replay differs");
+    report.duration = recovered.report.duration;
+    assert_eq!(
+        report, recovered.report,
+        "streamed open reports differently"
+    );
+    (log, recovered)
 }
 
 fn write_all(dir: &Path, records: &[Record]) {
