@@ -56,16 +56,88 @@ pub struct Broker {
     pub(crate) auth_methods: Vec<Box<dyn crate::auth::EnhancedAuth>>,
     pub(crate) pending_auth: HashMap<ConnId, crate::auth::PendingAuth>,
     pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
+    pub(crate) pager: crate::pager::Pager,
 }
 
 impl Broker {
     /// A broker with `config`.
     pub fn new(config: Config) -> Self {
+        let mut pager = crate::pager::Pager::default();
+        pager.budget = config.queue_memory;
         Self {
             config,
             next_session: 1,
             next_assigned_id: 1,
+            pager,
             ..Self::default()
+        }
+    }
+
+    /// Gives the broker a spool to page queues out to when they pass `Config::queue_memory`.
+    pub fn set_spool(&mut self, spool: tern_store::Spool) {
+        self.pager.set_spool(spool);
+    }
+
+    /// What paging queues out of memory did.
+    pub fn pager_stats(&self) -> crate::pager::PagerStats {
+        self.pager.stats()
+    }
+
+    /// Adds a session to the broker (its queue counts against the memory budget from now on).
+    pub(crate) fn insert_session(&mut self, sid: SessionId, mut session: Session) {
+        session.queue.set_counter(&self.pager.counter);
+        self.sessions.insert(sid, session);
+    }
+
+    /// A delivery joined the queue of `sid`: remember the queue as one to page out from, and
+    /// page out if the queues are over their budget.
+    pub(crate) fn queued(&mut self, sid: SessionId) {
+        if !self.pager.enabled() {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&sid)
+            && !s.queue.listed
+        {
+            s.queue.listed = true;
+            self.pager.candidates.push_back(sid);
+        }
+        if self.pager.over_budget() {
+            self.page_out();
+        }
+    }
+
+    /// Pages queues out until memory is under the pager's target: offline sessions' queues
+    /// whole, online ones beyond what their in-flight window will take next.
+    pub(crate) fn page_out(&mut self) {
+        let target = self.pager.target();
+        let mut rounds = self.pager.candidates.len();
+        while self.pager.counter.get() > target && rounds > 0 {
+            rounds -= 1;
+            let Some(sid) = self.pager.candidates.pop_front() else {
+                break;
+            };
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            s.queue.listed = false;
+            let keep = if s.online() {
+                usize::from(s.window).max(16)
+            } else {
+                0
+            };
+            if s.queue.in_memory() > keep {
+                s.queue.page_out(keep, &mut self.pager);
+            }
+        }
+    }
+
+    /// Moves pages out of mostly-dead spool segments when the spool wastes too much disk.
+    pub(crate) fn compact_spool(&mut self) {
+        if !self.pager.wasteful() {
+            return;
+        }
+        for s in self.sessions.values_mut() {
+            s.queue.relocate_pages(&mut self.pager);
         }
     }
 
@@ -323,10 +395,17 @@ impl Broker {
     /// Removes a session and its subscriptions; a pending delayed will is published now
     /// (MQTT 5.0 section 3.1.3.2.2: the will is sent when the session ends, if not before).
     pub(crate) fn end_session(&mut self, sid: SessionId, now: Instant, out: &mut Vec<Action>) {
-        let Some(session) = self.sessions.remove(&sid) else {
+        let Some(mut session) = self.sessions.remove(&sid) else {
             return;
         };
-        self.persist.session_deleted(&session, out);
+        // The persisted deliveries' messages are released one by one: read paged ones back.
+        let queued = if session.persisted {
+            session.queue.take_all(&mut self.pager)
+        } else {
+            Default::default()
+        };
+        self.persist
+            .session_deleted(&session, queued.iter().map(|d| d.msg.id), out);
         let filters: Vec<ByteStr> = session.subscriptions.keys().cloned().collect();
         for filter in filters {
             self.remove_subscription(sid, &filter, out);

@@ -48,6 +48,10 @@ pub struct Config {
     /// Most PUBLISH packets per second one client may send (0: no limit); beyond, DISCONNECT
     /// 0x96 (v5) or a close. A burst of one second's worth is allowed.
     pub max_message_rate: u32,
+    /// Most memory (estimated bytes) the queues of all sessions hold together; beyond, queues
+    /// are paged out to the spool, offline sessions first. Only with a spool
+    /// ([`crate::Broker::set_spool`]); without one, queues stay in memory.
+    pub queue_memory: usize,
 }
 
 /// Member choice in a shared subscription group.
@@ -84,6 +88,7 @@ impl Default for Config {
             max_topic_levels: 128,
             max_queued_bytes: 256 * 1024 * 1024,
             max_message_rate: 0,
+            queue_memory: 64 * 1024 * 1024,
         }
     }
 }

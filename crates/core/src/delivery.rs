@@ -140,11 +140,13 @@ impl Broker {
             self.send_inflight(sid, delivery, now, out);
         } else if session.queue.len() >= self.config.max_queued_messages {
             self.stats.dropped_queue_full += 1;
-        } else if session.queue_bytes + delivery.msg.payload.len() > self.config.max_queued_bytes {
+        } else if session.queue.bytes() + delivery.msg.payload.len() > self.config.max_queued_bytes
+        {
             self.stats.dropped_queue_bytes += 1;
         } else {
             self.persist.enqueued(session, &mut delivery, out);
-            session.push_queue(delivery);
+            session.queue.push_back(delivery);
+            self.queued(sid);
         }
     }
 
@@ -171,7 +173,8 @@ impl Broker {
             self.send_inflight(sid, delivery, now, out);
         } else {
             self.persist.enqueued(session, &mut delivery, out);
-            session.push_queue(delivery);
+            session.queue.push_back(delivery);
+            self.queued(sid);
         }
     }
 
@@ -215,7 +218,7 @@ impl Broker {
             if !session.online() || session.inflight.len() >= usize::from(session.window) {
                 return;
             }
-            let Some(delivery) = session.pop_queue() else {
+            let Some(delivery) = session.queue.pop_front(&mut self.pager) else {
                 return;
             };
             if delivery.msg.expired(now) {

@@ -29,6 +29,7 @@ impl Broker {
         if due {
             self.last_retained_sweep = Some(now);
             self.retained.retain(|_, m| !m.expired(now));
+            self.compact_spool();
         }
     }
 

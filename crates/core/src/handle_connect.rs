@@ -196,7 +196,10 @@ impl Broker {
         // Only a session that outlives its connection is worth a disk write.
         let persist = self.config.persistence && expiry_interval > 0;
         if session.persisted && !persist {
-            self.persist.session_deleted(session, out);
+            session.queue.page_in_all(&mut self.pager);
+            let queued: Vec<u64> = session.queue.iter_memory().map(|d| d.msg.id).collect();
+            self.persist
+                .session_deleted(session, queued.into_iter(), out);
         }
         session.persisted = persist;
         self.persist.session(session, now, out);
@@ -297,8 +300,7 @@ impl Broker {
     fn create_session(&mut self, client_id: ByteStr, version: ProtocolVersion) -> SessionId {
         let sid = self.next_session;
         self.next_session += 1;
-        self.sessions
-            .insert(sid, Session::new(client_id.clone(), version));
+        self.insert_session(sid, Session::new(client_id.clone(), version));
         self.client_ids.insert(client_id, sid);
         sid
     }

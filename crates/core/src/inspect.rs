@@ -358,9 +358,12 @@ impl Broker {
             for f in &s.inflight {
                 count(&f.delivery.msg, &mut u);
             }
-            for d in &s.queue {
+            for d in s.queue.iter_memory() {
                 count(&d.msg, &mut u);
             }
+            // Paged-out deliveries are counted as a message each, without reading them back.
+            u.messages += s.queue.paged();
+            u.bytes += s.queue.paged_bytes() as u64;
         }
         self.retained.for_each(|_, m| count(m, &mut u));
         u

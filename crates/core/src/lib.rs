@@ -11,6 +11,8 @@
 //! - [`action`]: what the core asks the I/O layer to do ([`Action`]).
 //! - [`message`]: an application message shared by every delivery of it ([`Message`]).
 //! - [`session`]: per-client session state: subscriptions, in-flight window, offline queue.
+//! - [`queue`]: a session's queue, in memory or paged out; `pager`: the memory budget of all
+//!   queues and the page format ([`PagerStats`]).
 //! - `broker`: the [`Broker`] struct, its connection table and the packet dispatch.
 //! - `handle_connect`, `handle_publish`, `handle_acks`, `handle_subscribe`, `handle_unsubscribe`,
 //!   `handle_disconnect`: one file per packet (or packet family) received from a client.
@@ -42,7 +44,9 @@ mod handle_subscribe;
 mod handle_unsubscribe;
 pub mod inspect;
 pub mod message;
+mod pager;
 mod persist;
+pub mod queue;
 mod restore;
 pub mod session;
 mod shared;
@@ -57,6 +61,8 @@ pub use auth::{AuthExchange, AuthStep, EnhancedAuth};
 pub use broker::{Broker, ConnId, SessionId};
 pub use config::{Config, SharedStrategy};
 pub use message::Message;
+pub use pager::PagerStats;
+pub use restore::{RestoreReport, Snapshot};
 pub use shared::{GroupId, SubKey};
 pub use stats::Stats;
 pub use sys::{IoCounters, SysTree};

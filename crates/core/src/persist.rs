@@ -28,6 +28,14 @@ pub(crate) struct Persistence {
 }
 
 impl Persistence {
+    /// A copy of the wall-clock anchor alone (for work done away from the broker).
+    pub(crate) fn clock(&self) -> Self {
+        Self {
+            refs: HashMap::new(),
+            anchor: self.anchor,
+        }
+    }
+
     pub(crate) fn set_anchor(&mut self, now: Instant, unix_ms: u64) {
         self.anchor = Some((now, unix_ms));
     }
@@ -93,15 +101,20 @@ impl Persistence {
     }
 
     /// The session is gone, with all its deliveries.
-    pub(crate) fn session_deleted(&mut self, s: &Session, out: &mut Vec<Action>) {
+    pub(crate) fn session_deleted(
+        &mut self,
+        s: &Session,
+        queued: impl Iterator<Item = u64>,
+        out: &mut Vec<Action>,
+    ) {
         if !s.persisted {
             return;
         }
         out.push(Action::Persist(Record::SessionDeleted {
             client_id: s.client_id.to_string(),
         }));
-        for d in s.queue.iter().chain(s.inflight.iter().map(|f| &f.delivery)) {
-            self.release_message(d.msg.id, out);
+        for id in queued.chain(s.inflight.iter().map(|f| f.delivery.msg.id)) {
+            self.release_message(id, out);
         }
     }
 

@@ -64,8 +64,9 @@ pub struct Session {
     pub subscriptions: HashMap<ByteStr, SubEntry>,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, in the order they were sent.
     pub inflight: VecDeque<Inflight>,
-    /// Messages waiting for the in-flight window or for the client to come back.
-    pub queue: VecDeque<Delivery>,
+    /// Messages waiting for the in-flight window or for the client to come back (paged out to
+    /// the spool when the broker's queues pass their memory budget).
+    pub queue: crate::queue::Queue,
     /// Inbound QoS 2 packet ids received (PUBREC sent) but not yet released by PUBREL.
     pub inbound_qos2: HashSet<u16>,
     next_packet_id: u16,
@@ -91,8 +92,6 @@ pub struct Session {
     pub next_seq: u64,
     /// Who the client is, for ACL checks on what it receives.
     pub info: crate::access::ClientInfo,
-    /// Payload bytes in `queue`.
-    pub queue_bytes: usize,
     /// Message-rate token bucket: tokens left and when it was last filled.
     pub rate_tokens: f64,
     pub rate_at: Option<Instant>,
@@ -113,7 +112,7 @@ impl Session {
             version,
             subscriptions: HashMap::new(),
             inflight: VecDeque::new(),
-            queue: VecDeque::new(),
+            queue: crate::queue::Queue::default(),
             inbound_qos2: HashSet::new(),
             next_packet_id: 1,
             expiry_interval: 0,
@@ -127,7 +126,6 @@ impl Session {
             persisted: false,
             next_seq: 1,
             info: crate::access::ClientInfo::default(),
-            queue_bytes: 0,
             rate_tokens: 0.0,
             rate_at: None,
             keep_alive: 0,
@@ -152,24 +150,6 @@ impl Session {
     /// so the scan usually stops at the front.
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
         self.inflight.iter().position(|f| f.packet_id == packet_id)
-    }
-
-    /// Appends to the queue, keeping `queue_bytes` right.
-    pub fn push_queue(&mut self, d: Delivery) {
-        self.queue_bytes += d.msg.payload.len();
-        self.queue.push_back(d);
-    }
-
-    /// Takes the queue's first delivery, keeping `queue_bytes` right.
-    pub fn pop_queue(&mut self) -> Option<Delivery> {
-        let d = self.queue.pop_front()?;
-        self.queue_bytes = self.queue_bytes.saturating_sub(d.msg.payload.len());
-        Some(d)
-    }
-
-    /// Recomputes `queue_bytes` after the queue was rebuilt.
-    pub fn recount_queue(&mut self) {
-        self.queue_bytes = self.queue.iter().map(|d| d.msg.payload.len()).sum();
     }
 
     /// True when a client is attached.

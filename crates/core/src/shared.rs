@@ -206,7 +206,8 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let has_shared = session.queue.iter().any(|d| d.shared.is_some())
+        let has_shared = session.queue.iter_memory().any(|d| d.shared.is_some())
+            || session.queue.has_paged_shared()
             || session.inflight.iter().any(|f| {
                 f.delivery.shared.is_some() && f.state == crate::session::OutState::Published
             });
@@ -222,16 +223,13 @@ impl Broker {
             }
             !take
         });
-        let queue = std::mem::take(&mut session.queue);
-        let mut kept = std::collections::VecDeque::new();
-        for d in queue {
+        for d in session.queue.take_all(&mut self.pager) {
             if d.shared.is_some() {
                 moving.push(d)
             } else {
-                kept.push_back(d)
+                session.queue.push_back(d)
             }
         }
-        session.queue = kept;
         let mut stay = Vec::new();
         for mut d in moving {
             let gid = d.shared.expect("only shared deliveries move");
@@ -253,7 +251,7 @@ impl Broker {
             for d in stay.into_iter().rev() {
                 session.queue.push_front(d);
             }
-            session.recount_queue();
         }
+        self.queued(sid);
     }
 }

@@ -37,6 +37,10 @@ pub enum StoreError {
     /// A record larger than a frame can hold was appended; nothing of that batch was written.
     #[error("a record of {len} bytes exceeds the frame limit of {max} bytes")]
     RecordTooLarge { len: usize, max: usize },
+    /// The records of a snapshot could not all be produced (see `Log::try_compact`); the log
+    /// was left as it was.
+    #[error("snapshot incomplete: {0}")]
+    Snapshot(String),
     /// Bytes that are not a record (decoding only; the log skips such frames).
     #[error("malformed record: {0}")]
     Malformed(&'static str),

@@ -354,6 +354,17 @@ impl Log {
         I: IntoIterator,
         I::Item: Borrow<Record>,
     {
+        self.try_compact(snapshot.into_iter().map(Ok::<_, StoreError>))
+    }
+
+    /// [`Log::compact`] from records that may fail to come (a snapshot that reads queue pages
+    /// back from the spool): on the first error the partial snapshot is removed, the log is
+    /// left as it was, and the error is returned.
+    pub fn try_compact<I, R>(&mut self, snapshot: I) -> Result<CompactStats, StoreError>
+    where
+        I: IntoIterator<Item = Result<R, StoreError>>,
+        R: Borrow<Record>,
+    {
         self.check_poisoned()?;
         if !self.buf.is_empty() || self.oversized.is_some() {
             self.commit()?;
@@ -530,15 +541,15 @@ fn create_segment(dir: &Path, next_number: &mut u64) -> Result<(File, u64), Stor
     Ok((file, number))
 }
 
-fn write_snapshot<I>(
+fn write_snapshot<I, R>(
     dir: &Path,
     path: &Path,
     number: u64,
     snapshot: I,
 ) -> Result<(File, u64, u64), StoreError>
 where
-    I: IntoIterator,
-    I::Item: Borrow<Record>,
+    I: IntoIterator<Item = Result<R, StoreError>>,
+    R: Borrow<Record>,
 {
     let mut file = OpenOptions::new()
         .append(true)
@@ -551,6 +562,7 @@ where
     let mut len = 0u64;
     let mut records = 0u64;
     for record in snapshot {
+        let record = record?;
         segment::push_record(&mut buf, record.borrow()).map_err(|len| {
             StoreError::RecordTooLarge {
                 len,

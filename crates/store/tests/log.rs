@@ -735,3 +735,28 @@ fn a_corrupt_record_inside_a_snapshot_is_skipped_alone() {
     assert_eq!(recovered.records, vec![small(10), small(12), small(13)]);
     assert_eq!(recovered.report.corrupt_records_skipped, 1);
 }
+
+#[test]
+fn a_snapshot_that_fails_midway_leaves_the_log_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = five();
+    write_all(dir.path(), &records);
+    let (mut log, _) = open(dir.path());
+    let before = segments(dir.path());
+    let snapshot = vec![
+        Ok(small(10)),
+        Ok(small(11)),
+        Err(StoreError::Snapshot("a page could not be read".into())),
+        Ok(small(12)),
+    ];
+    let err = log.try_compact(snapshot).unwrap_err();
+    assert!(matches!(err, StoreError::Snapshot(_)), "{err}");
+    assert_eq!(segments(dir.path()), before, "no partial snapshot is left");
+    log.append(&small(6));
+    log.commit().unwrap();
+    drop(log);
+    let (_, recovered) = open(dir.path());
+    let mut expected = records;
+    expected.push(small(6));
+    assert_eq!(recovered.records, expected);
+}

@@ -178,6 +178,9 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// Most PUBLISH packets per second per client; 0 = no limit (DISCONNECT 0x96 beyond).
     pub max_message_rate: u32,
+    /// Most memory, in bytes, the queues of all sessions hold together; beyond, queued
+    /// messages are paged out to `<data_dir>/spool` (offline sessions first).
+    pub queue_memory: usize,
     /// Most new connections per second from one source address (0: no limit); beyond, closed
     /// at accept.
     pub max_connection_rate_per_ip: u32,
@@ -254,6 +257,7 @@ impl Default for Limits {
             max_topic_levels: core.max_topic_levels,
             max_queued_bytes: core.max_queued_bytes,
             max_message_rate: core.max_message_rate,
+            queue_memory: core.queue_memory,
             max_connection_rate_per_ip: 50,
             max_handshakes: 1024,
             handshake_timeout_secs: 10,
@@ -476,6 +480,7 @@ impl Config {
             max_topic_levels: self.limits.max_topic_levels,
             max_queued_bytes: self.limits.max_queued_bytes,
             max_message_rate: self.limits.max_message_rate,
+            queue_memory: self.limits.queue_memory,
             retain_available: self.mqtt.retain_available,
             topic_alias_maximum: self.mqtt.topic_alias_maximum,
             shared_strategy: match self.mqtt.shared_subscription_strategy {

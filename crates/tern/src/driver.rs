@@ -326,6 +326,9 @@ impl Driver {
             latency_us = c.latency.as_micros() as u64,
             "store commit"
         );
+        if c.compaction_abandoned {
+            self.compacting = false;
+        }
         if !self.compacting
             && c.bytes_since_snapshot > COMPACT_MIN_BYTES
             && c.bytes_since_snapshot > 4 * c.snapshot_bytes

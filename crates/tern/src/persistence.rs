@@ -6,15 +6,16 @@
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
-use tern_store::{Durability, Log, LogOptions, Record, Recovered};
+use tern_store::{Durability, Log, LogOptions, Record, RecoveryReport};
 use tokio::sync::mpsc;
 
 /// A request to the store thread.
 pub(crate) enum StoreCmd {
     /// Records of one driver turn.
     Batch { ticket: u64, records: Vec<Record> },
-    /// Replace the log by this snapshot of the live state.
-    Compact { snapshot: Vec<Record> },
+    /// Replace the log by this snapshot of the live state (its queue pages are read back from
+    /// the spool here, on the store thread).
+    Compact { snapshot: tern_core::Snapshot },
 }
 
 /// What the store thread reports after each commit.
@@ -26,6 +27,8 @@ pub(crate) struct Committed {
     pub(crate) bytes_since_snapshot: u64,
     pub(crate) snapshot_bytes: u64,
     pub(crate) latency: Duration,
+    /// A compaction was abandoned since the last report (the driver may try again).
+    pub(crate) compaction_abandoned: bool,
 }
 
 /// The driver's side of the store thread.
@@ -40,28 +43,29 @@ impl StoreHandle {
     }
 }
 
-/// Opens the log in `dir` (repairing a torn tail) and returns its records and the running
-/// store thread.
-pub(crate) fn open(dir: &Path, durability: Durability) -> anyhow::Result<(Recovered, StoreHandle)> {
+/// Opens the log in `dir` (repairing a torn tail); its records are read with `Log::replay`
+/// before [`start`].
+pub(crate) fn open(dir: &Path, durability: Durability) -> anyhow::Result<(Log, RecoveryReport)> {
     let options = LogOptions {
         durability,
         ..LogOptions::default()
     };
-    let (log, recovered) = Log::open(dir, options)
-        .map_err(|e| anyhow::anyhow!("cannot open the data directory {}: {e}", dir.display()))?;
+    Log::open_streaming(dir, options)
+        .map_err(|e| anyhow::anyhow!("cannot open the data directory {}: {e}", dir.display()))
+}
+
+/// Starts the store thread on an opened log.
+pub(crate) fn start(log: Log) -> anyhow::Result<StoreHandle> {
     let (tx, rx) = std_mpsc::channel();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("tern-store".into())
         .spawn(move || run(log, rx, done_tx))
         .map_err(|e| anyhow::anyhow!("cannot start the store thread: {e}"))?;
-    Ok((
-        recovered,
-        StoreHandle {
-            tx,
-            committed: done_rx,
-        },
-    ))
+    Ok(StoreHandle {
+        tx,
+        committed: done_rx,
+    })
 }
 
 fn run(
@@ -89,6 +93,7 @@ fn run(
             },
         };
         let started = Instant::now();
+        let mut compaction_abandoned = false;
         let mut ticket = None;
         let mut records = 0;
         let mut next = Some(first);
@@ -106,14 +111,19 @@ fn run(
                     ticket = Some(t);
                 }
                 StoreCmd::Compact { snapshot } => {
-                    let mut it = snapshot.into_iter();
-                    match log.compact(&mut it) {
+                    match log.try_compact(snapshot) {
                         Ok(stats) => tracing::info!(
                             records = stats.records,
                             bytes = stats.bytes,
                             removed_segments = stats.segments_removed,
                             "store compacted"
                         ),
+                        // A queue page that cannot be read: the log was left as it was and
+                        // still holds everything; the next compaction tries again.
+                        Err(e @ tern_store::StoreError::Snapshot(_)) => {
+                            tracing::error!(error = %e, "store compaction abandoned");
+                            compaction_abandoned = true;
+                        }
                         Err(e) => {
                             let _ = done.send(Err(e.to_string()));
                             return;
@@ -132,6 +142,7 @@ fn run(
                     bytes_since_snapshot: log.bytes_since_snapshot(),
                     snapshot_bytes: log.snapshot_bytes(),
                     latency: started.elapsed(),
+                    compaction_abandoned,
                 }));
             }
             Err(e) => {

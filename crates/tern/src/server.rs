@@ -53,11 +53,24 @@ impl Server {
         let access = install_access(config, &listeners, &mut broker)?;
         let store = if config.core().persistence {
             let started = std::time::Instant::now();
-            let (recovered, handle) =
+            let (log, log_report) =
                 crate::persistence::open(&config.data_dir, config.durability())?;
+            // Queues beyond the memory budget are paged out here; it is rebuilt from the log
+            // at every start, so restore fills it as it goes.
+            let spool_dir = config.data_dir.join("spool");
+            match tern_store::Spool::open(&spool_dir) {
+                Ok(spool) => broker.set_spool(spool),
+                Err(e) => tracing::warn!(error = %e,
+                    "cannot open the queue spool; queues stay in memory (bounded per session only)"),
+            }
             let now = std::time::Instant::now();
             broker.set_wall_clock(now, crate::driver::unix_ms());
-            let report = broker.restore(recovered.records, now);
+            let report = broker
+                .restore_from(|sink| log.replay(sink).map(drop), now)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read the log in {}: {e}", config.data_dir.display())
+                })?;
+            let handle = crate::persistence::start(log)?;
             tracing::info!(
                 data_dir = %config.data_dir.display(),
                 durability = %config.durability(),
@@ -66,7 +79,8 @@ impl Server {
                 inflight = report.inflight,
                 retained = report.retained,
                 pending_wills = report.pending_wills,
-                log = %recovered.report,
+                paged_out = report.paged,
+                log = %log_report,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "state recovered"
             );
