@@ -1,11 +1,15 @@
 //! Measures recovery: how long `tern serve` needs at start-up to rebuild N persistent sessions
-//! and M queued messages from the durable log.
+//! and M queued messages from the durable log, and how much memory the broker holds while
+//! building that state and after restoring it.
 //!
-//! `cargo run --release -p tern --example recovery_bench -- [SESSIONS] [MESSAGES]`
-//! (defaults 100000 and 1000000). The state is made by the real core (each session connects,
-//! subscribes at QoS 1 and leaves; a publisher then sends M QoS 1 messages spread over them),
-//! its records written to a log in a temporary directory, and then timed: opening the log
-//! (read + checksum + decode) and `Broker::restore`.
+//! `cargo run --release -p tern --example recovery_bench -- [SESSIONS] [MESSAGES] [QUEUE_MEMORY]`
+//! (defaults 100000, 1000000 and the default budget, 64 MiB). The state is made by the real
+//! core in one child process (each session connects, subscribes at QoS 1 and leaves; a
+//! publisher then sends M QoS 1 messages spread over them; queues page out to a spool as
+//! `tern serve` does), its records written to a log in a temporary directory. A second child
+//! process then times opening the log and `Broker::restore_from` (the log read twice, queues
+//! paged out as they are rebuilt), as `tern serve` does at start-up. Each child reports its
+//! peak resident memory (VmHWM).
 
 use bytes::Bytes;
 use std::time::Instant;
@@ -17,22 +21,71 @@ use tern_core::{Action, Broker, Config};
 use tern_store::{Durability, Log, LogOptions};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let sessions: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let messages: u64 = args
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("build") => return build(&args[1..]),
+        Some("recover") => return recover(&args[1..]),
+        _ => {}
+    }
+    let sessions = args.first().cloned().unwrap_or_else(|| "100000".into());
+    let messages = args.get(1).cloned().unwrap_or_else(|| "1000000".into());
+    let budget = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| Config::default().queue_memory.to_string());
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
+    let me = std::env::current_exe().expect("own path");
+    for phase in ["build", "recover"] {
+        let status = std::process::Command::new(&me)
+            .args([
+                phase,
+                &dir.path().display().to_string(),
+                &sessions,
+                &messages,
+                &budget,
+            ])
+            .status()
+            .expect("run a phase");
+        assert!(status.success(), "{phase} failed");
+    }
+}
+
+fn config(budget: &str) -> Config {
+    Config {
         persistence: true,
         max_queued_messages: usize::MAX,
+        queue_memory: budget.parse().expect("QUEUE_MEMORY in bytes"),
         ..Config::default()
+    }
+}
+
+/// Peak and current resident memory of this process, in MiB.
+fn memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0.0, |kb| kb as f64 / 1024.0)
     };
+    format!(
+        "peak RSS {:.0} MiB, RSS now {:.0} MiB",
+        field("VmHWM:"),
+        field("VmRSS:")
+    )
+}
+
+fn build(args: &[String]) {
+    let dir = std::path::Path::new(&args[0]);
+    let sessions: u64 = args[1].parse().unwrap();
+    let messages: u64 = args[2].parse().unwrap();
+    let config = config(&args[3]);
 
     let build = Instant::now();
     let (mut log, _) = Log::open(
-        dir.path(),
+        dir,
         LogOptions {
             durability: Durability::Fsync,
             ..LogOptions::default()
@@ -40,6 +93,7 @@ fn main() {
     )
     .unwrap();
     let mut broker = Broker::new(config.clone());
+    broker.set_spool(tern_store::Spool::open(dir.join("spool")).unwrap());
     let now = Instant::now();
     broker.set_wall_clock(now, 1_800_000_000_000);
     let mut out = Vec::new();
@@ -110,35 +164,54 @@ fn main() {
     }
     flush(&mut out, &mut log, true);
     drop(log);
-    drop(broker);
-    let size: u64 = std::fs::read_dir(dir.path())
+    let paged = broker.pager_stats();
+    let size: u64 = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
     println!(
-        "built {sessions} sessions and {messages} queued messages: {written} records, {:.1} MB on disk, in {:.1} s",
+        "built {sessions} sessions and {messages} queued messages: {written} records, {:.1} MB of log, in {:.1} s; \
+         queues in memory {:.1} MiB (budget {:.0} MiB), {} deliveries paged out; {}",
         size as f64 / 1e6,
-        build.elapsed().as_secs_f64()
+        build.elapsed().as_secs_f64(),
+        paged.memory as f64 / 1048576.0,
+        paged.budget as f64 / 1048576.0,
+        paged.deliveries_paged_out,
+        memory()
     );
+}
 
+fn recover(args: &[String]) {
+    let dir = std::path::Path::new(&args[0]);
+    let sessions: u64 = args[1].parse().unwrap();
+    let messages: u64 = args[2].parse().unwrap();
+    let config = config(&args[3]);
     let t = Instant::now();
-    let (_log, recovered) = Log::open(dir.path(), LogOptions::default()).unwrap();
-    let read = t.elapsed();
+    let (log, report) = Log::open_streaming(dir, LogOptions::default()).unwrap();
+    let opened = t.elapsed();
     let mut restored = Broker::new(config);
+    restored.set_spool(tern_store::Spool::open(dir.join("spool")).unwrap());
     let now = Instant::now();
     restored.set_wall_clock(now, 1_800_000_000_000);
-    let report = restored.restore(recovered.records, now);
+    let report2 = restored
+        .restore_from(|sink| log.replay(sink).map(drop), now)
+        .unwrap();
     let total = t.elapsed();
     println!(
-        "recovery: read+decode {:.2} s, restore {:.2} s, total {:.2} s; sessions {}, queued {}, subscriptions {}",
-        read.as_secs_f64(),
-        (total - read).as_secs_f64(),
+        "recovery: open (scan, checksum, repair) {:.2} s, restore (two replays) {:.2} s, total {:.2} s; \
+         {} records; sessions {}, queued {}, paged out {}, subscriptions {}; queues in memory {:.1} MiB; {}",
+        opened.as_secs_f64(),
+        (total - opened).as_secs_f64(),
         total.as_secs_f64(),
-        report.sessions,
-        report.queued,
-        report.subscriptions
+        report.records,
+        report2.sessions,
+        report2.queued,
+        report2.paged,
+        report2.subscriptions,
+        restored.pager_stats().memory as f64 / 1048576.0,
+        memory()
     );
-    assert_eq!(report.sessions as u64, sessions);
-    assert_eq!(report.queued as u64, messages);
+    assert_eq!(report2.sessions as u64, sessions);
+    assert_eq!(report2.queued as u64, messages);
 }

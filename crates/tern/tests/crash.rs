@@ -29,7 +29,13 @@ fn start(dir: &std::path::Path) -> Broker {
     // queue drops new messages by design (counted, documented), which is not what this test
     // is about.
     let config = dir.join("crash-test.toml");
-    std::fs::write(&config, "[limits]\nmax_queued_messages = 10000000\n").unwrap();
+    // A small queue memory budget: the offline subscriber's queue is paged out to the spool
+    // and rebuilt (and paged out again) after every kill.
+    std::fs::write(
+        &config,
+        "[limits]\nmax_queued_messages = 10000000\nqueue_memory = 65536\n",
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args([
             "serve",
