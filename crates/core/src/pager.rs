@@ -103,10 +103,11 @@ impl Pager {
         self.spool.is_some() && self.counter.get() > self.budget
     }
 
-    /// What paging should bring memory down to: a little under the budget, so it does not
-    /// run for every message at the edge.
+    /// What paging should bring memory down to: half the budget, so it runs in batches and
+    /// a queue that grows slowly gets a few deliveries in memory before its last page is
+    /// rewritten with them (less rewriting for many small queues).
     pub(crate) fn target(&self) -> usize {
-        self.budget / 4 * 3
+        self.budget / 2
     }
 
     pub(crate) fn stats(&self) -> PagerStats {

@@ -156,6 +156,10 @@ impl Queue {
         }
         let d = self.head.pop_front()?;
         self.remove(&d);
+        if self.head.is_empty() && self.head.capacity() > 64 {
+            // A burst is over: do not keep its buffer for the life of the session.
+            self.head = VecDeque::new();
+        }
         Some(d)
     }
 
@@ -249,6 +253,10 @@ impl Queue {
                 None => self.head.extend(front),
             }
         }
+        // What went out to the spool must not stay behind as spare capacity (for many small
+        // queues that would cost more than the deliveries did).
+        self.head.shrink_to_fit();
+        self.tail.shrink_to_fit();
         moved
     }
 }

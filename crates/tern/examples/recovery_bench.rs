@@ -2,8 +2,9 @@
 //! and M queued messages from the durable log, and how much memory the broker holds while
 //! building that state and after restoring it.
 //!
-//! `cargo run --release -p tern --example recovery_bench -- [SESSIONS] [MESSAGES] [QUEUE_MEMORY]`
-//! (defaults 100000, 1000000 and the default budget, 64 MiB). The state is made by the real
+//! `cargo run --release -p tern --example recovery_bench -- [SESSIONS] [MESSAGES] [QUEUE_MEMORY] [compact]`
+//! (defaults 100000, 1000000 and the default budget, 64 MiB; `compact` replaces the log by a
+//! snapshot before the restart, as the broker does once its log has grown). The state is made by the real
 //! core in one child process (each session connects, subscribes at QoS 1 and leaves; a
 //! publisher then sends M QoS 1 messages spread over them; queues page out to a spool as
 //! `tern serve` does), its records written to a log in a temporary directory. A second child
@@ -33,6 +34,7 @@ fn main() {
         .get(2)
         .cloned()
         .unwrap_or_else(|| Config::default().queue_memory.to_string());
+    let compact = args.get(3).cloned().unwrap_or_default();
     let dir = tempfile::tempdir().expect("temp dir");
     let me = std::env::current_exe().expect("own path");
     for phase in ["build", "recover"] {
@@ -43,6 +45,7 @@ fn main() {
                 &sessions,
                 &messages,
                 &budget,
+                &compact,
             ])
             .status()
             .expect("run a phase");
@@ -163,6 +166,16 @@ fn build(args: &[String]) {
         flush(&mut out, &mut log, false);
     }
     flush(&mut out, &mut log, true);
+    if args.get(4).is_some_and(|a| a == "compact") {
+        // What the broker does once the log has grown enough: the live state as one snapshot,
+        // each session's deliveries together.
+        let stats = log.try_compact(broker.snapshot(now)).unwrap();
+        println!(
+            "compacted to a snapshot of {} records, {:.1} MB",
+            stats.records,
+            stats.bytes as f64 / 1e6
+        );
+    }
     drop(log);
     let paged = broker.pager_stats();
     let size: u64 = std::fs::read_dir(dir)
@@ -197,6 +210,7 @@ fn recover(args: &[String]) {
     let report2 = restored
         .restore_from(|sink| log.replay(sink).map(drop), now)
         .unwrap();
+    tern::release_free_memory();
     let total = t.elapsed();
     println!(
         "recovery: open (scan, checksum, repair) {:.2} s, restore (two replays) {:.2} s, total {:.2} s; \

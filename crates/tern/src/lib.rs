@@ -20,5 +20,18 @@ mod connection;
 mod driver;
 pub mod metrics;
 mod persistence;
+
+/// Gives heap memory freed by a large one-off job (the restore at start-up) back to the
+/// operating system. glibc's allocator keeps freed memory in its arenas otherwise, so the
+/// restore's peak would stay resident for the life of the process.
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused pages of the allocator's arenas to the kernel;
+    // it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 pub mod server;
 pub mod tools;

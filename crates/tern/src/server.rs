@@ -70,6 +70,7 @@ impl Server {
                 .map_err(|e| {
                     anyhow::anyhow!("cannot read the log in {}: {e}", config.data_dir.display())
                 })?;
+            crate::release_free_memory();
             let handle = crate::persistence::start(log)?;
             tracing::info!(
                 data_dir = %config.data_dir.display(),
