@@ -355,6 +355,7 @@ impl Broker {
         for s in self.sessions.values() {
             u.inflight += s.inflight.len();
             u.queued += s.queue.len();
+            u.paged += s.queue.paged();
             for f in &s.inflight {
                 count(&f.delivery.msg, &mut u);
             }
@@ -375,6 +376,8 @@ impl Broker {
 pub struct StoreUsage {
     pub inflight: usize,
     pub queued: usize,
+    /// Of `queued`, the deliveries paged out to the spool.
+    pub paged: usize,
     /// Distinct messages held.
     pub messages: usize,
     /// Their payload bytes.

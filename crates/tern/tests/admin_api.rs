@@ -377,6 +377,13 @@ async fn metrics_parse_and_match_known_traffic() {
     assert_eq!(p.value("tern_publish_bytes_received_total", &[]), 11.0);
     assert_eq!(p.value("tern_publish_bytes_sent_total", &[]), 6.0);
     assert_eq!(p.value("tern_inflight_messages", &[]), 2.0);
+    // No spool in this harness: nothing is paged out, the budget is the default.
+    assert_eq!(p.value("tern_queued_paged_messages", &[]), 0.0);
+    assert_eq!(
+        p.value("tern_queue_memory_budget_bytes", &[]),
+        (64 << 20) as f64
+    );
+    assert_eq!(p.value("tern_spool_lost_messages_total", &[]), 0.0);
     assert_eq!(p.value("tern_connects_total", &[]), 3.0);
     assert_eq!(
         p.value("tern_messages_dropped_total", &[("reason", "queue_full")]),

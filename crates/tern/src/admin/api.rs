@@ -130,6 +130,8 @@ pub struct CoreStats {
     pub shared_subscriptions: usize,
     pub retained: usize,
     pub store: StoreUsage,
+    /// Queue memory and paging to the spool.
+    pub pager: tern_core::PagerStats,
     /// Connections closed, by reason (`client_disconnect`, `taken_over`, ...).
     pub disconnects: BTreeMap<&'static str, u64>,
     /// Connection events the log limiter held back.

@@ -233,6 +233,7 @@ impl DriverOps {
             shared_subscriptions: broker.shared_subscription_count(),
             retained: broker.retained_count(),
             store: broker.store_usage(),
+            pager: broker.pager_stats(),
             disconnects: self.events.disconnects.clone(),
             log_suppressed: self.events.limiter.suppressed_total,
         }

@@ -288,6 +288,61 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             "Payload bytes of tern_store_messages.",
             c.store.bytes,
         );
+        let pg = &c.pager;
+        o.one(
+            "tern_queue_memory_bytes",
+            "gauge",
+            "Estimated memory held by queued deliveries of all sessions (paged-out ones excluded).",
+            pg.memory,
+        );
+        o.one(
+            "tern_queue_memory_budget_bytes",
+            "gauge",
+            "limits.queue_memory: beyond it, queues are paged out to the spool.",
+            pg.budget,
+        );
+        o.one(
+            "tern_queued_paged_messages",
+            "gauge",
+            "Queued deliveries paged out to the spool.",
+            c.store.paged,
+        );
+        o.one(
+            "tern_spool_bytes",
+            "gauge",
+            "Bytes of spool files on disk (live pages and dead ones awaiting their segment's removal).",
+            pg.spool_bytes,
+        );
+        o.one(
+            "tern_spool_live_bytes",
+            "gauge",
+            "Bytes of live pages in the spool.",
+            pg.spool_live_bytes,
+        );
+        o.one(
+            "tern_spool_pages_written_total",
+            "counter",
+            "Queue pages written to the spool.",
+            pg.pages_written,
+        );
+        o.one(
+            "tern_spool_pages_read_total",
+            "counter",
+            "Queue pages read back from the spool.",
+            pg.pages_read,
+        );
+        o.one(
+            "tern_spool_write_errors_total",
+            "counter",
+            "Pages the spool could not write (their deliveries stayed in memory).",
+            pg.write_errors,
+        );
+        o.one(
+            "tern_spool_lost_messages_total",
+            "counter",
+            "Queued deliveries lost because their page could not be read back.",
+            pg.deliveries_lost,
+        );
         o.one(
             "tern_connects_total",
             "counter",
