@@ -31,7 +31,8 @@ pub(crate) struct Conn {
 pub struct Broker {
     pub(crate) config: Config,
     pub(crate) conns: HashMap<ConnId, Conn>,
-    pub(crate) sessions: HashMap<SessionId, Session>,
+    /// Boxed, so the table's spare slots cost a pointer each, not a whole session.
+    pub(crate) sessions: HashMap<SessionId, Box<Session>>,
     pub(crate) client_ids: HashMap<ByteStr, SessionId>,
     pub(crate) subs: SubscriptionTrie<SubKey, SubEntry>,
     pub(crate) shared: SharedGroups,
@@ -86,7 +87,7 @@ impl Broker {
     /// Adds a session to the broker (its queue counts against the memory budget from now on).
     pub(crate) fn insert_session(&mut self, sid: SessionId, mut session: Session) {
         session.queue.set_counter(&self.pager.counter);
-        self.sessions.insert(sid, session);
+        self.sessions.insert(sid, Box::new(session));
     }
 
     /// A delivery joined the queue of `sid`: remember the queue as one to page out from, and
@@ -205,6 +206,7 @@ impl Broker {
         self.client_ids
             .get(client_id)
             .and_then(|sid| self.sessions.get(sid))
+            .map(|s| &**s)
     }
 
     /// The protocol version of a connected connection.
@@ -366,7 +368,7 @@ impl Broker {
         let will = session.will.take();
         let interval = session.expiry_interval;
         if with_will && let Some(will) = will {
-            self.schedule_will(c.session, will, interval, now, out);
+            self.schedule_will(c.session, *will, interval, now, out);
         }
         self.redistribute_shared(c.session, now, out);
         self.park_or_end_session(c.session, now, out);

@@ -172,7 +172,7 @@ impl Broker {
         session.info = self.pending_info.remove(&conn).unwrap_or_default();
         session.expiry_interval = expiry_interval;
         session.expires_at = None;
-        session.will = connect.will;
+        session.will = connect.will.map(Box::new);
         session.window = window;
         session.keep_alive = match self.config.max_keep_alive {
             max if max > 0 && (connect.keep_alive == 0 || connect.keep_alive > max) && v5 => max,

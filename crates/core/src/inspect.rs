@@ -158,7 +158,7 @@ impl Broker {
             .sessions
             .values()
             .filter(|s| client_id.is_none_or(|id| s.client_id == id))
-            .flat_map(subscription_infos)
+            .flat_map(|s| subscription_infos(s))
             .collect();
         v.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
         v

@@ -75,7 +75,8 @@ pub struct Session {
     /// When an offline session expires.
     pub expires_at: Option<Instant>,
     /// The will of the current connection.
-    pub will: Option<Will>,
+    /// Boxed: most sessions have none, and inline it would double the session's size.
+    pub will: Option<Box<Will>>,
     /// Most in-flight messages towards the client.
     pub window: u16,
     /// Client's Maximum Packet Size (MQTT 5).
