@@ -1,21 +1,37 @@
 //! What the core asks of the I/O layer.
 
 use crate::broker::ConnId;
+use std::sync::Arc;
 use tern_codec::{Packet, Publish};
 
 /// One instruction for the I/O layer, in the order it must be carried out per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Send a packet; it must not be dropped.
-    Send(ConnId, Packet),
+    /// Send a packet; it must not be dropped. (Boxed, like the record below, so an action is
+    /// a few words: the core's action vectors move millions of them per second.)
+    Send(ConnId, Box<Packet>),
     /// Send a QoS 0 PUBLISH that the I/O layer may drop (and count) when the connection's output
-    /// is backed up: the slow reader loses messages, the publisher does not stall.
-    SendDroppable(ConnId, Publish),
+    /// is backed up: the slow reader loses messages, the publisher does not stall. Shared: the
+    /// subscribers of a message that get it unchanged get the same `Arc`, so the I/O layer can
+    /// encode it once.
+    SendDroppable(ConnId, Arc<Publish>),
     /// Write a record to the durable store. Packets that follow it in the same batch must not
     /// be sent before the record is durable (group commit; see `persist.rs`).
-    Persist(tern_store::Record),
+    Persist(Box<tern_store::Record>),
     /// Flush what was sent before, then close the connection.
     Close(ConnId, CloseReason),
+}
+
+impl Action {
+    /// `Send(conn, packet)`.
+    pub fn send(conn: ConnId, packet: Packet) -> Self {
+        Action::Send(conn, Box::new(packet))
+    }
+
+    /// `Persist(record)`.
+    pub fn persist(record: tern_store::Record) -> Self {
+        Action::Persist(Box::new(record))
+    }
 }
 
 /// Why the core closes a connection (for logs and metrics).

@@ -101,7 +101,7 @@ impl Broker {
     ) {
         match step {
             AuthStep::Continue(data) => {
-                out.push(Action::Send(
+                out.push(Action::send(
                     conn,
                     auth_packet(reason::CONTINUE_AUTHENTICATION, &p.method, Some(data)),
                 ));
@@ -195,13 +195,13 @@ impl Broker {
             _ => return self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out),
         };
         match step {
-            AuthStep::Continue(d) => out.push(Action::Send(
+            AuthStep::Continue(d) => out.push(Action::send(
                 conn,
                 auth_packet(reason::CONTINUE_AUTHENTICATION, &method, Some(d)),
             )),
             AuthStep::Success(d) => {
                 self.reauth.remove(&conn);
-                out.push(Action::Send(conn, auth_packet(reason::SUCCESS, &method, d)));
+                out.push(Action::send(conn, auth_packet(reason::SUCCESS, &method, d)));
             }
             AuthStep::Fail(code) => {
                 self.reauth.remove(&conn);

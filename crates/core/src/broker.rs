@@ -30,9 +30,9 @@ pub(crate) struct Conn {
 #[derive(Default)]
 pub struct Broker {
     pub(crate) config: Config,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) conns: crate::idmap::IdMap<ConnId, Conn>,
     /// Boxed, so the table's spare slots cost a pointer each, not a whole session.
-    pub(crate) sessions: HashMap<SessionId, Box<Session>>,
+    pub(crate) sessions: crate::idmap::IdMap<SessionId, Box<Session>>,
     pub(crate) client_ids: HashMap<ByteStr, SessionId>,
     pub(crate) subs: SubscriptionTrie<SubKey, SubEntry>,
     pub(crate) shared: SharedGroups,
@@ -58,6 +58,7 @@ pub struct Broker {
     pub(crate) pending_auth: HashMap<ConnId, crate::auth::PendingAuth>,
     pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
     pub(crate) pager: crate::pager::Pager,
+    pub(crate) shared_publish: crate::delivery::SharedPublish,
 }
 
 impl Broker {
@@ -246,7 +247,7 @@ impl Broker {
             Packet::PubComp(a) => self.handle_pubcomp(c, a, now, out),
             Packet::Subscribe(s) => self.handle_subscribe(conn, c, s, now, out),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(conn, c, u, out),
-            Packet::PingReq => out.push(Action::Send(conn, Packet::PingResp)),
+            Packet::PingReq => out.push(Action::send(conn, Packet::PingResp)),
             Packet::Disconnect(d) => self.handle_disconnect(conn, c, d, now, out),
             Packet::Auth(a) if c.version.is_v5() => self.handle_auth(conn, a, now, out),
             Packet::Auth(_) => self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out),
@@ -278,7 +279,7 @@ impl Broker {
             } else {
                 reason::v3::UNACCEPTABLE_PROTOCOL_VERSION
             };
-            out.push(Action::Send(
+            out.push(Action::send(
                 conn,
                 Packet::ConnAck(ConnAck {
                     code,
@@ -342,7 +343,7 @@ impl Broker {
                 reason: code,
                 properties,
             };
-            out.push(Action::Send(conn, Packet::Disconnect(d)));
+            out.push(Action::send(conn, Packet::Disconnect(d)));
         }
     }
 

@@ -24,14 +24,14 @@ impl Broker {
                 // [MQTT-3.3.1-6] / [MQTT-3.3.1-7] An empty retained payload deletes the retained
                 // message and is itself never stored.
                 if self.retained.remove(&msg.topic).is_some() && self.config.persistence {
-                    out.push(Action::Persist(tern_store::Record::RetainedDeleted {
+                    out.push(Action::persist(tern_store::Record::RetainedDeleted {
                         topic: msg.topic.to_string(),
                     }));
                 }
             } else {
                 self.retained.insert(&msg.topic, msg.clone());
                 if self.config.persistence {
-                    out.push(Action::Persist(tern_store::Record::Retained(
+                    out.push(Action::persist(tern_store::Record::Retained(
                         self.persist.stored(&msg),
                     )));
                 }
@@ -113,22 +113,42 @@ impl Broker {
             return;
         }
         if delivery.qos == QoS::AtMostOnce {
-            match session.conn {
-                Some(conn) => {
-                    if let Some((p, new_alias)) =
-                        build_publish(&delivery, None, now, session, &mut self.stats)
-                    {
+            let Some(conn) = session.conn else {
+                self.stats.dropped_qos0_offline += 1;
+                return;
+            };
+            // Fan-out: subscribers without topic aliases or subscription identifiers get the
+            // very same PUBLISH; it is built once and shared.
+            if session.alias_out_max == 0 && delivery.sub_ids.is_empty() {
+                let v5 = session.version.is_v5();
+                let max = session.max_packet_size;
+                if let Some(p) = self.shared_publish.get(&delivery, v5, now, &mut self.stats) {
+                    let fits = max.is_none_or(|max| {
+                        tern_codec::publish_encoded_len(&p, session.version)
+                            .is_ok_and(|len| len <= max as usize)
+                    });
+                    if fits {
                         self.stats.count_sent(&p);
-                        // The PUBLISH that sets up a topic alias must reach the client, or the
-                        // ones after it would name an alias it never saw.
-                        out.push(if new_alias {
-                            Action::Send(conn, Packet::Publish(p))
-                        } else {
-                            Action::SendDroppable(conn, p)
-                        });
+                        out.push(Action::SendDroppable(conn, p));
+                    } else {
+                        // [MQTT-3.1.2-24] (v5 numbering) Too large for this client: dropped as
+                        // if delivered.
+                        self.stats.dropped_too_large += 1;
                     }
                 }
-                None => self.stats.dropped_qos0_offline += 1,
+                return;
+            }
+            if let Some((p, new_alias)) =
+                build_publish(&delivery, None, now, session, &mut self.stats)
+            {
+                self.stats.count_sent(&p);
+                // The PUBLISH that sets up a topic alias must reach the client, or the ones
+                // after it would name an alias it never saw.
+                out.push(if new_alias {
+                    Action::send(conn, Packet::Publish(p))
+                } else {
+                    Action::SendDroppable(conn, Arc::new(p))
+                });
             }
             return;
         }
@@ -166,7 +186,7 @@ impl Broker {
         if delivery.qos == QoS::AtMostOnce {
             if let Some((p, _)) = build_publish(&delivery, None, now, session, &mut self.stats) {
                 self.stats.count_sent(&p);
-                out.push(Action::Send(conn, Packet::Publish(p)));
+                out.push(Action::send(conn, Packet::Publish(p)));
             }
         } else if session.queue.is_empty() && session.inflight.len() < usize::from(session.window) {
             self.persist.enqueued(session, &mut delivery, out);
@@ -203,7 +223,7 @@ impl Broker {
                 state: OutState::Published,
                 sent_at: now,
             });
-            out.push(Action::Send(conn, Packet::Publish(p)));
+            out.push(Action::send(conn, Packet::Publish(p)));
         } else {
             self.persist.completed(session, &delivery, out);
         }
@@ -263,13 +283,54 @@ impl Broker {
                         publish_fields(&f.delivery, Some(f.packet_id), true, now, session.version);
                     p.properties.message_expiry_interval =
                         f.delivery.msg.remaining_expiry(now).map(|s| s.max(1));
-                    out.push(Action::Send(conn, Packet::Publish(p)));
+                    out.push(Action::send(conn, Packet::Publish(p)));
                 }
                 OutState::Released => {
-                    out.push(Action::Send(conn, Packet::PubRel(Ack::new(f.packet_id))))
+                    out.push(Action::send(conn, Packet::PubRel(Ack::new(f.packet_id))))
                 }
             }
         }
+    }
+}
+
+/// The QoS 0 PUBLISH last built for a message, shared by every subscriber that gets it
+/// unchanged (no topic alias, no subscription identifier): one per message, retain flag and
+/// protocol family, instead of one per subscriber.
+#[derive(Default)]
+pub(crate) struct SharedPublish {
+    /// The message it was built from (held, so its address cannot be reused meanwhile), the
+    /// retain flag, v5 or not, and when.
+    key: Option<(Arc<Message>, bool, bool, Instant)>,
+    publish: Option<Arc<Publish>>,
+}
+
+impl SharedPublish {
+    /// The shared PUBLISH for `d`, or `None` when the message expired (counted).
+    fn get(
+        &mut self,
+        d: &Delivery,
+        v5: bool,
+        now: Instant,
+        stats: &mut crate::stats::Stats,
+    ) -> Option<Arc<Publish>> {
+        if d.msg.expired(now) {
+            stats.dropped_expired += 1;
+            return None;
+        }
+        let hit = self.key.as_ref().is_some_and(|(m, retain, is_v5, at)| {
+            Arc::ptr_eq(m, &d.msg) && *retain == d.retain && *is_v5 == v5 && *at == now
+        });
+        if !hit {
+            let version = if v5 {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V3_1_1
+            };
+            let p = publish_fields(d, None, false, now, version);
+            self.key = Some((d.msg.clone(), d.retain, v5, now));
+            self.publish = Some(Arc::new(p));
+        }
+        self.publish.clone()
     }
 }
 

@@ -38,7 +38,7 @@ impl Broker {
             if c.version.is_v5() {
                 rel.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
             }
-            out.push(Action::Send(conn, Packet::PubRel(rel)));
+            out.push(Action::send(conn, Packet::PubRel(rel)));
             return;
         };
         if a.reason >= 0x80 {
@@ -53,7 +53,7 @@ impl Broker {
         session.inflight[i].sent_at = now;
         self.persist
             .released(session, &session.inflight[i].delivery, out);
-        out.push(Action::Send(conn, Packet::PubRel(Ack::new(a.packet_id))));
+        out.push(Action::send(conn, Packet::PubRel(Ack::new(a.packet_id))));
     }
 
     /// PUBREL releases an inbound QoS 2 packet id; answer PUBCOMP ([MQTT-4.3.3-11]).
@@ -67,7 +67,7 @@ impl Broker {
         } else if c.version.is_v5() {
             comp.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
         }
-        out.push(Action::Send(conn, Packet::PubComp(comp)));
+        out.push(Action::send(conn, Packet::PubComp(comp)));
     }
 
     /// PUBCOMP completes an outbound QoS 2 delivery.

@@ -245,7 +245,7 @@ impl Broker {
             code: reason::SUCCESS,
             properties,
         };
-        out.push(Action::Send(conn, Packet::ConnAck(connack)));
+        out.push(Action::send(conn, Packet::ConnAck(connack)));
         if session_present {
             self.resend_inflight(sid, now, out);
         }
@@ -287,7 +287,7 @@ impl Broker {
                 _ => reason::v3::NOT_AUTHORIZED,
             }
         };
-        out.push(Action::Send(
+        out.push(Action::send(
             conn,
             Packet::ConnAck(ConnAck {
                 code,

@@ -84,8 +84,8 @@ impl Broker {
                 QoS::AtMostOnce => {
                     return self.protocol_failure(conn, reason::PAYLOAD_FORMAT_INVALID, now, out);
                 }
-                QoS::AtLeastOnce => out.push(Action::Send(conn, Packet::PubAck(refusal))),
-                QoS::ExactlyOnce => out.push(Action::Send(conn, Packet::PubRec(refusal))),
+                QoS::AtLeastOnce => out.push(Action::send(conn, Packet::PubAck(refusal))),
+                QoS::ExactlyOnce => out.push(Action::send(conn, Packet::PubRec(refusal))),
             }
             return;
         }
@@ -110,16 +110,16 @@ impl Broker {
             };
             match p.qos {
                 QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => out.push(Action::Send(conn, Packet::PubAck(ack))),
+                QoS::AtLeastOnce => out.push(Action::send(conn, Packet::PubAck(ack))),
                 QoS::ExactlyOnce if c.version.is_v5() => {
-                    out.push(Action::Send(conn, Packet::PubRec(ack)))
+                    out.push(Action::send(conn, Packet::PubRec(ack)))
                 }
                 QoS::ExactlyOnce => {
                     // Complete the 3.x flow normally: the PUBREL that follows gets its PUBCOMP.
                     if let Some(session) = self.sessions.get_mut(&c.session) {
                         session.inbound_qos2.insert(pid);
                     }
-                    out.push(Action::Send(conn, Packet::PubRec(ack)));
+                    out.push(Action::send(conn, Packet::PubRec(ack)));
                 }
             }
             return;
@@ -137,7 +137,7 @@ impl Broker {
             if session.inbound_qos2.contains(&packet_id) {
                 // [MQTT-4.3.3-9] A re-sent PUBLISH before PUBREL is acknowledged again but not
                 // forwarded again: exactly once.
-                out.push(Action::Send(conn, Packet::PubRec(Ack::new(packet_id))));
+                out.push(Action::send(conn, Packet::PubRec(Ack::new(packet_id))));
                 return;
             }
             if session.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
@@ -169,8 +169,8 @@ impl Broker {
 
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => out.push(Action::Send(conn, Packet::PubAck(Ack::new(packet_id)))),
-            QoS::ExactlyOnce => out.push(Action::Send(conn, Packet::PubRec(Ack::new(packet_id)))),
+            QoS::AtLeastOnce => out.push(Action::send(conn, Packet::PubAck(Ack::new(packet_id)))),
+            QoS::ExactlyOnce => out.push(Action::send(conn, Packet::PubRec(Ack::new(packet_id)))),
         }
     }
 }

@@ -111,7 +111,7 @@ impl Broker {
             reasons,
             properties: Properties::default(),
         };
-        out.push(Action::Send(conn, Packet::SubAck(suback)));
+        out.push(Action::send(conn, Packet::SubAck(suback)));
         for (filter, entry) in retained_for {
             self.send_retained(c.session, &filter, entry, now, out);
         }

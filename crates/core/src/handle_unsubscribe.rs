@@ -29,6 +29,6 @@ impl Broker {
             reasons,
             properties: Properties::default(),
         };
-        out.push(Action::Send(conn, Packet::UnsubAck(ack)));
+        out.push(Action::send(conn, Packet::UnsubAck(ack)));
     }
 }

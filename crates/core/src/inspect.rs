@@ -226,7 +226,7 @@ impl Broker {
             if self.retained.remove(&topic).is_some() {
                 n += 1;
                 if self.config.persistence {
-                    out.push(Action::Persist(tern_store::Record::RetainedDeleted {
+                    out.push(Action::persist(tern_store::Record::RetainedDeleted {
                         topic,
                     }));
                 }

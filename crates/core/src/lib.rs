@@ -25,6 +25,8 @@
 //! - `persist` / `restore`: the records written to the durable store, and rebuilding the state
 //!   from them after a restart ([`Broker::restore`], [`Broker::snapshot`]).
 //! - [`stats`]: counters for `$SYS` and metrics.
+//! - [`idmap`]: hash maps keyed by the broker's own ids (a cheap hash; ids are not chosen by
+//!   clients).
 //! - [`inspect`]: read-only views and the admin operations (clients, sessions, subscriptions,
 //!   retained messages, disconnect, publish as the broker).
 //! - [`sys`]: the `$SYS` tree with Mosquitto's names ([`SysTree`]).
@@ -42,6 +44,7 @@ mod handle_disconnect;
 mod handle_publish;
 mod handle_subscribe;
 mod handle_unsubscribe;
+pub mod idmap;
 pub mod inspect;
 pub mod message;
 mod pager;

@@ -11,7 +11,6 @@ use crate::action::Action;
 use crate::message::Message;
 use crate::session::{Delivery, Session, SubEntry};
 use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tern_codec::{
     ByteStr, Packet, Properties, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
@@ -22,7 +21,7 @@ use tern_store::{Record, StoredMessage};
 #[derive(Debug, Default)]
 pub(crate) struct Persistence {
     /// Message id -> number of durable deliveries (and pending wills) referring to it.
-    pub(crate) refs: HashMap<u64, usize>,
+    pub(crate) refs: crate::idmap::IdMap<u64, usize>,
     /// A wall-clock reading and the `Instant` it was taken at, to turn one into the other.
     anchor: Option<(Instant, u64)>,
 }
@@ -31,7 +30,7 @@ impl Persistence {
     /// A copy of the wall-clock anchor alone (for work done away from the broker).
     pub(crate) fn clock(&self) -> Self {
         Self {
-            refs: HashMap::new(),
+            refs: Default::default(),
             anchor: self.anchor,
         }
     }
@@ -91,7 +90,7 @@ impl Persistence {
     /// The session's settings (created, resumed, disconnected or changed).
     pub(crate) fn session(&self, s: &Session, now: Instant, out: &mut Vec<Action>) {
         if s.persisted {
-            out.push(Action::Persist(Record::Session {
+            out.push(Action::persist(Record::Session {
                 client_id: s.client_id.to_string(),
                 version: s.version.level(),
                 expiry_interval: s.expiry_interval,
@@ -110,7 +109,7 @@ impl Persistence {
         if !s.persisted {
             return;
         }
-        out.push(Action::Persist(Record::SessionDeleted {
+        out.push(Action::persist(Record::SessionDeleted {
             client_id: s.client_id.to_string(),
         }));
         for id in queued.chain(s.inflight.iter().map(|f| f.delivery.msg.id)) {
@@ -126,7 +125,7 @@ impl Persistence {
         out: &mut Vec<Action>,
     ) {
         if s.persisted {
-            out.push(Action::Persist(Record::Subscribed {
+            out.push(Action::persist(Record::Subscribed {
                 client_id: s.client_id.to_string(),
                 filter: filter.to_string(),
                 options: options_byte(&e.options),
@@ -137,7 +136,7 @@ impl Persistence {
 
     pub(crate) fn unsubscribed(&self, s: &Session, filter: &str, out: &mut Vec<Action>) {
         if s.persisted {
-            out.push(Action::Persist(Record::Unsubscribed {
+            out.push(Action::persist(Record::Unsubscribed {
                 client_id: s.client_id.to_string(),
                 filter: filter.to_string(),
             }));
@@ -152,7 +151,7 @@ impl Persistence {
         d.seq = s.next_seq;
         s.next_seq += 1;
         self.hold_message(&d.msg, out);
-        out.push(Action::Persist(Record::Enqueued {
+        out.push(Action::persist(Record::Enqueued {
             client_id: s.client_id.to_string(),
             seq: d.seq,
             message_id: d.msg.id,
@@ -164,7 +163,7 @@ impl Persistence {
 
     pub(crate) fn sent(&self, s: &Session, d: &Delivery, packet_id: u16, out: &mut Vec<Action>) {
         if s.persisted && d.seq != 0 {
-            out.push(Action::Persist(Record::Sent {
+            out.push(Action::persist(Record::Sent {
                 client_id: s.client_id.to_string(),
                 seq: d.seq,
                 packet_id,
@@ -174,7 +173,7 @@ impl Persistence {
 
     pub(crate) fn released(&self, s: &Session, d: &Delivery, out: &mut Vec<Action>) {
         if s.persisted && d.seq != 0 {
-            out.push(Action::Persist(Record::Released {
+            out.push(Action::persist(Record::Released {
                 client_id: s.client_id.to_string(),
                 seq: d.seq,
             }));
@@ -183,7 +182,7 @@ impl Persistence {
 
     pub(crate) fn completed(&mut self, s: &Session, d: &Delivery, out: &mut Vec<Action>) {
         if s.persisted && d.seq != 0 {
-            out.push(Action::Persist(Record::Completed {
+            out.push(Action::persist(Record::Completed {
                 client_id: s.client_id.to_string(),
                 seq: d.seq,
             }));
@@ -193,7 +192,7 @@ impl Persistence {
 
     pub(crate) fn inbound(&self, s: &Session, packet_id: u16, out: &mut Vec<Action>) {
         if s.persisted {
-            out.push(Action::Persist(Record::InboundQos2 {
+            out.push(Action::persist(Record::InboundQos2 {
                 client_id: s.client_id.to_string(),
                 packet_id,
             }));
@@ -202,7 +201,7 @@ impl Persistence {
 
     pub(crate) fn inbound_released(&self, s: &Session, packet_id: u16, out: &mut Vec<Action>) {
         if s.persisted {
-            out.push(Action::Persist(Record::InboundQos2Released {
+            out.push(Action::persist(Record::InboundQos2Released {
                 client_id: s.client_id.to_string(),
                 packet_id,
             }));
@@ -213,7 +212,7 @@ impl Persistence {
         let refs = self.refs.entry(m.id).or_insert(0);
         if *refs == 0 {
             let stored = StoredMessage { ..self.stored(m) };
-            out.push(Action::Persist(Record::Message(stored)));
+            out.push(Action::persist(Record::Message(stored)));
         }
         *self.refs.entry(m.id).or_insert(0) += 1;
     }
@@ -223,7 +222,7 @@ impl Persistence {
             *n -= 1;
             if *n == 0 {
                 self.refs.remove(&id);
-                out.push(Action::Persist(Record::MessageDeleted { id }));
+                out.push(Action::persist(Record::MessageDeleted { id }));
             }
         }
     }

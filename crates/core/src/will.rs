@@ -50,7 +50,7 @@ impl Broker {
                 };
                 let client_id = session.client_id.to_string();
                 self.pending_will_clients.insert(sid, client_id.clone());
-                out.push(Action::Persist(tern_store::Record::PendingWill {
+                out.push(Action::persist(tern_store::Record::PendingWill {
                     client_id,
                     due_at_ms: self.persist.ms(due),
                     message,
@@ -90,7 +90,7 @@ impl Broker {
         if self.config.persistence
             && let Some(client_id) = self.pending_will_clients.remove(&sid)
         {
-            out.push(Action::Persist(tern_store::Record::PendingWillDone {
+            out.push(Action::persist(tern_store::Record::PendingWillDone {
                 client_id,
             }));
         }

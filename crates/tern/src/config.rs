@@ -164,6 +164,9 @@ pub struct Limits {
     /// Most packets waiting to be written to one connection; QoS 0 messages beyond it are dropped
     /// and counted, and the broker stops reading from that client until it catches up.
     pub max_outbox_packets: usize,
+    /// Most bytes (as encoded on the wire) waiting to be written to one connection; QoS 0
+    /// messages beyond it are dropped and counted, like `max_outbox_packets`.
+    pub max_outbox_bytes: usize,
     /// Expiry of a persistent MQTT 3.x session, in seconds after its client disconnects.
     pub v3_session_expiry_secs: u32,
     /// Upper bound of a v5 client's Session Expiry Interval, in seconds.
@@ -250,6 +253,7 @@ impl Default for Limits {
             receive_maximum: core.receive_maximum,
             max_queued_messages: core.max_queued_messages,
             max_outbox_packets: 10_000,
+            max_outbox_bytes: 1024 * 1024,
             v3_session_expiry_secs: core.v3_session_expiry,
             max_session_expiry_secs: core.max_session_expiry,
             max_keep_alive_secs: core.max_keep_alive,
@@ -410,6 +414,9 @@ impl Config {
         }
         if l.max_outbox_packets == 0 {
             return invalid("limits.max_outbox_packets", "must be at least 1");
+        }
+        if l.max_outbox_bytes == 0 {
+            return invalid("limits.max_outbox_bytes", "must be at least 1");
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tern_codec::{DecodeError, Packet, ProtocolVersion, Publish, decode_packet, encode_packet};
+use tern_codec::{DecodeError, Packet, ProtocolVersion, decode_packet, encode_packet};
 use tern_core::ConnId;
 use tern_net::{Accepted, ReadHalf, WriteHalf};
 use tokio::io::AsyncWriteExt;
@@ -25,51 +25,74 @@ use tokio::time::Instant;
 /// A writer that cannot hand its data to the kernel for this long has a dead peer.
 const WRITE_STALL: Duration = Duration::from_secs(60);
 
+/// What waits to be written to one connection: packets already encoded, back to back. The
+/// driver encodes as it queues (a QoS 0 message fanned out to many subscribers is encoded once
+/// and copied), so a queued packet costs its wire size, not the size of a `Packet`.
+#[derive(Default)]
+struct Pending {
+    bytes: BytesMut,
+    packets: usize,
+}
+
 /// State shared by the driver, the reader and the writer of one connection.
 pub(crate) struct Outbox {
-    queue: Mutex<Vec<Packet>>,
+    queue: Mutex<Pending>,
     wake_writer: Notify,
     drained: Notify,
     closing: AtomicBool,
     closed: Notify,
     version: AtomicU8,
     limit: usize,
+    limit_bytes: usize,
     pub(crate) dropped: AtomicU64,
     metrics: Arc<crate::metrics::ListenerMetrics>,
 }
 
 impl Outbox {
-    fn new(limit: usize, metrics: Arc<crate::metrics::ListenerMetrics>) -> Self {
+    fn new(
+        limit: usize,
+        limit_bytes: usize,
+        metrics: Arc<crate::metrics::ListenerMetrics>,
+    ) -> Self {
         Self {
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Pending::default()),
             wake_writer: Notify::new(),
             drained: Notify::new(),
             closing: AtomicBool::new(false),
             closed: Notify::new(),
             version: AtomicU8::new(ProtocolVersion::V3_1_1.level()),
             limit,
+            limit_bytes,
             dropped: AtomicU64::new(0),
             metrics,
         }
     }
 
-    /// Queues a packet that must be sent.
-    pub(crate) fn push(&self, packet: Packet) {
+    /// Queues a packet that must be sent (encoded for the connection's protocol version).
+    pub(crate) fn push(&self, packet: &Packet) {
+        let version = self.version();
         let was_empty = {
             let mut q = lock(&self.queue);
-            q.push(packet);
-            q.len() == 1
+            if let Err(e) = encode_packet(packet, version, &mut q.bytes) {
+                tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
+                return;
+            }
+            q.packets += 1;
+            q.packets == 1
         };
         if was_empty {
             self.wake_writer.notify_one();
         }
     }
 
-    /// Queues a QoS 0 message unless the outbox is full; returns false when it was dropped.
-    pub(crate) fn push_droppable(&self, publish: Publish) -> bool {
+    /// Queues an encoded QoS 0 PUBLISH unless the outbox is full (`max_outbox_packets` or
+    /// `max_outbox_bytes`); returns false when it was dropped.
+    pub(crate) fn push_droppable(&self, encoded: &[u8]) -> bool {
         let was_empty = {
             let mut q = lock(&self.queue);
-            if q.len() >= self.limit {
+            if q.packets >= self.limit
+                || (q.packets > 0 && q.bytes.len() + encoded.len() > self.limit_bytes)
+            {
                 drop(q);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.metrics
@@ -77,8 +100,9 @@ impl Outbox {
                     .fetch_add(1, Ordering::Relaxed);
                 return false;
             }
-            q.push(Packet::Publish(publish));
-            q.len() == 1
+            q.bytes.extend_from_slice(encoded);
+            q.packets += 1;
+            q.packets == 1
         };
         if was_empty {
             self.wake_writer.notify_one();
@@ -94,11 +118,13 @@ impl Outbox {
         }
     }
 
-    fn len(&self) -> usize {
-        lock(&self.queue).len()
+    /// True when the client's answers pile up (the reader then stops reading from it).
+    fn full(&self) -> bool {
+        let q = lock(&self.queue);
+        q.packets >= self.limit || q.bytes.len() >= self.limit_bytes
     }
 
-    fn version(&self) -> ProtocolVersion {
+    pub(crate) fn version(&self) -> ProtocolVersion {
         match self.version.load(Ordering::Relaxed) {
             3 => ProtocolVersion::V3_1,
             5 => ProtocolVersion::V5,
@@ -127,6 +153,7 @@ pub(crate) struct ConnSettings {
     pub(crate) budget_bytes: usize,
     pub(crate) max_packet_size: u32,
     pub(crate) max_outbox_packets: usize,
+    pub(crate) max_outbox_bytes: usize,
     /// Largest keep alive granted (0: the client's); the broker answers with Server Keep Alive
     /// in CONNACK, and times the client out by what it granted.
     pub(crate) max_keep_alive: u16,
@@ -148,6 +175,7 @@ pub(crate) async fn run(
     let peer = accepted.peer;
     let outbox = Arc::new(Outbox::new(
         settings.max_outbox_packets,
+        settings.max_outbox_bytes,
         settings.metrics.clone(),
     ));
     // With `use_identity_as_username`, the certificate's CN replaces the CONNECT's user name
@@ -201,7 +229,7 @@ async fn read_loop(
     let mut partial_deadline: Option<Instant> = None;
     loop {
         // Back-pressure: a client that does not read our answers is not read from either.
-        while outbox.len() >= outbox.limit && !outbox.closing.load(Ordering::Acquire) {
+        while outbox.full() && !outbox.closing.load(Ordering::Acquire) {
             outbox.drained.notified().await;
         }
         let wake = match (deadline, partial_deadline) {
@@ -334,52 +362,48 @@ async fn read_loop(
 }
 
 async fn write_loop(mut wr: WriteHalf, outbox: &Outbox) {
-    let mut batch: Vec<Packet> = Vec::new();
-    let mut wbuf = BytesMut::new();
+    // Swapped with the outbox's buffer each turn, so the two buffers' capacity is reused while
+    // the connection is busy.
+    let mut batch = Pending::default();
     loop {
         {
             let mut q = lock(&outbox.queue);
             std::mem::swap(&mut *q, &mut batch);
         }
-        if batch.is_empty() {
+        if batch.packets == 0 {
             if outbox.closing.load(Ordering::Acquire) {
                 break;
             }
-            // An idle connection holds no buffers: drop the write buffer and both vectors'
-            // capacity (the outbox's own vector is the one this writer swapped in last time).
-            wbuf = BytesMut::new();
-            batch = Vec::new();
+            // An idle connection holds no buffers: drop both buffers' capacity (the outbox's
+            // own is the one this writer swapped in last time).
+            batch = Pending::default();
             {
                 let mut q = lock(&outbox.queue);
-                if q.is_empty() {
-                    *q = Vec::new();
+                if q.packets == 0 {
+                    *q = Pending::default();
                 }
             }
             outbox.wake_writer.notified().await;
             continue;
         }
-        let version = outbox.version();
-        let count = batch.len() as u64;
-        for packet in batch.drain(..) {
-            if let Err(e) = encode_packet(&packet, version, &mut wbuf) {
-                tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
-            }
-        }
         outbox.drained.notify_one();
         // TLS and WebSocket hold written bytes until flushed; for TCP the flush is free.
         let write = async {
-            wr.write_all(&wbuf).await?;
+            wr.write_all(&batch.bytes).await?;
             wr.flush().await
         };
         match tokio::time::timeout(WRITE_STALL, write).await {
             Ok(Ok(())) => {
                 let m = &outbox.metrics;
-                m.bytes_sent.fetch_add(wbuf.len() as u64, Ordering::Relaxed);
-                m.packets_sent.fetch_add(count, Ordering::Relaxed);
+                m.bytes_sent
+                    .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
+                m.packets_sent
+                    .fetch_add(batch.packets as u64, Ordering::Relaxed);
             }
             _ => break,
         }
-        wbuf.clear();
+        batch.bytes.clear();
+        batch.packets = 0;
         outbox.drained.notify_one();
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;

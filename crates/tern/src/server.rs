@@ -109,6 +109,7 @@ impl Server {
             connect_timeout: Duration::from_secs(config.limits.connect_timeout_secs),
             max_packet_size: config.limits.max_packet_size,
             max_outbox_packets: config.limits.max_outbox_packets,
+            max_outbox_bytes: config.limits.max_outbox_bytes,
             max_keep_alive: config.limits.max_keep_alive_secs,
             packet_timeout: Duration::from_secs(config.limits.packet_timeout_secs.max(1)),
             metrics: Arc::new(crate::metrics::ListenerMetrics::new(SocketAddr::from((

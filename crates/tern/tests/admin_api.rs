@@ -157,7 +157,7 @@ async fn disconnect_a_client_and_delete_sessions() {
     assert_eq!(r.status, 200, "{}", r.text());
     let actions = h.admin_actions();
     assert!(actions.iter().any(|a| matches!(a,
-        Action::Send(c, Packet::Disconnect(d)) if *c == sub && d.reason == reason::ADMINISTRATIVE_ACTION)));
+        Action::Send(c, p) if *c == sub && matches!(&**p, Packet::Disconnect(d) if d.reason == reason::ADMINISTRATIVE_ACTION))));
     assert!(
         actions
             .iter()
@@ -279,7 +279,10 @@ async fn publish_as_the_broker() {
     assert_eq!(r.json()["routed"], 1);
     let actions = h.admin_actions();
     let delivered = actions.iter().find_map(|a| match a {
-        Action::Send(c, Packet::Publish(p)) if *c == sub => Some(p.clone()),
+        Action::Send(c, p) if *c == sub => match &**p {
+            Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        },
         _ => None,
     });
     let p = delivered.expect("delivered to sub");

@@ -41,7 +41,7 @@ impl Harness {
         let mut records = Vec::new();
         self.out.retain(|a| match a {
             Action::Persist(r) => {
-                records.push(r.clone());
+                records.push((**r).clone());
                 false
             }
             _ => true,
@@ -180,7 +180,7 @@ impl Harness {
             .iter()
             .position(|a| matches!(a, Action::Send(c, p) if *c == conn && pred(p)))?;
         match self.out.remove(i) {
-            Action::Send(_, p) => Some(p),
+            Action::Send(_, p) => Some(*p),
             _ => None,
         }
     }
@@ -190,11 +190,11 @@ impl Harness {
         let mut mine = Vec::new();
         self.out.retain(|a| match a {
             Action::Send(c, p) if *c == conn => {
-                mine.push(p.clone());
+                mine.push((**p).clone());
                 false
             }
             Action::SendDroppable(c, p) if *c == conn => {
-                mine.push(Packet::Publish(p.clone()));
+                mine.push(Packet::Publish((**p).clone()));
                 false
             }
             _ => true,

@@ -180,12 +180,13 @@ impl EventLog {
     ) {
         for a in actions {
             match a {
-                Action::Send(conn, Packet::ConnAck(ack)) => {
-                    self.connack(broker, *conn, ack.code, now, peer)
-                }
-                Action::Send(conn, Packet::Disconnect(d)) => {
-                    self.sent_code.insert(*conn, d.reason);
-                }
+                Action::Send(conn, packet) => match &**packet {
+                    Packet::ConnAck(ack) => self.connack(broker, *conn, ack.code, now, peer),
+                    Packet::Disconnect(d) => {
+                        self.sent_code.insert(*conn, d.reason);
+                    }
+                    _ => {}
+                },
                 Action::Close(conn, reason) => self.closed(*conn, *reason, now),
                 _ => {}
             }

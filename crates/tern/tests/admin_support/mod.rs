@@ -306,7 +306,7 @@ impl Harness {
         let out = self.packet(conn, Packet::Connect(Box::new(c)));
         assert!(
             out.iter().any(
-                |a| matches!(a, Action::Send(c, Packet::ConnAck(ack)) if *c == conn && ack.code == 0)
+                |a| matches!(a, Action::Send(c, p) if *c == conn && matches!(&**p, Packet::ConnAck(ack) if ack.code == 0))
             ),
             "{out:?}"
         );
