@@ -167,7 +167,7 @@ pub(crate) struct ConnSettings {
 /// connection finds its outbox.
 pub(crate) async fn run(
     conn: ConnId,
-    accepted: Accepted,
+    accepted: Box<Accepted>,
     listener: usize,
     events: mpsc::Sender<Event>,
     settings: ConnSettings,
@@ -193,7 +193,10 @@ pub(crate) async fn run(
     if events.send(open).await.is_err() {
         return; // shutting down
     }
-    let (rd, wr) = accepted.stream.into_split();
+    let (rd, wr) = {
+        let accepted = *accepted;
+        accepted.stream.into_split()
+    };
     let reader = tokio::spawn(read_loop(
         conn,
         rd,

@@ -320,9 +320,16 @@ impl AcceptLoop {
             metrics.conn_opened();
             // The handshake (PROXY header, TLS, WebSocket upgrade) runs in the connection's own
             // task, so a slow client never holds up the accept loop.
+            // Every idle connection keeps its task's future for its whole life, sized for the
+            // largest state it ever has: the handshake's (TLS, WebSocket upgrade, several KiB)
+            // is boxed so it is freed when the handshake ends, and so is what the handshake
+            // starts from.
+            let incoming = Box::new(incoming);
             tokio::spawn(async move {
-                match incoming.handshake().await {
-                    Ok(accepted) => connection::run(conn, accepted, index, events, settings).await,
+                match Box::pin(incoming.handshake()).await {
+                    Ok(accepted) => {
+                        connection::run(conn, Box::new(accepted), index, events, settings).await
+                    }
                     Err(e) => {
                         metrics.handshakes_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(%peer, error = %e, "handshake failed");
