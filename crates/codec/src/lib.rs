@@ -28,6 +28,6 @@ pub use packet::*;
 pub use properties::Properties;
 pub use types::{ByteStr, ProtocolVersion, QoS};
 pub use wire::{
-    FixedHeader, MAX_REMAINING_LENGTH, decode_packet, encode_packet, encoded_len,
+    FixedHeader, MAX_REMAINING_LENGTH, decode_packet, encode_packet, encode_publish, encoded_len,
     publish_encoded_len,
 };

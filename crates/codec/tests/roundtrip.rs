@@ -463,6 +463,9 @@ proptest! {
         prop_assert_eq!(encoded_len(&p, v).unwrap(), buf.len());
         if let Packet::Publish(publish) = &p {
             prop_assert_eq!(tern_codec::publish_encoded_len(publish, v).unwrap(), buf.len());
+            let mut direct = bytes::BytesMut::new();
+            tern_codec::encode_publish(publish, v, &mut direct).unwrap();
+            prop_assert_eq!(&direct[..], &buf[..]);
         }
         let decoded = decode_packet(&mut buf, v, u32::MAX).unwrap();
         prop_assert_eq!(decoded, Some(p));

@@ -423,8 +423,7 @@ impl EncodeOnce {
         if !hit {
             self.bytes.clear();
             self.key = None;
-            let packet = tern_codec::Packet::Publish((**p).clone());
-            if let Err(e) = tern_codec::encode_packet(&packet, version, &mut self.bytes) {
+            if let Err(e) = tern_codec::encode_publish(p, version, &mut self.bytes) {
                 tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent");
                 return None;
             }

@@ -36,7 +36,8 @@ pub struct ListenerMetrics {
     pub keep_alive_timeouts: AtomicU64,
     /// Connections closed because no CONNECT came within `limits.connect_timeout_secs`.
     pub connect_timeouts: AtomicU64,
-    /// QoS 0 messages dropped because the client's outbox was full (`limits.max_outbox_packets`).
+    /// QoS 0 messages dropped because the client's outbox was full (`limits.max_outbox_packets`
+    /// or `limits.max_outbox_bytes`).
     pub dropped_outbox_full: AtomicU64,
     /// Connections closed at accept by the listener's own `max_connections`.
     pub refused_listener_max_connections: AtomicU64,

@@ -257,6 +257,33 @@ pub fn publish_encoded_len(
     Ok(1 + var_int_len(c.0) + c.0)
 }
 
+/// [`encode_packet`] for a PUBLISH, without wrapping (and so cloning) it in a [`Packet`]: the
+/// broker encodes each fanned-out message this way. Same bytes as `encode_packet` (checked in
+/// the round-trip property test).
+pub fn encode_publish(
+    publish: &crate::packet::Publish,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let mut c = Counter::default();
+    publish::encode(publish, version, &mut c)?;
+    if c.0 > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::TooLarge);
+    }
+    let remaining = c.0;
+    out.reserve(1 + var_int_len(remaining) + remaining);
+    let start = out.len();
+    let result = (|| {
+        Sink::put_u8(out, (PUBLISH << 4) | publish::flags(publish));
+        put_var_int(out, remaining)?;
+        publish::encode(publish, version, out)
+    })();
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! Helpers for the per-packet tests: decode a complete packet, encode and cross-check length.
