@@ -34,9 +34,20 @@ struct Pending {
     packets: usize,
 }
 
+/// The outbox's locked state.
+#[derive(Default)]
+struct Queue {
+    pending: Pending,
+    /// The writer task holds bytes it took from `pending` and is writing them.
+    busy: bool,
+    /// For plain TCP: the socket, so the driver can write to it directly when the writer is
+    /// idle (one task wake-up less per message at low rates).
+    direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+}
+
 /// State shared by the driver, the reader and the writer of one connection.
 pub(crate) struct Outbox {
-    queue: Mutex<Pending>,
+    queue: Mutex<Queue>,
     wake_writer: Notify,
     drained: Notify,
     closing: AtomicBool,
@@ -55,7 +66,7 @@ impl Outbox {
         metrics: Arc<crate::metrics::ListenerMetrics>,
     ) -> Self {
         Self {
-            queue: Mutex::new(Pending::default()),
+            queue: Mutex::new(Queue::default()),
             wake_writer: Notify::new(),
             drained: Notify::new(),
             closing: AtomicBool::new(false),
@@ -69,45 +80,76 @@ impl Outbox {
     }
 
     /// Queues a packet that must be sent (encoded for the connection's protocol version).
-    pub(crate) fn push(&self, packet: &Packet) {
+    /// Returns true when the outbox was empty before: the caller must [`flush`](Self::flush)
+    /// it once it has queued what this turn has for the connection.
+    pub(crate) fn push(&self, packet: &Packet) -> bool {
         let version = self.version();
-        let was_empty = {
-            let mut q = lock(&self.queue);
-            if let Err(e) = encode_packet(packet, version, &mut q.bytes) {
-                tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
-                return;
-            }
-            q.packets += 1;
-            q.packets == 1
-        };
-        if was_empty {
-            self.wake_writer.notify_one();
+        let mut q = lock(&self.queue);
+        let p = &mut q.pending;
+        if let Err(e) = encode_packet(packet, version, &mut p.bytes) {
+            tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
+            return false;
         }
+        p.packets += 1;
+        p.packets == 1
     }
 
     /// Queues an encoded QoS 0 PUBLISH unless the outbox is full (`max_outbox_packets` or
-    /// `max_outbox_bytes`); returns false when it was dropped.
-    pub(crate) fn push_droppable(&self, encoded: &[u8]) -> bool {
-        let was_empty = {
-            let mut q = lock(&self.queue);
-            if q.packets >= self.limit
-                || (q.packets > 0 && q.bytes.len() + encoded.len() > self.limit_bytes)
-            {
-                drop(q);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .dropped_outbox_full
-                    .fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            q.bytes.extend_from_slice(encoded);
-            q.packets += 1;
-            q.packets == 1
-        };
-        if was_empty {
-            self.wake_writer.notify_one();
+    /// `max_outbox_bytes`): `None` when it was dropped, else whether the outbox was empty
+    /// before (see [`push`](Self::push)).
+    pub(crate) fn push_droppable(&self, encoded: &[u8]) -> Option<bool> {
+        let mut q = lock(&self.queue);
+        let p = &mut q.pending;
+        if p.packets >= self.limit
+            || (p.packets > 0 && p.bytes.len() + encoded.len() > self.limit_bytes)
+        {
+            drop(q);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .dropped_outbox_full
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
         }
-        true
+        p.bytes.extend_from_slice(encoded);
+        p.packets += 1;
+        Some(p.packets == 1)
+    }
+
+    /// Sends what is queued: written to the socket right here when `direct` is allowed, the
+    /// transport is plain TCP and the writer task is idle (and the kernel takes it all), else
+    /// handed to the writer task.
+    pub(crate) fn flush(&self, direct: bool) {
+        {
+            let mut q = lock(&self.queue);
+            if q.pending.packets == 0 || q.busy {
+                return; // nothing to do, or the writer will find it when it loops
+            }
+            if direct && let Some(w) = q.direct.clone() {
+                let total = q.pending.bytes.len();
+                let mut written = 0;
+                while written < total {
+                    match w.try_write(&q.pending.bytes[written..]) {
+                        Ok(0) => break,
+                        Ok(n) => written += n,
+                        Err(_) => break, // would block, or an error the writer will meet too
+                    }
+                }
+                let m = &self.metrics;
+                m.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
+                if written == total {
+                    m.packets_sent
+                        .fetch_add(q.pending.packets as u64, Ordering::Relaxed);
+                    q.pending.bytes.clear();
+                    q.pending.packets = 0;
+                    drop(q);
+                    self.drained.notify_one();
+                    return;
+                }
+                // The rest (from the middle of a packet) is the writer's to finish.
+                let _ = q.pending.bytes.split_to(written);
+            }
+        }
+        self.wake_writer.notify_one();
     }
 
     /// Asks the writer to flush what is queued and close, and the reader to stop.
@@ -121,7 +163,7 @@ impl Outbox {
     /// True when the client's answers pile up (the reader then stops reading from it).
     fn full(&self) -> bool {
         let q = lock(&self.queue);
-        q.packets >= self.limit || q.bytes.len() >= self.limit_bytes
+        q.pending.packets >= self.limit || q.pending.bytes.len() >= self.limit_bytes
     }
 
     pub(crate) fn version(&self) -> ProtocolVersion {
@@ -196,6 +238,14 @@ pub(crate) async fn run(
     let (rd, wr) = {
         let accepted = *accepted;
         accepted.stream.into_split()
+    };
+    let wr = match wr {
+        WriteHalf::Tcp(w) => {
+            let w = Arc::new(w);
+            lock(&outbox.queue).direct = Some(w.clone());
+            Writer::Tcp(w)
+        }
+        other => Writer::Other(other),
     };
     let reader = tokio::spawn(read_loop(
         conn,
@@ -364,16 +414,49 @@ async fn read_loop(
     let _ = events.send(Event::Lost { conn }).await;
 }
 
-async fn write_loop(mut wr: WriteHalf, outbox: &Outbox) {
+/// The writer's side of the socket: plain TCP is shared with the driver (for its direct
+/// writes), the other transports are the writer's alone.
+enum Writer {
+    Tcp(Arc<tokio::net::tcp::OwnedWriteHalf>),
+    Other(WriteHalf),
+}
+
+impl Writer {
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Tcp(w) => {
+                let mut written = 0;
+                while written < buf.len() {
+                    w.writable().await?;
+                    match w.try_write(&buf[written..]) {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            // TLS and WebSocket hold written bytes until flushed.
+            Writer::Other(w) => {
+                w.write_all(buf).await?;
+                w.flush().await
+            }
+        }
+    }
+}
+
+async fn write_loop(mut wr: Writer, outbox: &Outbox) {
     // Swapped with the outbox's buffer each turn, so the two buffers' capacity is reused while
     // the connection is busy.
     let mut batch = Pending::default();
     loop {
         {
             let mut q = lock(&outbox.queue);
-            std::mem::swap(&mut *q, &mut batch);
+            std::mem::swap(&mut q.pending, &mut batch);
+            q.busy = batch.packets > 0 || !batch.bytes.is_empty();
         }
-        if batch.packets == 0 {
+        if batch.bytes.is_empty() {
             if outbox.closing.load(Ordering::Acquire) {
                 break;
             }
@@ -382,20 +465,15 @@ async fn write_loop(mut wr: WriteHalf, outbox: &Outbox) {
             batch = Pending::default();
             {
                 let mut q = lock(&outbox.queue);
-                if q.packets == 0 {
-                    *q = Pending::default();
+                if q.pending.bytes.is_empty() {
+                    q.pending = Pending::default();
                 }
             }
             outbox.wake_writer.notified().await;
             continue;
         }
         outbox.drained.notify_one();
-        // TLS and WebSocket hold written bytes until flushed; for TCP the flush is free.
-        let write = async {
-            wr.write_all(&batch.bytes).await?;
-            wr.flush().await
-        };
-        match tokio::time::timeout(WRITE_STALL, write).await {
+        match tokio::time::timeout(WRITE_STALL, wr.write_all(&batch.bytes)).await {
             Ok(Ok(())) => {
                 let m = &outbox.metrics;
                 m.bytes_sent
@@ -409,5 +487,15 @@ async fn write_loop(mut wr: WriteHalf, outbox: &Outbox) {
         batch.packets = 0;
         outbox.drained.notify_one();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+    lock(&outbox.queue).busy = false;
+    match wr {
+        // Dropping the last handle shuts the write side down (the driver's goes here too).
+        Writer::Tcp(w) => {
+            lock(&outbox.queue).direct = None;
+            drop(w);
+        }
+        Writer::Other(mut w) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
+        }
+    }
 }

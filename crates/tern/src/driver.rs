@@ -28,6 +28,8 @@ const EVENT_BATCH: usize = 512;
 /// small PUBLISHes fanned out to 100 subscribers is 300,000 of them), so the action vector
 /// stays a few MiB and is reused rather than allocated, page-faulted in and freed each turn.
 const TURN_ACTIONS: usize = 4096;
+/// Up to this many connections written to in a turn, the driver writes to their sockets itself.
+const DIRECT_WRITES: usize = 4;
 /// The log is compacted when it has grown past this many bytes since the last snapshot, and
 /// past four times that snapshot's size.
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
@@ -74,6 +76,8 @@ pub(crate) struct Driver {
     dropped_slow: u64,
     /// Encodes a fanned-out QoS 0 message once per run of subscribers.
     encoded: EncodeOnce,
+    /// Outboxes that got their first bytes this turn (reused vector).
+    dirty: Vec<Arc<crate::connection::Outbox>>,
     store: Option<StoreHandle>,
     /// Turns waiting for their records to be durable, oldest first.
     held: VecDeque<(u64, Vec<Action>)>,
@@ -99,6 +103,7 @@ impl Driver {
             actions: Vec::new(),
             dropped_slow: 0,
             encoded: EncodeOnce::default(),
+            dirty: Vec::new(),
             store,
             held: VecDeque::new(),
             next_ticket: 0,
@@ -367,19 +372,25 @@ impl Driver {
             .observe(&self.broker, actions, Instant::now(), &|c| {
                 conns.get(&c).map(|e| e.peer)
             });
+        let mut dirty = std::mem::take(&mut self.dirty);
         for action in actions.drain(..) {
             match action {
                 Action::Send(conn, packet) => {
-                    if let Some(e) = self.conns.get(&conn) {
-                        e.outbox.push(&packet);
+                    if let Some(e) = self.conns.get(&conn)
+                        && e.outbox.push(&packet)
+                    {
+                        dirty.push(e.outbox.clone());
                     }
                 }
                 Action::SendDroppable(conn, publish) => {
                     if let Some(e) = self.conns.get(&conn)
                         && let Some(encoded) = self.encoded.get(&publish, e.outbox.version())
-                        && !e.outbox.push_droppable(encoded)
                     {
-                        self.dropped_slow += 1;
+                        match e.outbox.push_droppable(encoded) {
+                            None => self.dropped_slow += 1,
+                            Some(true) => dirty.push(e.outbox.clone()),
+                            Some(false) => {}
+                        }
                     }
                 }
                 // Only reached without a store (persistence is then off in the core).
@@ -393,6 +404,14 @@ impl Driver {
                 }
             }
         }
+        // A turn that sends to a few connections writes to their sockets itself (the common
+        // case at low rates: one task wake-up less per message); a fan-out leaves the writes
+        // to the connections' writer tasks, which can run on other cores.
+        let direct = dirty.len() <= DIRECT_WRITES;
+        for outbox in dirty.drain(..) {
+            outbox.flush(direct);
+        }
+        self.dirty = dirty;
     }
 }
 
