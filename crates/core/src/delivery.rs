@@ -121,20 +121,11 @@ impl Broker {
             // very same PUBLISH; it is built once and shared.
             if session.alias_out_max == 0 && delivery.sub_ids.is_empty() {
                 let v5 = session.version.is_v5();
-                let max = session.max_packet_size;
-                if let Some(p) = self.shared_publish.get(&delivery, v5, now, &mut self.stats) {
-                    let fits = max.is_none_or(|max| {
-                        tern_codec::publish_encoded_len(&p, session.version)
-                            .is_ok_and(|len| len <= max as usize)
-                    });
-                    if fits {
-                        self.stats.count_sent(&p);
-                        out.push(Action::SendDroppable(conn, p));
-                    } else {
-                        // [MQTT-3.1.2-24] (v5 numbering) Too large for this client: dropped as
-                        // if delivered.
-                        self.stats.dropped_too_large += 1;
-                    }
+                if let Some(p) = self.shared_publish.get(&delivery, v5, now, &mut self.stats)
+                    && fits_client(&p, session, &mut self.stats)
+                {
+                    self.stats.count_sent(&p);
+                    out.push(Action::SendDroppable(conn, p));
                 }
                 return;
             }
@@ -241,8 +232,7 @@ impl Broker {
             let Some(delivery) = session.queue.pop_front(&mut self.pager) else {
                 return;
             };
-            if delivery.msg.expired(now) {
-                self.stats.dropped_expired += 1;
+            if expired(&delivery, now, &mut self.stats) {
                 self.persist.completed(session, &delivery, out);
                 continue;
             }
@@ -313,8 +303,7 @@ impl SharedPublish {
         now: Instant,
         stats: &mut crate::stats::Stats,
     ) -> Option<Arc<Publish>> {
-        if d.msg.expired(now) {
-            stats.dropped_expired += 1;
+        if expired(d, now, stats) {
             return None;
         }
         let hit = self.key.as_ref().is_some_and(|(m, retain, is_v5, at)| {
@@ -344,8 +333,7 @@ fn build_publish(
     session: &mut Session,
     stats: &mut crate::stats::Stats,
 ) -> Option<(Publish, bool)> {
-    if d.msg.expired(now) {
-        stats.dropped_expired += 1;
+    if expired(d, now, stats) {
         return None;
     }
     let mut p = publish_fields(d, packet_id, false, now, session.version);
@@ -364,19 +352,36 @@ fn build_publish(
             None => {}
         }
     }
-    if let Some(max) = session.max_packet_size {
-        // [MQTT-3.1.2-24] (v5 numbering) The server must not send a packet larger than the
-        // client's Maximum Packet Size; it is discarded as if delivered.
-        let len = tern_codec::publish_encoded_len(&p, session.version).unwrap_or(usize::MAX);
-        if len > max as usize {
-            stats.dropped_too_large += 1;
-            return None;
-        }
+    if !fits_client(&p, session, stats) {
+        return None;
     }
     if let Some(alias) = new_alias {
         session.aliases_out.insert(p.topic.clone(), alias);
     }
     Some((p, new_alias.is_some()))
+}
+
+/// True (and counted) when the delivery's message expired: it is dropped, not sent.
+fn expired(d: &Delivery, now: Instant, stats: &mut crate::stats::Stats) -> bool {
+    let expired = d.msg.expired(now);
+    if expired {
+        stats.dropped_expired += 1;
+    }
+    expired
+}
+
+/// [MQTT-3.1.2-24] (v5 numbering) The server must not send a packet larger than the client's
+/// Maximum Packet Size; such a PUBLISH is discarded as if delivered (and counted).
+fn fits_client(p: &Publish, session: &Session, stats: &mut crate::stats::Stats) -> bool {
+    let Some(max) = session.max_packet_size else {
+        return true;
+    };
+    let len = tern_codec::publish_encoded_len(p, session.version).unwrap_or(usize::MAX);
+    if len > max as usize {
+        stats.dropped_too_large += 1;
+        return false;
+    }
+    true
 }
 
 fn publish_fields(

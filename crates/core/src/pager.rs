@@ -254,25 +254,13 @@ impl PageDecoder {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
+use tern_store::codec::put_varint;
 
+/// [`tern_store::codec::get_varint`], advancing `input`.
 fn get_varint(input: &mut &[u8]) -> Result<u64, &'static str> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = input.split_first().ok_or("truncated varint")?;
-        *input = rest;
-        v |= u64::from(b & 0x7F) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("varint too long")
+    let (v, rest) = tern_store::codec::get_varint(input).map_err(|_| "bad varint")?;
+    *input = rest;
+    Ok(v)
 }
 
 fn get_u8(input: &mut &[u8]) -> Result<u8, &'static str> {

@@ -72,11 +72,6 @@ impl Queue {
         self.len - self.in_memory()
     }
 
-    /// Estimated bytes of memory the queued deliveries hold.
-    pub fn memory(&self) -> usize {
-        self.mem
-    }
-
     /// Counts this queue's memory in `counter` (the broker's total) from now on.
     pub(crate) fn set_counter(&mut self, counter: &MemCounter) {
         self.counter.sub(self.mem);

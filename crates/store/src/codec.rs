@@ -415,12 +415,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Helpers for the log's control frames, which share the primitive encodings.
-pub(crate) fn put_varint(out: &mut Vec<u8>, v: u64) {
+/// The record encoding's varint (LEB128, shortest form), for the log's control frames and the
+/// broker's queue pages, which share the primitive encodings.
+pub fn put_varint(out: &mut Vec<u8>, v: u64) {
     Writer(out).varint(v);
 }
 
-pub(crate) fn get_varint(input: &[u8]) -> Result<(u64, &[u8]), StoreError> {
+/// Reads a varint written by [`put_varint`]; returns it and the rest of the input.
+pub fn get_varint(input: &[u8]) -> Result<(u64, &[u8]), StoreError> {
     let mut r = Reader(input);
     let v = r.varint()?;
     Ok((v, r.0))

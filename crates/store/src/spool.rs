@@ -224,11 +224,6 @@ impl Spool {
         })
     }
 
-    /// The directory, for a disk spool.
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
     /// Writes one page. On an I/O error nothing is kept and the caller keeps its data in
     /// memory.
     pub fn write(&mut self, data: &[u8]) -> Result<SpoolPage, StoreError> {

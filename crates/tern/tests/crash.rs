@@ -8,10 +8,11 @@
 //! `TERN_CRASH_TRIALS` sets the number of kills (default 3); `scripts/crash-soak` runs many and
 //! prints the totals this test reports on stderr.
 
+mod child;
+
+use child::ChildBroker;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tern_client::{Connection, builder};
 use tern_codec::{Ack, Packet, ProtocolVersion, QoS};
@@ -19,69 +20,35 @@ use tern_codec::{Ack, Packet, ProtocolVersion, QoS};
 const V: ProtocolVersion = ProtocolVersion::V3_1_1;
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-}
+/// `tern serve` as a child process, killed with SIGKILL.
+struct Broker(ChildBroker);
 
 fn start(dir: &std::path::Path) -> Broker {
     // The offline subscriber's queue must hold everything published during the test: a full
     // queue drops new messages by design (counted, documented), which is not what this test
-    // is about.
+    // is about. A small queue memory budget: the offline subscriber's queue is paged out to
+    // the spool and rebuilt (and paged out again) after every kill.
     let config = dir.join("crash-test.toml");
-    // A small queue memory budget: the offline subscriber's queue is paged out to the spool
-    // and rebuilt (and paged out again) after every kill.
     std::fs::write(
         &config,
         "[limits]\nmax_queued_messages = 10000000\nqueue_memory = 65536\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "info",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tern starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(i) = line.find("listening for MQTT over TCP addr=") {
-                let addr: SocketAddr = line[i + 33..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                let _ = tx.send(addr);
-                sent = true;
-            }
-            if std::env::var_os("TERN_CRASH_VERBOSE").is_some() {
-                eprintln!("[tern] {line}");
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("tern reports its listener");
-    Broker { child, addr }
+    Broker(ChildBroker::start(
+        &config,
+        &dir.join("data"),
+        &[],
+        "TERN_CRASH_VERBOSE",
+    ))
 }
 
 impl Broker {
+    fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
     fn kill(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
+        self.0.kill();
     }
 }
 
@@ -350,17 +317,17 @@ async fn acknowledged_messages_survive_kill_9() {
 
     let mut broker = start(dir.path());
     // The offline subscriber makes its persistent session and leaves.
-    offline.connect(broker.addr, true).await;
+    offline.connect(broker.addr(), true).await;
     offline.conn = None;
     for s in online.iter_mut() {
-        s.connect(broker.addr, true).await;
+        s.connect(broker.addr(), true).await;
     }
     let mut totals = Totals::default();
     for trial in 0..trials {
         totals.trials += 1;
         let run_for = Duration::from_millis(100 + rand(400));
         let deadline = Instant::now() + run_for;
-        let addr = broker.addr;
+        let addr = broker.addr();
         // Publishers and online subscribers run concurrently until the kill.
         let pubs = std::mem::take(&mut publishers);
         let pub_tasks: Vec<_> = pubs
@@ -395,12 +362,12 @@ async fn acknowledged_messages_survive_kill_9() {
         eprintln!("trial {trial}: killed after {run_for:?}");
         broker = start(dir.path());
         for s in online.iter_mut() {
-            s.connect(broker.addr, false).await;
+            s.connect(broker.addr(), false).await;
         }
     }
 
     // Final drain: everyone comes back and receives what is owed.
-    offline.connect(broker.addr, false).await;
+    offline.connect(broker.addr(), false).await;
     let mut all = online.into_iter().collect::<Vec<_>>();
     all.push(offline);
     for s in all.iter_mut() {
@@ -437,7 +404,7 @@ async fn acknowledged_messages_survive_kill_9() {
     // Retained: the last acknowledged retained publish, or a later one that was sent.
     let r = publishers.iter().find(|p| p.retain).unwrap();
     if let Some(&last_acked) = r.acked.iter().next_back() {
-        let mut c = Connection::connect(broker.addr, V).await.unwrap();
+        let mut c = Connection::connect(broker.addr(), V).await.unwrap();
         c.send(&Packet::Connect(Box::new(builder::connect(
             V,
             "retained-check",

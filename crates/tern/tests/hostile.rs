@@ -8,9 +8,10 @@
 //! No assertion is about speed: the waits are upper bounds for things the broker must do
 //! (close a connection after `packet_timeout_secs`), generous on a slow machine.
 
-use std::io::{BufRead, BufReader};
+mod child;
+
+use child::ChildBroker;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tern_client::{ClientError, Connection, builder};
 use tern_codec::{Packet, ProtocolVersion, QoS};
@@ -32,15 +33,14 @@ const FLOOD: usize = 2_000;
 const FLOOD_PARALLEL: usize = 200;
 
 struct Broker {
-    child: Child,
+    child: ChildBroker,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 }
 
@@ -55,70 +55,22 @@ impl Broker {
              max_connection_rate_per_ip = 50\n",
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "off",
-                "--log-level",
-                "info",
-                "--config",
-            ])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tern starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            let verbose = std::env::var_os("TERN_HOSTILE_VERBOSE").is_some();
-            // Drained for the broker's whole life, so it never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(i) = line.find("listening for MQTT over TCP addr=") {
-                    let addr: SocketAddr = line[i + 33..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    let _ = tx.send(addr);
-                    sent = true;
-                }
-                if verbose {
-                    eprintln!("[tern] {line}");
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("tern reports its listener");
+        let child = ChildBroker::start(
+            &config,
+            &dir.path().join("data"),
+            &["--admin-listen", "off"],
+            "TERN_HOSTILE_VERBOSE",
+        );
         Broker {
+            addr: child.addr,
             child,
-            addr,
             _dir: dir,
         }
     }
 
     /// Resident memory in bytes, from /proc/PID/status.
     fn rss(&mut self) -> u64 {
-        assert!(
-            self.child.try_wait().unwrap().is_none(),
-            "the broker has exited"
-        );
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/PID/status");
-        kb * 1024
+        self.child.rss_kib() * 1024
     }
 
     fn check_rss(&mut self, after: &str) {
@@ -135,7 +87,7 @@ impl Broker {
     /// A fresh client still gets PINGRESP and a QoS 1 publish/subscribe round trip.
     async fn healthy(&mut self, after: &str) {
         assert!(
-            self.child.try_wait().unwrap().is_none(),
+            self.child.child.try_wait().unwrap().is_none(),
             "the broker exited after {after}"
         );
         let id = format!("fresh-{}", after.replace(' ', "-"));

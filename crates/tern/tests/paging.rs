@@ -4,9 +4,10 @@
 //! survives a `kill -9` and a restart with them, and delivers every one, in order, when the
 //! client comes back.
 
-use std::io::{BufRead, BufReader};
+mod child;
+
+use child::ChildBroker;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tern_client::{Connection, builder};
 use tern_codec::{Ack, Packet, ProtocolVersion, Publish, QoS};
@@ -19,67 +20,14 @@ const PAYLOAD: usize = 2000;
 /// debug build), the 4 MiB budget, buffers and allocator slack; far below the queued bytes.
 const RSS_LIMIT_MIB: u64 = 48;
 
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-}
-
-fn start(dir: &std::path::Path) -> Broker {
+fn start(dir: &std::path::Path) -> ChildBroker {
     let config = dir.join("paging.toml");
     std::fs::write(
         &config,
         "[limits]\nqueue_memory = 4194304\nmax_queued_messages = 1000000\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tern starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(i) = line.find("listening for MQTT over TCP addr=") {
-                let addr: SocketAddr = line[i + 33..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("tern reports its listener");
-    Broker { child, addr }
-}
-
-impl Broker {
-    /// Resident memory now, in MiB.
-    fn rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb / 1024
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ChildBroker::start(&config, &dir.join("data"), &[], "TERN_PAGING_VERBOSE")
 }
 
 async fn connect(addr: SocketAddr, id: &str, clean: bool) -> Connection {
@@ -106,8 +54,8 @@ fn payload(i: usize) -> Vec<u8> {
 async fn queued_messages_page_out_and_memory_stays_bounded() {
     let t0 = std::time::Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path());
-    let baseline = broker.rss_mib();
+    let mut broker = start(dir.path());
+    let baseline = broker.rss_kib() / 1024;
 
     // The subscriber makes its session and leaves.
     let mut sub = connect(broker.addr, "pager", false).await;
@@ -141,7 +89,7 @@ async fn queued_messages_page_out_and_memory_stays_bounded() {
             other => panic!("{other:?}"),
         }
     }
-    let loaded = broker.rss_mib();
+    let loaded = broker.rss_kib() / 1024;
     eprintln!(
         "broker RSS: {baseline} MiB at start, {loaded} MiB with {} MB queued ({:?})",
         MESSAGES * PAYLOAD / 1_000_000,
@@ -156,8 +104,8 @@ async fn queued_messages_page_out_and_memory_stays_bounded() {
 
     // kill -9 and restart: the queue is rebuilt from the log, paged out as it goes.
     broker.kill();
-    let broker = start(dir.path());
-    let restored = broker.rss_mib();
+    let mut broker = start(dir.path());
+    let restored = broker.rss_kib() / 1024;
     eprintln!(
         "broker RSS after restoring them: {restored} MiB ({:?})",
         t0.elapsed()
@@ -187,7 +135,7 @@ async fn queued_messages_page_out_and_memory_stays_bounded() {
             other => panic!("{other:?}"),
         }
     }
-    let drained = broker.rss_mib();
+    let drained = broker.rss_kib() / 1024;
     eprintln!(
         "broker RSS after delivering them: {drained} MiB ({:?})",
         t0.elapsed()

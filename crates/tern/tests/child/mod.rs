@@ -1,0 +1,81 @@
+//! Test support: `tern serve` as a child process, for tests that kill it with SIGKILL or read
+//! its resident memory (an in-process broker shares the test's memory and cannot be killed).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `tern serve`.
+pub struct ChildBroker {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildBroker {
+    /// Starts `tern serve --listen 127.0.0.1:0 --log-level info --config CONFIG --data-dir DATA`
+    /// plus `extra`, and waits for the line naming its TCP listener. Its stderr is drained for
+    /// the broker's whole life (so it never blocks on a full pipe), and echoed when the
+    /// environment variable `verbose_env` is set.
+    pub fn start(config: &Path, data_dir: &Path, extra: &[&str], verbose_env: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info"])
+            .args(extra)
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("tern starts");
+        let stderr = child.stderr.take().unwrap();
+        let verbose = std::env::var_os(verbose_env).is_some();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(i) = line.find("listening for MQTT over TCP addr=") {
+                    let addr: SocketAddr = line[i + 33..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+                if verbose {
+                    eprintln!("[tern] {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("tern reports its listener");
+        Self { child, addr }
+    }
+
+    /// Resident memory in KiB, from /proc/PID/status; panics if the broker has exited.
+    pub fn rss_kib(&mut self) -> u64 {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the broker has exited"
+        );
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// SIGKILL, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
