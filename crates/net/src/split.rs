@@ -58,16 +58,23 @@ impl ReadHalf {
     /// the number of bytes read; 0 is end of stream. Cancel-safe: bytes are taken from the
     /// stream only in the poll that hands them to `sink`, so it can sit in a `select!`.
     pub async fn read_with(&mut self, mut sink: impl FnMut(&[u8])) -> io::Result<usize> {
-        std::future::poll_fn(|cx| {
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let mut rb = ReadBuf::new(&mut scratch[..]);
-                ready!(Pin::new(&mut *self).poll_read(cx, &mut rb))?;
-                sink(rb.filled());
-                Poll::Ready(Ok(rb.filled().len()))
-            })
+        std::future::poll_fn(|cx| self.poll_read_with(cx, &mut sink)).await
+    }
+
+    /// [`read_with`](Self::read_with) as a poll function, for a task that polls its sources by
+    /// hand: `sink` is called only when bytes were read.
+    pub fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut rb = ReadBuf::new(&mut scratch[..]);
+            ready!(Pin::new(&mut *self).poll_read(cx, &mut rb))?;
+            sink(rb.filled());
+            Poll::Ready(Ok(rb.filled().len()))
         })
-        .await
     }
 
     /// The TCP read half, for plain TCP streams (for `readable()`/`try_read`).

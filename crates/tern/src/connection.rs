@@ -1,189 +1,35 @@
-//! One client connection: a reader task that decodes packets and hands them to the driver, and a
-//! writer task that drains the connection's outbox with one write per turn.
+//! One client connection, one task: it reads and decodes packets and hands them to the driver,
+//! and writes what the driver queued in the connection's [`Outbox`], one write per batch.
 //!
-//! The outbox sits between the driver (which appends) and the writer (which swaps the whole
-//! vector out and encodes it into one buffer), so a burst of deliveries costs one system call,
-//! not one per packet. It is bounded: droppable QoS 0 messages are dropped past the limit, and the
-//! reader stops reading from a client whose own answers pile up.
+//! One task rather than a reader and a writer: an idle connection then costs one task (its
+//! future, tokio's task header) instead of two, and opening one spawns one. The task waits on
+//! whichever of these comes first: bytes from the client (not while the outbox is full: a
+//! client that does not read our answers is not read from either), the socket taking more of
+//! the batch being written, the outbox being handed bytes or closed, and a deadline (keep
+//! alive, connect timeout, a packet started but not finished, a write that makes no progress).
 
 use crate::driver::Event;
+use crate::outbox::{Outbox, Pending};
 use bytes::BytesMut;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tern_codec::{DecodeError, Packet, ProtocolVersion, decode_packet, encode_packet};
+use tern_codec::{DecodeError, Packet, ProtocolVersion, decode_packet};
 use tern_core::ConnId;
 use tern_net::{Accepted, ReadHalf, WriteHalf};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Notify, mpsc};
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 // Reads go through `tern_net::ReadHalf::read_with`: a per-thread 64 KiB buffer, copied into an
 // exactly sized per-connection buffer, so decoded packets (slices of it) never pin a big chunk
 // and idle connections hold no read buffer at all.
 
-/// A writer that cannot hand its data to the kernel for this long has a dead peer.
+/// A connection that cannot hand its data to the kernel for this long has a dead peer.
 const WRITE_STALL: Duration = Duration::from_secs(60);
-
-/// What waits to be written to one connection: packets already encoded, back to back. The
-/// driver encodes as it queues (a QoS 0 message fanned out to many subscribers is encoded once
-/// and copied), so a queued packet costs its wire size, not the size of a `Packet`.
-#[derive(Default)]
-struct Pending {
-    bytes: BytesMut,
-    packets: usize,
-}
-
-/// The outbox's locked state.
-#[derive(Default)]
-struct Queue {
-    pending: Pending,
-    /// The writer task holds bytes it took from `pending` and is writing them.
-    busy: bool,
-    /// For plain TCP: the socket, so the driver can write to it directly when the writer is
-    /// idle (one task wake-up less per message at low rates).
-    direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
-}
-
-/// State shared by the driver, the reader and the writer of one connection.
-pub(crate) struct Outbox {
-    queue: Mutex<Queue>,
-    wake_writer: Notify,
-    drained: Notify,
-    closing: AtomicBool,
-    closed: Notify,
-    version: AtomicU8,
-    limit: usize,
-    limit_bytes: usize,
-    pub(crate) dropped: AtomicU64,
-    metrics: Arc<crate::metrics::ListenerMetrics>,
-}
-
-impl Outbox {
-    fn new(
-        limit: usize,
-        limit_bytes: usize,
-        metrics: Arc<crate::metrics::ListenerMetrics>,
-    ) -> Self {
-        Self {
-            queue: Mutex::new(Queue::default()),
-            wake_writer: Notify::new(),
-            drained: Notify::new(),
-            closing: AtomicBool::new(false),
-            closed: Notify::new(),
-            version: AtomicU8::new(ProtocolVersion::V3_1_1.level()),
-            limit,
-            limit_bytes,
-            dropped: AtomicU64::new(0),
-            metrics,
-        }
-    }
-
-    /// Queues a packet that must be sent (encoded for the connection's protocol version).
-    /// Returns true when the outbox was empty before: the caller must [`flush`](Self::flush)
-    /// it once it has queued what this turn has for the connection.
-    pub(crate) fn push(&self, packet: &Packet) -> bool {
-        let version = self.version();
-        let mut q = lock(&self.queue);
-        let p = &mut q.pending;
-        if let Err(e) = encode_packet(packet, version, &mut p.bytes) {
-            tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
-            return false;
-        }
-        p.packets += 1;
-        p.packets == 1
-    }
-
-    /// Queues an encoded QoS 0 PUBLISH unless the outbox is full (`max_outbox_packets` or
-    /// `max_outbox_bytes`): `None` when it was dropped, else whether the outbox was empty
-    /// before (see [`push`](Self::push)).
-    pub(crate) fn push_droppable(&self, encoded: &[u8]) -> Option<bool> {
-        let mut q = lock(&self.queue);
-        let p = &mut q.pending;
-        if p.packets >= self.limit
-            || (p.packets > 0 && p.bytes.len() + encoded.len() > self.limit_bytes)
-        {
-            drop(q);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .dropped_outbox_full
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        p.bytes.extend_from_slice(encoded);
-        p.packets += 1;
-        Some(p.packets == 1)
-    }
-
-    /// Sends what is queued: written to the socket right here when `direct` is allowed, the
-    /// transport is plain TCP and the writer task is idle (and the kernel takes it all), else
-    /// handed to the writer task.
-    pub(crate) fn flush(&self, direct: bool) {
-        {
-            let mut q = lock(&self.queue);
-            if q.pending.packets == 0 || q.busy {
-                return; // nothing to do, or the writer will find it when it loops
-            }
-            if direct && let Some(w) = q.direct.clone() {
-                let total = q.pending.bytes.len();
-                let mut written = 0;
-                while written < total {
-                    match w.try_write(&q.pending.bytes[written..]) {
-                        Ok(0) => break,
-                        Ok(n) => written += n,
-                        Err(_) => break, // would block, or an error the writer will meet too
-                    }
-                }
-                let m = &self.metrics;
-                m.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
-                if written == total {
-                    m.packets_sent
-                        .fetch_add(q.pending.packets as u64, Ordering::Relaxed);
-                    q.pending.bytes.clear();
-                    q.pending.packets = 0;
-                    drop(q);
-                    self.drained.notify_one();
-                    return;
-                }
-                // The rest (from the middle of a packet) is the writer's to finish.
-                let _ = q.pending.bytes.split_to(written);
-            }
-        }
-        self.wake_writer.notify_one();
-    }
-
-    /// Asks the writer to flush what is queued and close, and the reader to stop.
-    pub(crate) fn close(&self) {
-        if !self.closing.swap(true, Ordering::AcqRel) {
-            self.wake_writer.notify_one();
-            self.closed.notify_one();
-        }
-    }
-
-    /// True when the client's answers pile up (the reader then stops reading from it).
-    fn full(&self) -> bool {
-        let q = lock(&self.queue);
-        q.pending.packets >= self.limit || q.pending.bytes.len() >= self.limit_bytes
-    }
-
-    pub(crate) fn version(&self) -> ProtocolVersion {
-        match self.version.load(Ordering::Relaxed) {
-            3 => ProtocolVersion::V3_1,
-            5 => ProtocolVersion::V5,
-            _ => ProtocolVersion::V3_1_1,
-        }
-    }
-
-    fn set_version(&self, v: ProtocolVersion) {
-        self.version.store(v.level(), Ordering::Relaxed);
-    }
-}
-
-/// A poisoned lock only means another thread panicked while pushing a packet; the vector itself
-/// is still a valid vector, so keep going.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Settings a connection needs.
 #[derive(Clone)]
@@ -212,7 +58,7 @@ pub(crate) async fn run(
     accepted: Box<Accepted>,
     listener: usize,
     events: mpsc::Sender<Event>,
-    settings: ConnSettings,
+    settings: Arc<ConnSettings>,
 ) {
     let peer = accepted.peer;
     let outbox = Arc::new(Outbox::new(
@@ -232,105 +78,269 @@ pub(crate) async fn run(
         listener,
         cert_cn: accepted.cert_cn.clone(),
     };
-    if events.send(open).await.is_err() {
+    if !send(&events, open).await {
         return; // shutting down
     }
-    let (rd, wr) = {
-        let accepted = *accepted;
-        accepted.stream.into_split()
-    };
-    let wr = match wr {
+    let (rd, wr) = crate::server::unbox(accepted).stream.into_split();
+    let mut wr = match wr {
         WriteHalf::Tcp(w) => {
             let w = Arc::new(w);
-            lock(&outbox.queue).direct = Some(w.clone());
+            outbox.set_direct(Some(w.clone()));
             Writer::Tcp(w)
         }
         other => Writer::Other(other),
     };
-    let reader = tokio::spawn(read_loop(
+    let mut reader = Reader {
         conn,
         rd,
-        outbox.clone(),
-        events.clone(),
-        settings,
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V3_1_1,
+        deadline: Some(Instant::now() + settings.connect_timeout),
+        keep_alive: None,
+        seen_connect: false,
+        partial_deadline: None,
         cert_username,
-    ));
-    write_loop(wr, &outbox).await;
-    // The writer ends only once the connection is closing; make sure the reader stops too and
-    // the driver forgets the connection.
-    outbox.close();
-    reader.abort();
-    let _ = events.send(Event::Lost { conn }).await;
+        done: false,
+    };
+    serve(&mut reader, &mut wr, &outbox, &events, &settings).await;
+    // The driver may have written to the socket itself: take it back before closing.
+    outbox.set_direct(None);
+    match wr {
+        // Dropping the last handle shuts the write side down.
+        Writer::Tcp(w) => drop(w),
+        Writer::Other(mut w) => {
+            let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut w);
+            let _ = tokio::time::timeout(Duration::from_secs(1), Box::pin(shutdown)).await;
+        }
+    }
+    // However the connection ended, the driver forgets it (a second Lost is harmless).
+    send(&events, Event::Lost { conn }).await;
     tracing::debug!(conn, %peer, "connection closed");
 }
 
-async fn read_loop(
-    conn: ConnId,
-    mut rd: ReadHalf,
-    outbox: Arc<Outbox>,
-    events: mpsc::Sender<Event>,
-    settings: ConnSettings,
-    cert_username: Option<Option<String>>,
+/// What woke the connection's task (several at once when they were ready together).
+#[derive(Default)]
+struct Woken {
+    /// The outbox has bytes for us, or closes.
+    outbox: bool,
+    /// The socket took this much of the batch (0: a TLS / WebSocket flush completed).
+    wrote: Option<std::io::Result<usize>>,
+    /// This much was read into the reader's buffer (0: end of stream).
+    read: Option<std::io::Result<usize>>,
+    deadline: bool,
+    /// A write was attempted and the socket did not take it.
+    write_blocked: bool,
+}
+
+/// The connection's loop; returns when the connection is over.
+async fn serve(
+    reader: &mut Reader,
+    wr: &mut Writer,
+    outbox: &Outbox,
+    events: &mpsc::Sender<Event>,
+    settings: &ConnSettings,
 ) {
-    let mut buf = BytesMut::new();
-    let mut version = ProtocolVersion::V3_1_1;
-    // Before CONNECT the deadline is the connect timeout; afterwards 1.5 x keep alive.
-    let mut deadline = Some(Instant::now() + settings.connect_timeout);
-    let mut keep_alive: Option<Duration> = None;
-    let mut seen_connect = false;
-    // Set while a packet has started arriving but is not complete.
-    let mut partial_deadline: Option<Instant> = None;
+    let conn = reader.conn;
+    // The batch being written (taken from the outbox), how much of it is written, and whether
+    // a TLS or WebSocket transport still has to flush it.
+    let mut batch = Pending::default();
+    let mut written = 0;
+    let mut flushing = false;
+    // Set while the socket does not take what we write: the peer is not reading.
+    let mut stalled_since: Option<Instant> = None;
+    let mut sleep = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
+    let mut armed: Option<Instant> = None;
     loop {
-        // Back-pressure: a client that does not read our answers is not read from either.
-        while outbox.full() && !outbox.closing.load(Ordering::Acquire) {
-            outbox.drained.notified().await;
-        }
-        let wake = match (deadline, partial_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let sleep = async {
-            match wake {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+        if batch.bytes.is_empty() && !flushing {
+            outbox.take(&mut batch);
+            written = 0;
+            if batch.bytes.is_empty() && outbox.closing() {
+                return; // everything queued is written
             }
-        };
-        let read = tokio::select! {
-            r = rd.read_with(|b| buf.extend_from_slice(b)) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    settings.metrics.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-                    n
+        }
+        let writing = !batch.bytes.is_empty() || flushing;
+        // Stop reading once closing, after a bad packet or the end of the stream, and while
+        // the client's answers pile up (back-pressure).
+        let reading = !reader.done && !outbox.closing() && !outbox.full();
+        let write_deadline = stalled_since.filter(|_| writing).map(|t| t + WRITE_STALL);
+        let wake = [
+            reader.deadline.filter(|_| !reader.done),
+            reader.partial_deadline.filter(|_| !reader.done),
+            write_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // The timer is moved only to an earlier time: deadlines that move later (the keep
+        // alive clock, at every packet) are found when it fires and re-armed then, so a busy
+        // connection does not touch the timer wheel per packet.
+        if let Some(at) = wake
+            && armed.is_none_or(|a| at < a)
+        {
+            sleep.as_mut().reset(at);
+            armed = Some(at);
+        }
+        // Every source is polled each time, and all that are ready are handled together: a
+        // connection that is always writable is still read from.
+        let woken = poll_fn(|cx| {
+            let mut w = Woken {
+                outbox: outbox.poll_woken(cx),
+                ..Woken::default()
+            };
+            if writing {
+                match wr.poll_write(cx, &batch.bytes[written..], flushing) {
+                    Poll::Ready(r) => w.wrote = Some(r),
+                    Poll::Pending => w.write_blocked = true,
                 }
-            },
-            () = sleep => {
-                if partial_deadline.is_some_and(|p| p <= Instant::now()) {
-                    settings.metrics.packet_timeouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(conn, "closing connection: a packet was started and not finished in time (limits.packet_timeout_secs)");
-                    let _ = events.send(Event::Lost { conn }).await;
-                    return;
+            }
+            if reading
+                && let Poll::Ready(r) = reader
+                    .rd
+                    .poll_read_with(cx, |b| reader.buf.extend_from_slice(b))
+            {
+                w.read = Some(r);
+            }
+            w.deadline = armed.is_some() && sleep.as_mut().poll(cx).is_ready();
+            if w.outbox || w.wrote.is_some() || w.read.is_some() || w.deadline {
+                Poll::Ready(w)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        match woken.wrote {
+            None => {}
+            Some(Err(_)) => return,
+            Some(Ok(_)) if flushing => {
+                flushing = false;
+                stalled_since = None;
+            }
+            Some(Ok(n)) => {
+                settings
+                    .metrics
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                written += n;
+                stalled_since = None;
+                if written == batch.bytes.len() {
+                    outbox.sent(&batch);
+                    batch.bytes.clear();
+                    batch.packets = 0;
+                    written = 0;
+                    // TLS and WebSocket hold written bytes until flushed.
+                    flushing = wr.needs_flush();
                 }
-                let counter = if seen_connect { &settings.metrics.keep_alive_timeouts } else { &settings.metrics.connect_timeouts };
-                counter.fetch_add(1, Ordering::Relaxed);
-                let event = if seen_connect { Event::KeepAliveTimeout { conn } } else { Event::Lost { conn } };
-                tracing::debug!(conn, "{}", if seen_connect { "keep alive timeout" } else { "no CONNECT in time" });
-                let _ = events.send(event).await;
+            }
+        }
+        if woken.write_blocked && woken.wrote.is_none() && stalled_since.is_none() {
+            stalled_since = Some(Instant::now());
+        }
+        match woken.read {
+            None => {}
+            Some(Ok(0) | Err(_)) => {
+                reader.done = true;
+                send(events, Event::Lost { conn }).await;
+            }
+            Some(Ok(n)) => {
+                settings
+                    .metrics
+                    .bytes_received
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                if !reader.handle(n, outbox, events, settings).await {
+                    reader.done = true;
+                }
+            }
+        }
+        if woken.deadline {
+            armed = None; // a fired Sleep must be reset before it is polled again
+            let now = Instant::now();
+            if write_deadline.is_some_and(|d| d <= now) {
+                tracing::info!(
+                    conn,
+                    "closing connection: the client has not read for {} s",
+                    WRITE_STALL.as_secs()
+                );
                 return;
             }
-            () = outbox.closed.notified() => return,
-        };
+            if !reader.done && reader.timed_out(now, events, settings).await {
+                reader.done = true;
+            }
+        }
+    }
+}
+
+/// Hands an event to the driver: at once when its channel has room (the usual case), else by
+/// waiting in a boxed future, so the connection's future does not carry a channel wait's state
+/// (a few hundred bytes) for its whole life. Resolves to false when the driver is gone.
+fn send(events: &mpsc::Sender<Event>, ev: Event) -> Sending<'_> {
+    match events.try_send(ev) {
+        Ok(()) => Sending::Done(true),
+        Err(mpsc::error::TrySendError::Full(ev)) => Sending::Wait(Box::pin(events.send(ev))),
+        Err(mpsc::error::TrySendError::Closed(_)) => Sending::Done(false),
+    }
+}
+
+type SendWait<'a> =
+    Pin<Box<dyn Future<Output = Result<(), mpsc::error::SendError<Event>>> + Send + 'a>>;
+
+/// See [`send`].
+enum Sending<'a> {
+    Done(bool),
+    Wait(SendWait<'a>),
+}
+
+impl Future for Sending<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.get_mut() {
+            Sending::Done(ok) => Poll::Ready(*ok),
+            Sending::Wait(f) => f.as_mut().poll(cx).map(|r| r.is_ok()),
+        }
+    }
+}
+
+/// The reading side of a connection: the bytes read and not yet decoded, and the clocks that
+/// read bytes reset.
+struct Reader {
+    conn: ConnId,
+    rd: ReadHalf,
+    buf: BytesMut,
+    version: ProtocolVersion,
+    /// Before CONNECT the connect timeout; afterwards 1.5 x keep alive from the last packet.
+    deadline: Option<Instant>,
+    keep_alive: Option<Duration>,
+    seen_connect: bool,
+    /// Set while a packet has started arriving but is not complete.
+    partial_deadline: Option<Instant>,
+    cert_username: Option<Option<String>>,
+    /// Nothing more is read (end of stream, a bad packet, a timeout).
+    done: bool,
+}
+
+impl Reader {
+    /// Decodes what `buf` holds and hands the packets to the driver. False when nothing more
+    /// should be read from this client.
+    async fn handle(
+        &mut self,
+        read: usize,
+        outbox: &Outbox,
+        events: &mpsc::Sender<Event>,
+        settings: &ConnSettings,
+    ) -> bool {
+        let conn = self.conn;
         let mut packets = Vec::new();
         let mut error = None;
         loop {
-            match decode_packet(&mut buf, version, settings.max_packet_size) {
+            match decode_packet(&mut self.buf, self.version, settings.max_packet_size) {
                 Ok(Some(mut packet)) => {
                     if let Packet::Connect(c) = &mut packet
-                        && !seen_connect
+                        && !self.seen_connect
                     {
-                        seen_connect = true;
-                        version = c.protocol;
-                        outbox.set_version(version);
-                        if let Some(name) = &cert_username {
+                        self.seen_connect = true;
+                        self.version = c.protocol;
+                        outbox.set_version(self.version);
+                        if let Some(name) = &self.cert_username {
                             c.username = name.as_deref().map(tern_codec::ByteStr::from);
                         }
                         // The keep alive granted: the client's, capped by the server's maximum
@@ -341,7 +351,7 @@ async fn read_loop(
                         } else {
                             c.keep_alive
                         };
-                        keep_alive =
+                        self.keep_alive =
                             (granted > 0).then(|| Duration::from_millis(u64::from(granted) * 1500));
                     }
                     packets.push(packet);
@@ -358,144 +368,142 @@ async fn read_loop(
                 }
             }
         }
-        settings
-            .metrics
-            .packets_received
+        let m = &settings.metrics;
+        m.packets_received
             .fetch_add(packets.len() as u64, Ordering::Relaxed);
         if let Some(e) = &error {
-            settings
-                .metrics
-                .decode_errors
-                .fetch_add(1, Ordering::Relaxed);
+            m.decode_errors.fetch_add(1, Ordering::Relaxed);
             if matches!(e, DecodeError::PacketTooLarge { .. }) {
-                settings
-                    .metrics
-                    .packets_too_large
-                    .fetch_add(1, Ordering::Relaxed);
+                m.packets_too_large.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if buf.is_empty() {
+        if self.buf.is_empty() {
             // Idle connections hold no read buffer.
-            buf = BytesMut::new();
-            partial_deadline = None;
-        } else if partial_deadline.is_none() || !packets.is_empty() {
+            self.buf = BytesMut::new();
+            self.partial_deadline = None;
+        } else if self.partial_deadline.is_none() || !packets.is_empty() {
             // What is left is the start of a new packet: its clock starts now.
-            partial_deadline = Some(Instant::now() + settings.packet_timeout);
+            self.partial_deadline = Some(Instant::now() + settings.packet_timeout);
         }
         if !packets.is_empty() {
             // [MQTT-3.1.2-24] Any packet resets the keep alive clock.
-            deadline = if seen_connect {
-                keep_alive.map(|k| Instant::now() + k)
-            } else {
-                deadline
-            };
+            if self.seen_connect {
+                self.deadline = self.keep_alive.map(|k| Instant::now() + k);
+            }
             // Bound what the driver has yet to handle, in bytes read: a publisher faster than
             // the broker waits here, is not read from, and TCP slows it down.
+            // (Waited for in a boxed future, for the same reason as `send`.)
             let bytes = read.min(settings.budget_bytes) as u32;
-            let Ok(budget) = settings.budget.clone().acquire_many_owned(bytes).await else {
-                return;
+            let budget = match settings.budget.clone().try_acquire_many_owned(bytes) {
+                Ok(b) => b,
+                Err(tokio::sync::TryAcquireError::Closed) => return false,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    let wait = settings.budget.clone().acquire_many_owned(bytes);
+                    let Ok(b) = Box::pin(wait).await else {
+                        return false;
+                    };
+                    b
+                }
             };
             let event = Event::Packets {
                 conn,
                 packets,
                 _budget: budget,
             };
-            if events.send(event).await.is_err() {
-                return;
+            if !send(events, event).await {
+                return false;
             }
         }
         if let Some(err) = error {
             tracing::debug!(conn, error = %err, "bad packet");
-            let _ = events.send(Event::DecodeError { conn, err }).await;
-            // Nothing after a bad packet can be trusted; wait for the driver to close us.
-            return;
+            send(events, Event::DecodeError { conn, err }).await;
+            // Nothing after a bad packet can be trusted; the driver closes the connection.
+            return false;
         }
+        true
     }
-    let _ = events.send(Event::Lost { conn }).await;
+
+    /// A deadline passed at `now`: tells the driver if it is one of the reader's. True when the
+    /// connection is over for reading.
+    async fn timed_out(
+        &mut self,
+        now: Instant,
+        events: &mpsc::Sender<Event>,
+        settings: &ConnSettings,
+    ) -> bool {
+        let conn = self.conn;
+        let m = &settings.metrics;
+        if self.partial_deadline.is_some_and(|p| p <= now) {
+            m.packet_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                conn,
+                "closing connection: a packet was started and not finished in time (limits.packet_timeout_secs)"
+            );
+            send(events, Event::Lost { conn }).await;
+            return true;
+        }
+        if self.deadline.is_none_or(|d| d > now) {
+            return false;
+        }
+        let counter = if self.seen_connect {
+            &m.keep_alive_timeouts
+        } else {
+            &m.connect_timeouts
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let event = if self.seen_connect {
+            tracing::debug!(conn, "keep alive timeout");
+            Event::KeepAliveTimeout { conn }
+        } else {
+            tracing::debug!(conn, "no CONNECT in time");
+            Event::Lost { conn }
+        };
+        send(events, event).await;
+        true
+    }
 }
 
-/// The writer's side of the socket: plain TCP is shared with the driver (for its direct
-/// writes), the other transports are the writer's alone.
+/// The writing side of the socket: plain TCP is shared with the driver (for its direct
+/// writes), the other transports are the connection's alone.
 enum Writer {
     Tcp(Arc<tokio::net::tcp::OwnedWriteHalf>),
     Other(WriteHalf),
 }
 
 impl Writer {
-    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    /// Writes some of `buf` (or, with `flush`, flushes the transport; then `Ok(0)`). Nothing is
+    /// written unless it returns how much.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        flush: bool,
+    ) -> Poll<std::io::Result<usize>> {
         match self {
-            Writer::Tcp(w) => {
-                let mut written = 0;
-                while written < buf.len() {
-                    w.writable().await?;
-                    match w.try_write(&buf[written..]) {
-                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                        Ok(n) => written += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
+            Writer::Tcp(w) => loop {
+                ready!(w.as_ref().as_ref().poll_write_ready(cx))?;
+                match w.try_write(buf) {
+                    Ok(0) if !buf.is_empty() => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                     }
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    // The readiness was stale; polling again registers for the next one.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
-                Ok(())
+            },
+            Writer::Other(w) if flush => {
+                ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                Poll::Ready(Ok(0))
             }
-            // TLS and WebSocket hold written bytes until flushed.
-            Writer::Other(w) => {
-                w.write_all(buf).await?;
-                w.flush().await
-            }
+            Writer::Other(w) => match ready!(Pin::new(&mut *w).poll_write(cx, buf)) {
+                Ok(0) if !buf.is_empty() => Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                r => Poll::Ready(r),
+            },
         }
     }
-}
 
-async fn write_loop(mut wr: Writer, outbox: &Outbox) {
-    // Swapped with the outbox's buffer each turn, so the two buffers' capacity is reused while
-    // the connection is busy.
-    let mut batch = Pending::default();
-    loop {
-        {
-            let mut q = lock(&outbox.queue);
-            std::mem::swap(&mut q.pending, &mut batch);
-            q.busy = batch.packets > 0 || !batch.bytes.is_empty();
-        }
-        if batch.bytes.is_empty() {
-            if outbox.closing.load(Ordering::Acquire) {
-                break;
-            }
-            // An idle connection holds no buffers: drop both buffers' capacity (the outbox's
-            // own is the one this writer swapped in last time).
-            batch = Pending::default();
-            {
-                let mut q = lock(&outbox.queue);
-                if q.pending.bytes.is_empty() {
-                    q.pending = Pending::default();
-                }
-            }
-            outbox.wake_writer.notified().await;
-            continue;
-        }
-        outbox.drained.notify_one();
-        match tokio::time::timeout(WRITE_STALL, wr.write_all(&batch.bytes)).await {
-            Ok(Ok(())) => {
-                let m = &outbox.metrics;
-                m.bytes_sent
-                    .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
-                m.packets_sent
-                    .fetch_add(batch.packets as u64, Ordering::Relaxed);
-            }
-            _ => break,
-        }
-        batch.bytes.clear();
-        batch.packets = 0;
-        outbox.drained.notify_one();
-    }
-    lock(&outbox.queue).busy = false;
-    match wr {
-        // Dropping the last handle shuts the write side down (the driver's goes here too).
-        Writer::Tcp(w) => {
-            lock(&outbox.queue).direct = None;
-            drop(w);
-        }
-        Writer::Other(mut w) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
-        }
+    fn needs_flush(&self) -> bool {
+        matches!(self, Writer::Other(_))
     }
 }

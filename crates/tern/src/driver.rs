@@ -12,7 +12,7 @@
 //! with the next turn while the store syncs, and the next commit carries every turn that
 //! arrived in the meantime (group commit).
 
-use crate::connection::Outbox;
+use crate::outbox::Outbox;
 use crate::persistence::{Committed, StoreCmd, StoreHandle};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -77,7 +77,7 @@ pub(crate) struct Driver {
     /// Encodes a fanned-out QoS 0 message once per run of subscribers.
     encoded: EncodeOnce,
     /// Outboxes that got their first bytes this turn (reused vector).
-    dirty: Vec<Arc<crate::connection::Outbox>>,
+    dirty: Vec<Arc<Outbox>>,
     store: Option<StoreHandle>,
     /// Turns waiting for their records to be durable, oldest first.
     held: VecDeque<(u64, Vec<Action>)>,

@@ -5,7 +5,8 @@
 //! - [`config`]: the TOML configuration, its defaults, validation and command-line overrides.
 //! - [`server`]: binds the listeners, runs the accept loops and the driver; graceful shutdown.
 //! - `driver`: the task that owns the [`tern_core::Broker`] and carries out its actions.
-//! - `connection`: one connection's reader and writer tasks and the outbox between them.
+//! - `connection`: one connection's task (reads, decodes, writes); `outbox`: what the driver
+//!   queued for it.
 //! - [`admin`]: the admin HTTP listener (metrics, health, JSON API, dashboard), `$SYS`, the
 //!   connection event log; [`metrics`]: counters shared by the I/O layer and the driver.
 //! - [`cli`]: the command line (`tern serve`, `tern check-config`, ...).
@@ -19,6 +20,7 @@ pub mod config;
 mod connection;
 mod driver;
 pub mod metrics;
+mod outbox;
 mod persistence;
 
 /// Gives heap memory freed by a large one-off job (the restore at start-up) back to the

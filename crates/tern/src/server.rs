@@ -141,10 +141,10 @@ impl Server {
                 listener,
                 index,
                 events: events_tx.clone(),
-                settings: ConnSettings {
+                settings: Arc::new(ConnSettings {
                     metrics: metrics.listener(addr),
                     ..settings.clone()
-                },
+                }),
                 live: live.clone(),
                 listener_live: Arc::new(AtomicUsize::new(0)),
                 max_listener: max_listener.unwrap_or(usize::MAX),
@@ -210,7 +210,7 @@ struct AcceptLoop {
     listener: Listener,
     index: usize,
     events: mpsc::Sender<crate::driver::Event>,
-    settings: ConnSettings,
+    settings: Arc<ConnSettings>,
     live: Arc<AtomicUsize>,
     listener_live: Arc<AtomicUsize>,
     max_listener: usize,
@@ -326,10 +326,13 @@ impl AcceptLoop {
             // starts from.
             let incoming = Box::new(incoming);
             tokio::spawn(async move {
-                match Box::pin(incoming.handshake()).await {
-                    Ok(accepted) => {
-                        connection::run(conn, Box::new(accepted), index, events, settings).await
-                    }
+                // `unbox`: moving out with `*incoming` would keep the box's memory until the
+                // end of this task, i.e. for the connection's whole life.
+                // The handshake's result is boxed too: a `Result<Accepted, _>` held across the
+                // connection's life would cost its size in every task.
+                let handshake = async move { unbox(incoming).handshake().await.map(Box::new) };
+                match Box::pin(handshake).await {
+                    Ok(accepted) => connection::run(conn, accepted, index, events, settings).await,
                     Err(e) => {
                         metrics.handshakes_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(%peer, error = %e, "handshake failed");
@@ -341,6 +344,13 @@ impl AcceptLoop {
             });
         }
     }
+}
+
+/// Moves a value out of its box and frees the box now (`*b` frees it only when `b` goes out of
+/// scope, which for a long-lived task is its end).
+#[allow(clippy::boxed_local)] // taking the box is the point
+pub(crate) fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 fn describe(t: Transport) -> &'static str {

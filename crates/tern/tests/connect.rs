@@ -199,6 +199,9 @@ async fn pingreq_keeps_a_client_alive() {
         c.send(&Packet::PingReq).await.unwrap();
         assert_eq!(next(&mut c).await, Packet::PingResp);
     }
+    // [MQTT-3.1.2-24] Each packet moved the deadline later; once the pings stop it still comes
+    // (the broker re-arms its timer when an earlier deadline turns out to have moved).
+    c.expect_closed(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]

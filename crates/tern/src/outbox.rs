@@ -1,0 +1,220 @@
+//! A connection's outbox: the bytes the driver has queued for one client, between the driver
+//! (which appends) and the connection's task (which takes the whole buffer and writes it with
+//! one system call), so a burst of deliveries costs one write, not one per packet.
+//!
+//! It is bounded: droppable QoS 0 messages are dropped past `max_outbox_packets` /
+//! `max_outbox_bytes`, and the connection stops reading from a client whose own answers pile
+//! up. For plain TCP the driver may also write to the socket itself when the connection's task
+//! is not writing (one task wake-up less per message at low rates).
+
+use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Context;
+use tern_codec::{Packet, ProtocolVersion, encode_packet};
+
+/// What waits to be written to one connection: packets already encoded, back to back. The
+/// driver encodes as it queues (a QoS 0 message fanned out to many subscribers is encoded once
+/// and copied), so a queued packet costs its wire size, not the size of a `Packet`.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) bytes: BytesMut,
+    pub(crate) packets: usize,
+}
+
+/// The outbox's locked state.
+#[derive(Default)]
+struct Queue {
+    pending: Pending,
+    /// The connection's task holds bytes it took from `pending` and is writing them.
+    busy: bool,
+    /// For plain TCP: the socket, so the driver can write to it directly when the connection's
+    /// task is not writing.
+    direct: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+}
+
+/// State shared by the driver and one connection's task.
+pub(crate) struct Outbox {
+    queue: Mutex<Queue>,
+    /// The connection's task, woken when there are bytes to write or the outbox closes
+    /// (`signal`). A waker, not a `Notify`: the task polls it with its other sources by hand,
+    /// and an idle connection's future stays small.
+    waker: AtomicWaker,
+    signal: AtomicBool,
+    closing: AtomicBool,
+    version: AtomicU8,
+    limit: usize,
+    limit_bytes: usize,
+    pub(crate) dropped: AtomicU64,
+    metrics: Arc<crate::metrics::ListenerMetrics>,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        limit: usize,
+        limit_bytes: usize,
+        metrics: Arc<crate::metrics::ListenerMetrics>,
+    ) -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+            waker: AtomicWaker::new(),
+            signal: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            version: AtomicU8::new(ProtocolVersion::V3_1_1.level()),
+            limit,
+            limit_bytes,
+            dropped: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    /// Queues a packet that must be sent (encoded for the connection's protocol version).
+    /// Returns true when the outbox was empty before: the caller must [`flush`](Self::flush)
+    /// it once it has queued what this turn has for the connection.
+    pub(crate) fn push(&self, packet: &Packet) -> bool {
+        let version = self.version();
+        let mut q = lock(&self.queue);
+        let p = &mut q.pending;
+        if let Err(e) = encode_packet(packet, version, &mut p.bytes) {
+            tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
+            return false;
+        }
+        p.packets += 1;
+        p.packets == 1
+    }
+
+    /// Queues an encoded QoS 0 PUBLISH unless the outbox is full (`max_outbox_packets` or
+    /// `max_outbox_bytes`): `None` when it was dropped, else whether the outbox was empty
+    /// before (see [`push`](Self::push)).
+    pub(crate) fn push_droppable(&self, encoded: &[u8]) -> Option<bool> {
+        let mut q = lock(&self.queue);
+        let p = &mut q.pending;
+        if p.packets >= self.limit
+            || (p.packets > 0 && p.bytes.len() + encoded.len() > self.limit_bytes)
+        {
+            drop(q);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .dropped_outbox_full
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        p.bytes.extend_from_slice(encoded);
+        p.packets += 1;
+        Some(p.packets == 1)
+    }
+
+    /// Sends what is queued: written to the socket right here when `direct` is allowed, the
+    /// transport is plain TCP and the connection's task is not writing (and the kernel takes it
+    /// all), else handed to the connection's task.
+    pub(crate) fn flush(&self, direct: bool) {
+        {
+            let mut q = lock(&self.queue);
+            if q.pending.packets == 0 || q.busy {
+                return; // nothing to do, or the task will find it when it has written its batch
+            }
+            if direct && let Some(w) = q.direct.clone() {
+                let total = q.pending.bytes.len();
+                let mut written = 0;
+                while written < total {
+                    match w.try_write(&q.pending.bytes[written..]) {
+                        Ok(0) => break,
+                        Ok(n) => written += n,
+                        Err(_) => break, // would block, or an error the task will meet too
+                    }
+                }
+                let m = &self.metrics;
+                m.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
+                if written == total {
+                    m.packets_sent
+                        .fetch_add(q.pending.packets as u64, Ordering::Relaxed);
+                    q.pending.bytes.clear();
+                    q.pending.packets = 0;
+                    return;
+                }
+                // The rest (from the middle of a packet) is the task's to finish.
+                let _ = q.pending.bytes.split_to(written);
+            }
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        self.signal.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Asks the connection to flush what is queued, stop reading and close.
+    pub(crate) fn close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+    }
+
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// True when [`flush`](Self::flush) handed over bytes or [`close`](Self::close) was called
+    /// since the last call; else the task is woken when that happens.
+    pub(crate) fn poll_woken(&self, cx: &Context<'_>) -> bool {
+        if self.signal.swap(false, Ordering::AcqRel) {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        // Checked again after registering: a wake in between is not lost.
+        self.signal.swap(false, Ordering::AcqRel)
+    }
+
+    /// True when the client's answers pile up (the connection then stops reading from it).
+    pub(crate) fn full(&self) -> bool {
+        let q = lock(&self.queue);
+        q.pending.packets >= self.limit || q.pending.bytes.len() >= self.limit_bytes
+    }
+
+    /// Swaps what is queued with `batch` (which the connection has written, and is empty) and
+    /// marks the outbox busy while the batch is being written. With nothing queued, both
+    /// buffers' capacity is dropped: an idle connection holds no buffer.
+    pub(crate) fn take(&self, batch: &mut Pending) {
+        let mut q = lock(&self.queue);
+        std::mem::swap(&mut q.pending, batch);
+        q.busy = !batch.bytes.is_empty();
+        if !q.busy {
+            *batch = Pending::default();
+            q.pending = Pending::default();
+        }
+    }
+
+    /// The connection has written `batch`.
+    pub(crate) fn sent(&self, batch: &Pending) {
+        let m = &self.metrics;
+        m.packets_sent
+            .fetch_add(batch.packets as u64, Ordering::Relaxed);
+    }
+
+    /// Shares the TCP socket with the driver (`Some`) or takes it back (`None`, at the end).
+    pub(crate) fn set_direct(&self, w: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>) {
+        let mut q = lock(&self.queue);
+        q.direct = w;
+        q.busy = false;
+    }
+
+    pub(crate) fn version(&self) -> ProtocolVersion {
+        match self.version.load(Ordering::Relaxed) {
+            3 => ProtocolVersion::V3_1,
+            5 => ProtocolVersion::V5,
+            _ => ProtocolVersion::V3_1_1,
+        }
+    }
+
+    pub(crate) fn set_version(&self, v: ProtocolVersion) {
+        self.version.store(v.level(), Ordering::Relaxed);
+    }
+}
+
+/// A poisoned lock only means another thread panicked while pushing a packet; the buffer itself
+/// is still a valid buffer, so keep going.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
