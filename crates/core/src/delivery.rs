@@ -339,13 +339,14 @@ fn build_publish(
     let mut p = publish_fields(d, packet_id, false, now, session.version);
     let mut new_alias = None;
     if session.alias_out_max > 0 {
-        match session.aliases_out.get(&p.topic) {
+        let aliases = session.aliases.get_or_insert_with(Default::default);
+        match aliases.outgoing.get(&p.topic) {
             Some(&alias) => {
                 p.properties.topic_alias = Some(alias);
                 p.topic = ByteStr::new();
             }
-            None if session.aliases_out.len() < usize::from(session.alias_out_max) => {
-                let alias = session.aliases_out.len() as u16 + 1;
+            None if aliases.outgoing.len() < usize::from(session.alias_out_max) => {
+                let alias = aliases.outgoing.len() as u16 + 1;
                 p.properties.topic_alias = Some(alias);
                 new_alias = Some(alias);
             }
@@ -355,8 +356,10 @@ fn build_publish(
     if !fits_client(&p, session, stats) {
         return None;
     }
-    if let Some(alias) = new_alias {
-        session.aliases_out.insert(p.topic.clone(), alias);
+    if let Some(alias) = new_alias
+        && let Some(aliases) = &mut session.aliases
+    {
+        aliases.outgoing.insert(p.topic.clone(), alias);
     }
     Some((p, new_alias.is_some()))
 }

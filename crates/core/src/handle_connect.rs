@@ -49,7 +49,9 @@ impl Broker {
         {
             return self.refuse(conn, version, reason::TOPIC_NAME_INVALID, out);
         }
-        let (peer, listener, cert_cn) = self.peers.get(&conn).cloned().unwrap_or_default();
+        // Taken, not copied: from here on the session's `info` has it (and a connection sends
+        // one CONNECT).
+        let (peer, listener, cert_cn) = self.peers.remove(&conn).unwrap_or_default();
         let info = crate::access::ClientInfo {
             client_id: client_id.to_string(),
             username: connect.username.as_ref().map(|u| u.to_string()),
@@ -179,10 +181,8 @@ impl Broker {
             _ => connect.keep_alive,
         };
         session.connected_at = Some(now);
-        session.username.clone_from(&connect.username);
         // [MQTT-3.3.2-7] Topic aliases live and die with the network connection.
-        session.aliases_in.clear();
-        session.aliases_out.clear();
+        session.aliases = None;
         session.alias_out_max = if v5 {
             connect.properties.topic_alias_maximum.unwrap_or(0)
         } else {

@@ -24,14 +24,15 @@ impl Broker {
             let Some(session) = self.sessions.get_mut(&c.session) else {
                 return;
             };
+            let aliases = session.aliases.get_or_insert_with(Default::default);
             if p.topic.is_empty() {
-                match session.aliases_in.get(&alias) {
+                match aliases.incoming.get(&alias) {
                     Some(topic) => p.topic = topic.clone(),
                     // An alias that was never set up: protocol error (MQTT 5.0 section 3.3.4).
                     None => return self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out),
                 }
             } else {
-                session.aliases_in.insert(alias, p.topic.clone());
+                aliases.incoming.insert(alias, p.topic.clone());
             }
         }
         if tern_topic::validate_topic_name(&p.topic).is_err() {

@@ -388,7 +388,7 @@ fn client_info(conn: ConnId, s: &Session) -> ClientInfo {
     ClientInfo {
         conn,
         client_id: s.client_id.to_string(),
-        username: s.username.as_ref().map(|u| u.to_string()),
+        username: s.info.username.clone(),
         protocol: s.version,
         keep_alive: s.keep_alive,
         connected_at: s.connected_at,
@@ -402,7 +402,7 @@ fn client_info(conn: ConnId, s: &Session) -> ClientInfo {
 fn session_info(s: &Session, now: Instant) -> SessionInfo {
     SessionInfo {
         client_id: s.client_id.to_string(),
-        username: s.username.as_ref().map(|u| u.to_string()),
+        username: s.info.username.clone(),
         conn: s.conn,
         protocol: s.version,
         expiry_interval: s.expiry_interval,

@@ -81,10 +81,9 @@ pub struct Session {
     pub window: u16,
     /// Client's Maximum Packet Size (MQTT 5).
     pub max_packet_size: Option<u32>,
-    /// Topic aliases the client set up towards us on its current connection.
-    pub aliases_in: HashMap<u16, ByteStr>,
-    /// Topic aliases we set up towards the client on its current connection.
-    pub aliases_out: HashMap<ByteStr, u16>,
+    /// Topic aliases of the current connection, both ways. Boxed and created on first use:
+    /// most clients never use them, and two maps inline cost ~100 bytes per session.
+    pub aliases: Option<Box<Aliases>>,
     /// The client's Topic Alias Maximum (0: no aliases towards it).
     pub alias_out_max: u16,
     /// True when the session's state is written to the durable store.
@@ -100,8 +99,15 @@ pub struct Session {
     pub keep_alive: u16,
     /// When the current connection completed CONNECT (`None` while offline).
     pub connected_at: Option<Instant>,
-    /// User name of the current (or last) connection.
-    pub username: Option<ByteStr>,
+}
+
+/// Topic aliases of one network connection ([MQTT-3.3.2-7]: they live and die with it).
+#[derive(Debug, Default)]
+pub struct Aliases {
+    /// Set up by the client towards us.
+    pub incoming: HashMap<u16, ByteStr>,
+    /// Set up by us towards the client.
+    pub outgoing: HashMap<ByteStr, u16>,
 }
 
 impl Session {
@@ -121,8 +127,7 @@ impl Session {
             will: None,
             window: 1,
             max_packet_size: None,
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases: None,
             alias_out_max: 0,
             persisted: false,
             next_seq: 1,
@@ -131,7 +136,6 @@ impl Session {
             rate_at: None,
             keep_alive: 0,
             connected_at: None,
-            username: None,
         }
     }
 
