@@ -1,6 +1,6 @@
-//! Splitting a [`Stream`] into a read half and a write half for a reader task and a writer
-//! task. Plain TCP splits without a lock and keeps `readable()`/`try_read` (so an idle
-//! connection can wait for data holding no buffer); the other transports go through
+//! Splitting a [`Stream`] into a read half and a write half (the connection's task polls both).
+//! Plain TCP splits without a lock and keeps `readable()`/`try_read` (so an idle connection can
+//! wait for data holding no buffer); the other transports go through
 //! `tokio::io::split` (TLS and WebSocket state is shared by both directions).
 //!
 //! [`ReadHalf::read_with`] reads into a per-thread buffer and hands the bytes to a closure, so

@@ -406,7 +406,7 @@ impl Driver {
         }
         // A turn that sends to a few connections writes to their sockets itself (the common
         // case at low rates: one task wake-up less per message); a fan-out leaves the writes
-        // to the connections' writer tasks, which can run on other cores.
+        // to the connections' tasks, which batch more per write and can run on other cores.
         let direct = dirty.len() <= DIRECT_WRITES;
         for outbox in dirty.drain(..) {
             outbox.flush(direct);
