@@ -303,8 +303,10 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
     ///
     /// A key subscribed through several matching filters is reported once
     /// per filter; deduplication (e.g. highest QoS wins) is up to the caller.
-    /// Does not allocate unless more than 32 branches are pending at once.
-    pub fn for_each_match<F: FnMut(&K, &V)>(&self, topic: &str, mut f: F) {
+    /// Returns the number of filters that matched: with one (or none), every
+    /// key was reported once. Does not allocate unless more than 32 branches
+    /// are pending at once.
+    pub fn for_each_match<F: FnMut(&K, &V)>(&self, topic: &str, mut f: F) -> usize {
         let bytes = topic.as_bytes();
         // Positions index the start of the next level; `end` means "all
         // levels consumed" (a position equal to `topic.len()` is a real,
@@ -313,19 +315,27 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
         let dollar = topic.starts_with('$');
         let mut stack: InlineStack<(&Node<K, V>, usize), 32> = InlineStack::new();
         stack.push((&self.root, 0));
+        // Each filter's entries come from one map, whose keys are distinct.
+        let mut filters = 0;
+        let mut visit = |m: &Map<K, V>| {
+            if !m.is_empty() {
+                filters += 1;
+                m.iter().for_each(|(k, v)| f(k, v));
+            }
+        };
         while let Some((node, pos)) = stack.pop() {
             if pos >= end {
                 if let Some(subs) = node.subs.as_deref() {
-                    subs.exact.iter().for_each(|(k, v)| f(k, v));
+                    visit(&subs.exact);
                     // '#' also matches its parent level ("a/#" matches "a").
-                    subs.multi.iter().for_each(|(k, v)| f(k, v));
+                    visit(&subs.multi);
                 }
                 continue;
             }
             // [MQTT-4.7.2-1] only the root is visited at position 0.
             let wildcards = !(dollar && pos == 0);
             if wildcards && let Some(subs) = node.subs.as_deref() {
-                subs.multi.iter().for_each(|(k, v)| f(k, v));
+                visit(&subs.multi);
             }
             let (level, next) = match bytes[pos..].iter().position(|&b| b == b'/') {
                 Some(i) => (&topic[pos..pos + i], pos + i + 1),
@@ -338,6 +348,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
                 stack.push((child, next));
             }
         }
+        filters
     }
 
     /// Number of (filter, key) entries.

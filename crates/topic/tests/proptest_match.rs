@@ -89,6 +89,13 @@ proptest! {
             let expected: Vec<(String, u8)> =
                 model.iter().filter(|(f, _)| matches(f, t)).cloned().collect();
             prop_assert_eq!(sub_matches(&trie, t), expected, "topic {:?}", t);
+            // The count of matching filters: the distinct filters of the expected matches.
+            let filters: BTreeSet<&String> = model
+                .iter()
+                .filter(|(f, _)| matches(f, t))
+                .map(|(f, _)| f)
+                .collect();
+            prop_assert_eq!(trie.for_each_match(t, |_, _| {}), filters.len(), "topic {:?}", t);
         }
     }
 
