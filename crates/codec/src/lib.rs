@@ -28,6 +28,6 @@ pub use packet::*;
 pub use properties::Properties;
 pub use types::{ByteStr, ProtocolVersion, QoS};
 pub use wire::{
-    FixedHeader, MAX_REMAINING_LENGTH, decode_packet, encode_packet, encode_publish, encoded_len,
-    publish_encoded_len,
+    FixedHeader, MAX_REMAINING_LENGTH, Peeked, PublishView, decode_packet, encode_packet,
+    encode_publish, encoded_len, peek_publish, publish_encoded_len,
 };

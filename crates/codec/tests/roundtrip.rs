@@ -472,6 +472,46 @@ proptest! {
         prop_assert!(buf.is_empty());
     }
 
+    /// `peek_publish` reads every PUBLISH as `decode_packet` does (and nothing else as one).
+    #[test]
+    fn peek_publish_agrees_with_decode((v, p) in versioned_packet()) {
+        let bytes = encode(&p, v);
+        let peeked = tern_codec::peek_publish(&bytes, v).unwrap();
+        match (&p, peeked) {
+            (Packet::Publish(full), tern_codec::Peeked::Publish { view, len }) => {
+                prop_assert_eq!(len, bytes.len());
+                prop_assert_eq!(view.dup, full.dup);
+                prop_assert_eq!(view.qos, full.qos);
+                prop_assert_eq!(view.retain, full.retain);
+                prop_assert_eq!(view.topic, full.topic.as_bytes());
+                prop_assert_eq!(view.packet_id, full.packet_id);
+                prop_assert_eq!(view.payload, &full.payload[..]);
+            }
+            (Packet::Publish(_), other) => prop_assert!(false, "a PUBLISH peeked as {:?}", other),
+            (_, tern_codec::Peeked::Other) => {}
+            (_, other) => prop_assert!(false, "{:?} peeked as {:?}", p, other),
+        }
+        for cut in 0..bytes.len() {
+            let r = tern_codec::peek_publish(&bytes[..cut], v).unwrap();
+            prop_assert!(matches!(r, tern_codec::Peeked::Incomplete | tern_codec::Peeked::Other), "{:?} at {}", r, cut);
+        }
+    }
+
+    /// On garbage `peek_publish` errs or answers, never panics.
+    #[test]
+    fn peek_publish_never_panics(v in version(), first in 0x30u8..0x40, body in vec(any::<u8>(), 0..200)) {
+        let mut bytes = vec![first];
+        let mut len = body.len();
+        loop {
+            let b = (len & 0x7F) as u8;
+            len >>= 7;
+            if len == 0 { bytes.push(b); break; }
+            bytes.push(b | 0x80);
+        }
+        bytes.extend_from_slice(&body);
+        let _ = tern_codec::peek_publish(&bytes, v);
+    }
+
     #[test]
     fn incomplete_until_the_last_byte((v, p) in versioned_packet()) {
         let bytes = encode(&p, v);

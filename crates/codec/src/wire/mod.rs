@@ -16,6 +16,8 @@ mod publish;
 mod subscribe;
 mod unsubscribe;
 
+pub use publish::{Peeked, PublishView, peek as peek_publish};
+
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::Packet;
 use crate::types::ProtocolVersion;

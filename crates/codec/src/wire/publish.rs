@@ -271,3 +271,91 @@ mod tests {
         );
     }
 }
+
+/// A PUBLISH read in place by [`peek_publish`](crate::peek_publish): borrowed slices of the
+/// input, nothing allocated, the topic's UTF-8 and the properties not checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishView<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// The topic name's bytes (not checked for UTF-8).
+    pub topic: &'a [u8],
+    pub packet_id: Option<u16>,
+    pub payload: &'a [u8],
+}
+
+/// What [`peek_publish`](crate::peek_publish) found at the front of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peeked<'a> {
+    /// The packet's bytes have not all arrived.
+    Incomplete,
+    /// A PUBLISH of `len` bytes (fixed header included).
+    Publish { view: PublishView<'a>, len: usize },
+    /// Another packet: decode it with [`decode_packet`](crate::decode_packet).
+    Other,
+}
+
+/// Reads the PUBLISH at the front of `buf` in place, for a receiver that handles many messages
+/// and trusts their sender (the load generator): the fixed header and the lengths are checked
+/// as [`decode_packet`](crate::decode_packet) checks them, the topic's UTF-8 and the
+/// properties' content are not. A malformed PUBLISH is an error; anything else is `Other`.
+pub fn peek(buf: &[u8], version: ProtocolVersion) -> Result<Peeked<'_>, DecodeError> {
+    let Some(header) = super::parse_fixed_header(buf, version)? else {
+        return Ok(Peeked::Incomplete);
+    };
+    if header.packet_type != super::PUBLISH {
+        return Ok(Peeked::Other);
+    }
+    let len = header.header_len + header.remaining_length;
+    let Some(packet) = buf.get(..len) else {
+        return Ok(Peeked::Incomplete);
+    };
+    let body = &packet[header.header_len..];
+    let flags = header.flags;
+    let qos = QoS::from_u8((flags >> QOS_SHIFT) & 0x03)
+        .ok_or(DecodeError::Malformed("PUBLISH with QoS 3"))?;
+    let dup = flags & DUP != 0;
+    if dup && qos == QoS::AtMostOnce {
+        return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
+    }
+    const SHORT: DecodeError = DecodeError::Malformed("PUBLISH shorter than its fields");
+    let topic_len = usize::from(u16::from_be_bytes(
+        body.get(..2).ok_or(SHORT)?.try_into().map_err(|_| SHORT)?,
+    ));
+    let topic = body.get(2..2 + topic_len).ok_or(SHORT)?;
+    let mut at = 2 + topic_len;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        let id = u16::from_be_bytes(
+            body.get(at..at + 2)
+                .ok_or(SHORT)?
+                .try_into()
+                .map_err(|_| SHORT)?,
+        );
+        if id == 0 {
+            return Err(DecodeError::Protocol("packet identifier 0"));
+        }
+        at += 2;
+        Some(id)
+    };
+    if version.is_v5() {
+        let (props_len, n) =
+            super::primitives::read_var_int(body.get(at..).ok_or(SHORT)?)?.ok_or(SHORT)?;
+        at += n;
+        at = at.checked_add(props_len as usize).ok_or(SHORT)?;
+    }
+    let payload = body.get(at..).ok_or(SHORT)?;
+    Ok(Peeked::Publish {
+        view: PublishView {
+            dup,
+            qos,
+            retain: flags & RETAIN != 0,
+            topic,
+            packet_id,
+            payload,
+        },
+        len,
+    })
+}
