@@ -219,9 +219,13 @@ impl EventLog {
             return; // re-authentication or an unknown connection
         };
         let addr = peer(conn);
-        let shown_addr = addr.map(|a| a.to_string()).unwrap_or_default();
+        // With connection events not logged (`--log-level warn` and above), the limiter and
+        // the formatting are skipped: they cost an allocation or two per connect.
+        let log = tracing::enabled!(tracing::Level::INFO);
+        let shown_addr = || addr.map(|a| a.to_string()).unwrap_or_default();
         if code != 0 {
-            if self.limiter.allow(&p.client_id, now) {
+            if log && self.limiter.allow(&p.client_id, now) {
+                let shown_addr = shown_addr();
                 tracing::info!(
                     event = "connect_refused",
                     conn,
@@ -239,7 +243,8 @@ impl EventLog {
             .conn_client_id(conn)
             .map(str::to_string)
             .unwrap_or(p.client_id);
-        if self.limiter.allow(&client_id, now) {
+        if log && self.limiter.allow(&client_id, now) {
+            let shown_addr = shown_addr();
             tracing::info!(
                 event = "connect",
                 conn,
@@ -271,14 +276,14 @@ impl EventLog {
         };
         let name = reason_name(reason);
         *self.disconnects.entry(name).or_default() += 1;
-        // The code that describes the end: the one we sent, else the client's own.
-        let code = sent.or(l.client_code);
-        let shown_code = code.map(|c| format!("{c:#04x}")).unwrap_or_default();
-        let shown_addr = l.peer.map(|a| a.to_string()).unwrap_or_default();
-        let secs = now.saturating_duration_since(l.since).as_secs();
         if reason == CloseReason::Shutdown {
             tracing::debug!(event = "disconnect", conn, client_id = %l.client_id, reason = name, "client disconnected");
-        } else if self.limiter.allow(&l.client_id, now) {
+        } else if tracing::enabled!(tracing::Level::INFO) && self.limiter.allow(&l.client_id, now) {
+            // The code that describes the end: the one we sent, else the client's own.
+            let code = sent.or(l.client_code);
+            let shown_code = code.map(|c| format!("{c:#04x}")).unwrap_or_default();
+            let shown_addr = l.peer.map(|a| a.to_string()).unwrap_or_default();
+            let secs = now.saturating_duration_since(l.since).as_secs();
             tracing::info!(
                 event = "disconnect",
                 conn,

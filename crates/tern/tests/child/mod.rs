@@ -6,12 +6,15 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// A running `tern serve`.
 pub struct ChildBroker {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line it wrote to stderr so far, and a signal for each new one.
+    pub lines: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl ChildBroker {
@@ -20,8 +23,19 @@ impl ChildBroker {
     /// the broker's whole life (so it never blocks on a full pipe), and echoed when the
     /// environment variable `verbose_env` is set.
     pub fn start(config: &Path, data_dir: &Path, extra: &[&str], verbose_env: &str) -> Self {
+        Self::start_logging("info", config, data_dir, extra, verbose_env)
+    }
+
+    /// [`start`](Self::start) with another `--log-level`.
+    pub fn start_logging(
+        level: &str,
+        config: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        verbose_env: &str,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", level])
             .args(extra)
             .arg("--config")
             .arg(config)
@@ -34,6 +48,8 @@ impl ChildBroker {
         let stderr = child.stderr.take().unwrap();
         let verbose = std::env::var_os(verbose_env).is_some();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -50,12 +66,28 @@ impl ChildBroker {
                 if verbose {
                     eprintln!("[tern] {line}");
                 }
+                kept.0.lock().unwrap().push(line);
+                kept.1.notify_all();
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("tern reports its listener");
-        Self { child, addr }
+        Self { child, addr, lines }
+    }
+
+    /// Waits (at most `timeout`) for a stderr line containing every one of `parts`.
+    pub fn wait_for_line(&self, parts: &[&str], timeout: Duration) -> Option<String> {
+        let until = Instant::now() + timeout;
+        let (lines, new_line) = &*self.lines;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return Some(l.clone());
+            }
+            let left = until.checked_duration_since(Instant::now())?;
+            lines = new_line.wait_timeout(lines, left).unwrap().0;
+        }
     }
 
     /// Resident memory in KiB, from /proc/PID/status; panics if the broker has exited.
