@@ -193,6 +193,9 @@ pub struct Limits {
     pub handshake_timeout_secs: u64,
     /// Seconds a client has to send the rest of a packet it has started (slow-loris defence).
     pub packet_timeout_secs: u64,
+    /// Seconds the broker waits for a client that takes none of what it is sent (its socket
+    /// stays full) before closing it.
+    pub write_timeout_secs: u64,
 }
 
 /// Protocol features.
@@ -266,6 +269,7 @@ impl Default for Limits {
             max_handshakes: 1024,
             handshake_timeout_secs: 10,
             packet_timeout_secs: 30,
+            write_timeout_secs: 60,
         }
     }
 }

@@ -28,9 +28,6 @@ use tokio::time::Instant;
 // exactly sized per-connection buffer, so decoded packets (slices of it) never pin a big chunk
 // and idle connections hold no read buffer at all.
 
-/// A connection that cannot hand its data to the kernel for this long has a dead peer.
-const WRITE_STALL: Duration = Duration::from_secs(60);
-
 /// Settings a connection needs.
 #[derive(Clone)]
 pub(crate) struct ConnSettings {
@@ -47,6 +44,9 @@ pub(crate) struct ConnSettings {
     pub(crate) max_keep_alive: u16,
     /// Time a client has to finish a packet it has started sending (slow-loris defence).
     pub(crate) packet_timeout: Duration,
+    /// A connection whose socket takes none of our bytes for this long has a dead or hostile
+    /// peer (`limits.write_timeout_secs`).
+    pub(crate) write_timeout: Duration,
     /// Counters of the listener this connection came in on.
     pub(crate) metrics: Arc<crate::metrics::ListenerMetrics>,
 }
@@ -150,6 +150,8 @@ async fn serve(
     let mut stalled_since: Option<Instant> = None;
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed: Option<Instant> = None;
+    // Set while reading is held back because the client's answers pile up.
+    let mut held_since: Option<Instant> = None;
     loop {
         if batch.bytes.is_empty() && !flushing {
             outbox.take(&mut batch);
@@ -160,12 +162,28 @@ async fn serve(
         }
         let writing = !batch.bytes.is_empty() || flushing;
         // Stop reading once closing, after a bad packet or the end of the stream, and while
-        // the client's answers pile up (back-pressure).
-        let reading = !reader.done && !outbox.closing() && !outbox.full();
-        let write_deadline = stalled_since.filter(|_| writing).map(|t| t + WRITE_STALL);
+        // the client's answers pile up (back-pressure). They pile up only while we write: when
+        // we do not, the driver's flush either writes them itself or hands them to us.
+        let open = !reader.done && !outbox.closing();
+        let held = open && writing && outbox.full();
+        let reading = open && !held;
+        // While reading is held back the client's packets wait unread in the kernel: its
+        // deadlines (keep alive, a packet started) are paused, and moved on by the pause when
+        // reading resumes. A client that reads nothing meets the write-stall deadline instead.
+        match (held, held_since) {
+            (true, None) => held_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                reader.postpone(since.elapsed());
+                held_since = None;
+            }
+            _ => {}
+        }
+        let write_deadline = stalled_since
+            .filter(|_| writing)
+            .map(|t| t + settings.write_timeout);
         let wake = [
-            reader.deadline.filter(|_| !reader.done),
-            reader.partial_deadline.filter(|_| !reader.done),
+            reader.deadline.filter(|_| reading),
+            reader.partial_deadline.filter(|_| reading),
             write_deadline,
         ]
         .into_iter()
@@ -190,7 +208,14 @@ async fn serve(
             if writing {
                 match wr.poll_write(cx, &batch.bytes[written..], flushing) {
                     Poll::Ready(r) => w.wrote = Some(r),
-                    Poll::Pending => w.write_blocked = true,
+                    Poll::Pending => {
+                        w.write_blocked = true;
+                        if stalled_since.is_none() {
+                            // Back to the loop to start the write-stall clock (and its timer):
+                            // nothing else may wake this task while the peer does not read.
+                            return Poll::Ready(w);
+                        }
+                    }
                 }
             }
             if reading
@@ -254,15 +279,20 @@ async fn serve(
         if woken.deadline {
             armed = None; // a fired Sleep must be reset before it is polled again
             let now = Instant::now();
-            if write_deadline.is_some_and(|d| d <= now) {
+            // `stalled_since` as it is now: progress in this very wake-up cleared it.
+            if stalled_since.is_some_and(|t| t + settings.write_timeout <= now) {
+                settings
+                    .metrics
+                    .write_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     conn,
-                    "closing connection: the client has not read for {} s",
-                    WRITE_STALL.as_secs()
+                    "closing connection: the client has read nothing for {} s (limits.write_timeout_secs)",
+                    settings.write_timeout.as_secs()
                 );
                 return;
             }
-            if !reader.done && reader.timed_out(now, events, settings).await {
+            if reading && !reader.done && reader.timed_out(now, events, settings).await {
                 reader.done = true;
             }
         }
@@ -319,6 +349,12 @@ struct Reader {
 }
 
 impl Reader {
+    /// Moves the reader's deadlines on by `by` (the time reading was held back).
+    fn postpone(&mut self, by: Duration) {
+        self.deadline = self.deadline.map(|d| d + by);
+        self.partial_deadline = self.partial_deadline.map(|d| d + by);
+    }
+
     /// Decodes what `buf` holds and hands the packets to the driver. False when nothing more
     /// should be read from this client.
     async fn handle(

@@ -45,6 +45,8 @@ pub struct ListenerMetrics {
     pub refused_connection_rate: AtomicU64,
     /// Connections closed for not finishing a started packet (`limits.packet_timeout_secs`).
     pub packet_timeouts: AtomicU64,
+    /// Connections closed for taking none of what they were sent (`limits.write_timeout_secs`).
+    pub write_timeouts: AtomicU64,
     /// Connections closed at accept because `limits.max_handshakes` were in progress.
     pub handshakes_rejected: AtomicU64,
     /// TLS / WebSocket / PROXY handshakes that failed or timed out.
@@ -70,6 +72,7 @@ impl ListenerMetrics {
             refused_listener_max_connections: AtomicU64::new(0),
             refused_connection_rate: AtomicU64::new(0),
             packet_timeouts: AtomicU64::new(0),
+            write_timeouts: AtomicU64::new(0),
             handshakes_rejected: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
         }

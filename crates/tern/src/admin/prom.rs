@@ -154,6 +154,11 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
         );
         o.sample(
             "tern_limit_hits_total",
+            &[("listener", &addr), ("limit", "write_timeout")],
+            get(&l.write_timeouts),
+        );
+        o.sample(
+            "tern_limit_hits_total",
             &[("listener", &addr), ("limit", "max_handshakes")],
             get(&l.handshakes_rejected),
         );

@@ -78,16 +78,7 @@ impl ChildBroker {
 
     /// Waits (at most `timeout`) for a stderr line containing every one of `parts`.
     pub fn wait_for_line(&self, parts: &[&str], timeout: Duration) -> Option<String> {
-        let until = Instant::now() + timeout;
-        let (lines, new_line) = &*self.lines;
-        let mut lines = lines.lock().unwrap();
-        loop {
-            if let Some(l) = lines.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
-                return Some(l.clone());
-            }
-            let left = until.checked_duration_since(Instant::now())?;
-            lines = new_line.wait_timeout(lines, left).unwrap().0;
-        }
+        wait_for(&self.lines, parts, timeout)
     }
 
     /// Resident memory in KiB, from /proc/PID/status; panics if the broker has exited.
@@ -109,5 +100,23 @@ impl ChildBroker {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// [`ChildBroker::wait_for_line`] on a clone of its `lines` (usable from another thread).
+pub fn wait_for(
+    lines: &(Mutex<Vec<String>>, Condvar),
+    parts: &[&str],
+    timeout: Duration,
+) -> Option<String> {
+    let until = Instant::now() + timeout;
+    let (lines, new_line) = lines;
+    let mut lines = lines.lock().unwrap();
+    loop {
+        if let Some(l) = lines.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return Some(l.clone());
+        }
+        let left = until.checked_duration_since(Instant::now())?;
+        lines = new_line.wait_timeout(lines, left).unwrap().0;
     }
 }
