@@ -209,12 +209,12 @@ impl Persistence {
     }
 
     fn hold_message(&mut self, m: &Message, out: &mut Vec<Action>) {
+        // The first durable reference writes the message's body; later ones only count.
         let refs = self.refs.entry(m.id).or_insert(0);
-        if *refs == 0 {
-            let stored = StoredMessage { ..self.stored(m) };
-            out.push(Action::persist(Record::Message(stored)));
+        *refs += 1;
+        if *refs == 1 {
+            out.push(Action::persist(Record::Message(self.stored(m))));
         }
-        *self.refs.entry(m.id).or_insert(0) += 1;
     }
 
     fn release_message(&mut self, id: u64, out: &mut Vec<Action>) {

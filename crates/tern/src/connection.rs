@@ -81,7 +81,7 @@ pub(crate) async fn run(
     if !send(&events, open).await {
         return; // shutting down
     }
-    let (rd, wr) = crate::server::unbox(accepted).stream.into_split();
+    let (rd, wr) = unbox(accepted).stream.into_split();
     let mut wr = match wr {
         WriteHalf::Tcp(w) => {
             let w = Arc::new(w);
@@ -116,6 +116,13 @@ pub(crate) async fn run(
     // However the connection ended, the driver forgets it (a second Lost is harmless).
     send(&events, Event::Lost { conn }).await;
     tracing::debug!(conn, %peer, "connection closed");
+}
+
+/// Moves a value out of its box and frees the box now (`*b` frees it only when `b` goes out of
+/// scope: for `run`'s argument, the connection's end).
+#[allow(clippy::boxed_local)] // taking the box is the point
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// What woke the connection's task (several at once when they were ready together).

@@ -9,7 +9,7 @@
 
 use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Context;
 use tern_codec::{Packet, ProtocolVersion, encode_packet};
@@ -46,7 +46,6 @@ pub(crate) struct Outbox {
     version: AtomicU8,
     limit: usize,
     limit_bytes: usize,
-    pub(crate) dropped: AtomicU64,
     metrics: Arc<crate::metrics::ListenerMetrics>,
 }
 
@@ -64,7 +63,6 @@ impl Outbox {
             version: AtomicU8::new(ProtocolVersion::V3_1_1.level()),
             limit,
             limit_bytes,
-            dropped: AtomicU64::new(0),
             metrics,
         }
     }
@@ -94,7 +92,6 @@ impl Outbox {
             || (p.packets > 0 && p.bytes.len() + encoded.len() > self.limit_bytes)
         {
             drop(q);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .dropped_outbox_full
                 .fetch_add(1, Ordering::Relaxed);

@@ -320,18 +320,13 @@ impl AcceptLoop {
             let metrics = settings.metrics.clone();
             metrics.conn_opened();
             // The handshake (PROXY header, TLS, WebSocket upgrade) runs in the connection's own
-            // task, so a slow client never holds up the accept loop.
-            // Every idle connection keeps its task's future for its whole life, sized for the
-            // largest state it ever has: the handshake's (TLS, WebSocket upgrade, several KiB)
-            // is boxed so it is freed when the handshake ends, and so is what the handshake
-            // starts from.
+            // task, so a slow client never holds up the accept loop. A task keeps its future for
+            // its whole life, sized for its largest state: the handshake (several KiB for TLS or
+            // WebSocket), what it starts from and what it returns are boxed, so each is freed
+            // when the handshake ends and the task holds pointers only.
             let incoming = Box::new(incoming);
             tokio::spawn(async move {
-                // `unbox`: moving out with `*incoming` would keep the box's memory until the
-                // end of this task, i.e. for the connection's whole life.
-                // The handshake's result is boxed too: a `Result<Accepted, _>` held across the
-                // connection's life would cost its size in every task.
-                let handshake = async move { unbox(incoming).handshake().await.map(Box::new) };
+                let handshake = async move { incoming.handshake().await.map(Box::new) };
                 match Box::pin(handshake).await {
                     Ok(accepted) => connection::run(conn, accepted, index, events, settings).await,
                     Err(e) => {
@@ -345,13 +340,6 @@ impl AcceptLoop {
             });
         }
     }
-}
-
-/// Moves a value out of its box and frees the box now (`*b` frees it only when `b` goes out of
-/// scope, which for a long-lived task is its end).
-#[allow(clippy::boxed_local)] // taking the box is the point
-pub(crate) fn unbox<T>(b: Box<T>) -> T {
-    *b
 }
 
 fn describe(t: Transport) -> &'static str {

@@ -7,7 +7,7 @@ mod child;
 
 use child::ChildBroker;
 use std::time::Duration;
-use tern_client::{Connection, builder};
+use tern_client::Connection;
 use tern_codec::{Packet, ProtocolVersion};
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
@@ -39,20 +39,14 @@ fn start(level: &str) -> Broker {
     Broker { child, _dir: dir }
 }
 
-/// Connects `client_id` and returns the CONNACK's code.
+/// Connects `client_id` (keep alive 30 s) and returns the CONNACK's code.
 async fn connect(
     b: &Broker,
     version: ProtocolVersion,
     client_id: &str,
     clean: bool,
 ) -> (Connection, u8) {
-    let mut c = Connection::connect(b.child.addr, version).await.unwrap();
-    let connect = builder::connect(version, client_id, clean, 30);
-    c.send(&Packet::Connect(Box::new(connect))).await.unwrap();
-    match c.recv_timeout(WAIT).await.unwrap() {
-        Packet::ConnAck(a) => (c, a.code),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    child::mqtt_connect(b.child.addr, version, client_id, clean, 30).await
 }
 
 #[tokio::test]

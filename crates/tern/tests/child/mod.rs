@@ -120,3 +120,24 @@ pub fn wait_for(
         lines = new_line.wait_timeout(lines, left).unwrap().0;
     }
 }
+
+/// Opens an MQTT connection to `addr` and sends CONNECT: the connection and its CONNACK's code.
+pub async fn mqtt_connect(
+    addr: SocketAddr,
+    version: tern_codec::ProtocolVersion,
+    client_id: &str,
+    clean: bool,
+    keep_alive: u16,
+) -> (tern_client::Connection, u8) {
+    let mut c = tern_client::Connection::connect(addr, version)
+        .await
+        .unwrap();
+    let connect = tern_client::builder::connect(version, client_id, clean, keep_alive);
+    c.send(&tern_codec::Packet::Connect(Box::new(connect)))
+        .await
+        .unwrap();
+    match c.recv_timeout(Duration::from_secs(10)).await.unwrap() {
+        tern_codec::Packet::ConnAck(a) => (c, a.code),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
