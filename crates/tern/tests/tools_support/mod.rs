@@ -249,6 +249,20 @@ impl Mosquitto {
             eprintln!("skipped: {MOSQUITTO} is not installed (apt-get install mosquitto)");
             return None;
         }
+        // The free ports are found by binding port 0 and letting go: another process may take
+        // one before mosquitto binds it. Then mosquitto exits, and it starts again on others.
+        for attempt in 1.. {
+            match Self::launch() {
+                Ok(m) => return Some(m),
+                Err(log) if log.contains("Address already in use") && attempt < 5 => {}
+                Err(log) => panic!("mosquitto exited {log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// One start on three free ports; `Err` with mosquitto's log when it exits instead.
+    fn launch() -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let certs = Certs::generate(dir.path());
         let (port, tls_port, wrong_name_port) = loop {
@@ -298,7 +312,7 @@ impl Mosquitto {
                     break;
                 }
                 if let Ok(Some(status)) = m.child.try_wait() {
-                    panic!("mosquitto exited ({status}): {}", m.log());
+                    return Err(format!("({status}): {}", m.log()));
                 }
                 assert!(
                     std::time::Instant::now() < deadline,
@@ -308,7 +322,7 @@ impl Mosquitto {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Some(m)
+        Ok(m)
     }
 
     /// mosquitto's log so far.
