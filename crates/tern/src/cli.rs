@@ -212,11 +212,25 @@ pub fn init_logging_with(level: &str, explicit: bool, format: crate::config::Log
     };
 }
 
-/// `tern serve`.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// `tern serve`: reads the configuration, prepares the process while it has one thread (open-file
+/// limit, descriptor table), then starts the runtime and runs the broker until a signal.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, explicit_level) = args.effective_config()?;
     init_logging_with(&config.log_level, explicit_level, config.log_format);
     raise_nofile_limit(config.limits.max_connections);
+    // Every connection is a descriptor; 64 more for the store, listeners and the rest.
+    let fds = config.limits.max_connections.saturating_add(64);
+    match crate::fd_table::presize(fds) {
+        Ok(n) => tracing::debug!(descriptors = n, "descriptor table grown at start"),
+        Err(e) => tracing::warn!(error = %e, "cannot grow the descriptor table at start"),
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let server = Server::start(&config).await?;
     for addr in server.local_addrs() {
         if addr.ip().is_loopback() {

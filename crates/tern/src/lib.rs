@@ -9,7 +9,8 @@
 //!   queued for it.
 //! - [`admin`]: the admin HTTP listener (metrics, health, JSON API, dashboard), `$SYS`, the
 //!   connection event log; [`metrics`]: counters shared by the I/O layer and the driver.
-//! - [`cli`]: the command line (`tern serve`, `tern check-config`, ...).
+//! - [`cli`]: the command line (`tern serve`, `tern check-config`, ...); [`fd_table`]: the
+//!   descriptor table grown once at start (connection storms would wait on its growth).
 //! - [`tools`]: `tern pub`, `tern sub`, `tern rr`.
 //! - [`bench`]: `tern bench`, the load generator.
 
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 mod driver;
+pub mod fd_table;
 pub mod metrics;
 mod outbox;
 mod persistence;

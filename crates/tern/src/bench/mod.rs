@@ -186,6 +186,20 @@ impl BenchArgs {
 }
 
 /// `tern bench`; returns the process exit code (0: no errors, 1: errors occurred).
+impl BenchArgs {
+    /// At least as many connections as the run opens at once (an over-estimate: every scenario's
+    /// count added up), to make room for their descriptors before the threads start.
+    pub fn max_connections(&self) -> usize {
+        let subs = self.subs.unwrap_or(100);
+        let pubs = self.pubs.unwrap_or(100);
+        self.pairs
+            .saturating_mul(2)
+            .saturating_add(subs)
+            .saturating_add(pubs)
+            .saturating_add(self.conns)
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let json = args.json;
     let report = tokio::task::spawn_blocking(move || run_blocking(&args)).await??;

@@ -83,6 +83,12 @@ impl ChildBroker {
 
     /// Resident memory in KiB, from /proc/PID/status; panics if the broker has exited.
     pub fn rss_kib(&mut self) -> u64 {
+        self.status_field("VmRSS")
+    }
+
+    /// A number from /proc/PID/status (its first word: `VmRSS` in KiB, `FDSize` in
+    /// descriptors); panics if the broker has exited.
+    pub fn status_field(&mut self, name: &str) -> u64 {
         assert!(
             self.child.try_wait().unwrap().is_none(),
             "the broker has exited"
@@ -90,10 +96,10 @@ impl ChildBroker {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
     }
 
     /// SIGKILL, and wait for it.
