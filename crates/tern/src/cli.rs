@@ -218,8 +218,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, explicit_level) = args.effective_config()?;
     init_logging_with(&config.log_level, explicit_level, config.log_format);
     raise_nofile_limit(config.limits.max_connections);
-    // Every connection is a descriptor; 64 more for the store, listeners and the rest.
-    let fds = config.limits.max_connections.saturating_add(64);
+    // Every connection is a descriptor, plus the broker's own.
+    let fds = config
+        .limits
+        .max_connections
+        .saturating_add(crate::fd_table::SPARE);
     match crate::fd_table::presize(fds) {
         Ok(n) => tracing::debug!(descriptors = n, "descriptor table grown at start"),
         Err(e) => tracing::warn!(error = %e, "cannot grow the descriptor table at start"),
@@ -252,9 +255,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Raises the soft open-file limit (RLIMIT_NOFILE) to the hard limit, logs the value in force,
 /// and warns when it is too low for `limits.max_connections` (each connection is a descriptor;
-/// 64 are kept for the store, listeners and the rest).
+/// [`crate::fd_table::SPARE`] are kept for the store, listeners and the rest).
 fn raise_nofile_limit(max_connections: usize) {
-    let want = (max_connections as u64).saturating_add(64);
+    let want = max_connections.saturating_add(crate::fd_table::SPARE) as u64;
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => {
             tracing::info!(
@@ -278,8 +281,9 @@ fn raise_nofile_limit(max_connections: usize) {
         tracing::warn!(
             limit,
             max_connections,
-            "open-file limit {limit} is below limits.max_connections + 64 = {want}: connections beyond about {} will fail to be accepted (raise `ulimit -n` or LimitNOFILE=)",
-            limit.saturating_sub(64)
+            "open-file limit {limit} is below limits.max_connections + {} = {want}: connections beyond about {} will fail to be accepted (raise `ulimit -n` or LimitNOFILE=)",
+            crate::fd_table::SPARE,
+            limit.saturating_sub(crate::fd_table::SPARE as u64)
         );
     }
 }

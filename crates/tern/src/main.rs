@@ -12,7 +12,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve(args).map(|()| 0),
         Command::Bench(args) => {
             // While the process has one thread (see tern::fd_table); the bench works without.
-            let _ = tern::fd_table::presize(args.max_connections().saturating_add(64));
+            let _ = tern::fd_table::presize(
+                args.max_connections().saturating_add(tern::fd_table::SPARE),
+            );
             run_async(Command::Bench(args))
         }
         command => run_async(command),

@@ -183,10 +183,7 @@ impl BenchArgs {
     fn qos(&self) -> QoS {
         QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce)
     }
-}
 
-/// `tern bench`; returns the process exit code (0: no errors, 1: errors occurred).
-impl BenchArgs {
     /// At least as many connections as the run opens at once (an over-estimate: every scenario's
     /// count added up), to make room for their descriptors before the threads start.
     pub fn max_connections(&self) -> usize {
@@ -200,6 +197,7 @@ impl BenchArgs {
     }
 }
 
+/// `tern bench`; returns the process exit code (0: no errors, 1: errors occurred).
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let json = args.json;
     let report = tokio::task::spawn_blocking(move || run_blocking(&args)).await??;
