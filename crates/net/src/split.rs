@@ -62,7 +62,8 @@ impl ReadHalf {
     }
 
     /// [`read_with`](Self::read_with) as a poll function, for a task that polls its sources by
-    /// hand: `sink` is called only when bytes were read.
+    /// hand: `sink` is called when the read completes, with the bytes read (empty at the end of
+    /// the stream).
     pub fn poll_read_with(
         &mut self,
         cx: &mut Context<'_>,

@@ -299,6 +299,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
+/// Largest accepted timeout (a year).
+const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
 impl Config {
     /// Reads and validates a config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -415,6 +418,20 @@ impl Config {
         }
         if l.connect_timeout_secs == 0 {
             return invalid("limits.connect_timeout_secs", "must be at least 1");
+        }
+        if l.write_timeout_secs == 0 {
+            return invalid("limits.write_timeout_secs", "must be at least 1");
+        }
+        // A deadline is "now + timeout": far beyond any use, it would overflow the clock.
+        for (key, secs) in [
+            ("limits.connect_timeout_secs", l.connect_timeout_secs),
+            ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+            ("limits.packet_timeout_secs", l.packet_timeout_secs),
+            ("limits.write_timeout_secs", l.write_timeout_secs),
+        ] {
+            if secs > MAX_TIMEOUT_SECS {
+                return invalid(key, "must be at most 31536000 (a year)");
+            }
         }
         if l.max_outbox_packets == 0 {
             return invalid("limits.max_outbox_packets", "must be at least 1");
@@ -538,6 +555,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.receive_maximum"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        for (text, key) in [
+            (
+                "[limits]\nwrite_timeout_secs = 0\n",
+                "limits.write_timeout_secs",
+            ),
+            (
+                "[limits]\nwrite_timeout_secs = 18446744073709551615\n",
+                "limits.write_timeout_secs",
+            ),
+            (
+                "[limits]\nconnect_timeout_secs = 31536001\n",
+                "limits.connect_timeout_secs",
+            ),
+            (
+                "[limits]\npacket_timeout_secs = 31536001\n",
+                "limits.packet_timeout_secs",
+            ),
+            (
+                "[limits]\nhandshake_timeout_secs = 31536001\n",
+                "limits.handshake_timeout_secs",
+            ),
+        ] {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        Config::from_toml("[limits]\nwrite_timeout_secs = 31536000\n").unwrap();
     }
 
     #[test]

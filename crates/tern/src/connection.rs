@@ -24,7 +24,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-// Reads go through `tern_net::ReadHalf::read_with`: a per-thread 64 KiB buffer, copied into an
+// Reads go through `tern_net::ReadHalf::poll_read_with`: a per-thread 64 KiB buffer, copied into an
 // exactly sized per-connection buffer, so decoded packets (slices of it) never pin a big chunk
 // and idle connections hold no read buffer at all.
 
@@ -44,8 +44,8 @@ pub(crate) struct ConnSettings {
     pub(crate) max_keep_alive: u16,
     /// Time a client has to finish a packet it has started sending (slow-loris defence).
     pub(crate) packet_timeout: Duration,
-    /// A connection whose socket takes none of our bytes for this long has a dead or hostile
-    /// peer (`limits.write_timeout_secs`).
+    /// A connection whose socket does not take a batch of our bytes within this long (from the
+    /// first time it refuses some) has a dead or hostile peer (`limits.write_timeout_secs`).
     pub(crate) write_timeout: Duration,
     /// Counters of the listener this connection came in on.
     pub(crate) metrics: Arc<crate::metrics::ListenerMetrics>,
@@ -153,14 +153,21 @@ async fn serve(
     let mut batch = Pending::default();
     let mut written = 0;
     let mut flushing = false;
-    // Set while the socket does not take what we write: the peer is not reading.
+    // Set when the socket first refuses bytes of the current batch; cleared when the batch is
+    // written. A batch must be taken within `write_timeout` of that: a peer that reads a few
+    // bytes now and then cannot hold its connection (and its full outbox) forever.
     let mut stalled_since: Option<Instant> = None;
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed: Option<Instant> = None;
     // Set while reading is held back because the client's answers pile up.
     let mut held_since: Option<Instant> = None;
+    // Whether the outbox may hold something for us: at the start, when it signals, and when a
+    // batch is done (the driver leaves what it queues during a batch for us to find then).
+    // Otherwise it is not looked at: a publisher's reads do not take its lock.
+    let mut look = true;
     loop {
-        if batch.bytes.is_empty() && !flushing {
+        if look && batch.bytes.is_empty() && !flushing {
+            look = false;
             outbox.take(&mut batch);
             written = 0;
             if batch.bytes.is_empty() && outbox.closing() {
@@ -246,6 +253,7 @@ async fn serve(
             Some(Ok(_)) if flushing => {
                 flushing = false;
                 stalled_since = None;
+                look = true;
             }
             Some(Ok(n)) => {
                 settings
@@ -253,7 +261,6 @@ async fn serve(
                     .bytes_sent
                     .fetch_add(n as u64, Ordering::Relaxed);
                 written += n;
-                stalled_since = None;
                 if written == batch.bytes.len() {
                     outbox.sent(&batch);
                     batch.bytes.clear();
@@ -261,10 +268,15 @@ async fn serve(
                     written = 0;
                     // TLS and WebSocket hold written bytes until flushed.
                     flushing = wr.needs_flush();
+                    if !flushing {
+                        stalled_since = None;
+                        look = true;
+                    }
                 }
             }
         }
-        if woken.write_blocked && woken.wrote.is_none() && stalled_since.is_none() {
+        look |= woken.outbox;
+        if woken.write_blocked && stalled_since.is_none() {
             stalled_since = Some(Instant::now());
         }
         match woken.read {
@@ -286,7 +298,7 @@ async fn serve(
         if woken.deadline {
             armed = None; // a fired Sleep must be reset before it is polled again
             let now = Instant::now();
-            // `stalled_since` as it is now: progress in this very wake-up cleared it.
+            // `stalled_since` as it is now: a batch finished in this very wake-up cleared it.
             if stalled_since.is_some_and(|t| t + settings.write_timeout <= now) {
                 settings
                     .metrics
@@ -294,7 +306,7 @@ async fn serve(
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     conn,
-                    "closing connection: the client has read nothing for {} s (limits.write_timeout_secs)",
+                    "closing connection: the client has not taken what it was sent within {} s (limits.write_timeout_secs)",
                     settings.write_timeout.as_secs()
                 );
                 return;

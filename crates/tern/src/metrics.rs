@@ -45,7 +45,7 @@ pub struct ListenerMetrics {
     pub refused_connection_rate: AtomicU64,
     /// Connections closed for not finishing a started packet (`limits.packet_timeout_secs`).
     pub packet_timeouts: AtomicU64,
-    /// Connections closed for taking none of what they were sent (`limits.write_timeout_secs`).
+    /// Connections closed for not taking what they were sent in time (`limits.write_timeout_secs`).
     pub write_timeouts: AtomicU64,
     /// Connections closed at accept because `limits.max_handshakes` were in progress.
     pub handshakes_rejected: AtomicU64,

@@ -7,12 +7,16 @@
 //! up. For plain TCP the driver may also write to the socket itself when the connection's task
 //! is not writing (one task wake-up less per message at low rates).
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::task::AtomicWaker;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Context;
 use tern_codec::{Packet, ProtocolVersion, encode_packet};
+
+/// Capacity of the queue's buffer kept after the driver has written it out itself: enough for
+/// the usual turn's packets (no allocation per turn), while a burst's buffer is given back.
+const KEEP_CAPACITY: usize = 4096;
 
 /// What waits to be written to one connection: packets already encoded, back to back. The
 /// driver encodes as it queues (a QoS 0 message fanned out to many subscribers is encoded once
@@ -126,12 +130,17 @@ impl Outbox {
                 if written == total {
                     m.packets_sent
                         .fetch_add(q.pending.packets as u64, Ordering::Relaxed);
-                    q.pending.bytes.clear();
-                    q.pending.packets = 0;
+                    if q.pending.bytes.capacity() > KEEP_CAPACITY {
+                        // A burst's buffer is not kept for a connection the driver writes to.
+                        q.pending = Pending::default();
+                    } else {
+                        q.pending.bytes.clear();
+                        q.pending.packets = 0;
+                    }
                     return;
                 }
                 // The rest (from the middle of a packet) is the task's to finish.
-                let _ = q.pending.bytes.split_to(written);
+                q.pending.bytes.advance(written);
             }
         }
         self.wake();

@@ -112,7 +112,7 @@ impl Server {
             max_outbox_bytes: config.limits.max_outbox_bytes,
             max_keep_alive: config.limits.max_keep_alive_secs,
             packet_timeout: Duration::from_secs(config.limits.packet_timeout_secs.max(1)),
-            write_timeout: Duration::from_secs(config.limits.write_timeout_secs.max(1)),
+            write_timeout: Duration::from_secs(config.limits.write_timeout_secs),
             metrics: Arc::new(crate::metrics::ListenerMetrics::new(SocketAddr::from((
                 [0, 0, 0, 0],
                 0,
