@@ -27,11 +27,8 @@ pub(super) fn flags(p: &Publish) -> u8 {
     f
 }
 
-pub(super) fn decode(
-    r: &mut Reader,
-    flags: u8,
-    version: ProtocolVersion,
-) -> Result<Publish, DecodeError> {
+/// QoS and DUP from the fixed header's flags, checked (shared by [`decode`] and [`peek`]).
+fn qos_and_dup(flags: u8) -> Result<(QoS, bool), DecodeError> {
     // [MQTT-3.3.1-4]
     let qos = QoS::from_u8((flags >> QOS_SHIFT) & 0x03)
         .ok_or(DecodeError::Malformed("PUBLISH with QoS 3"))?;
@@ -40,15 +37,29 @@ pub(super) fn decode(
     if dup && qos == QoS::AtMostOnce {
         return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
     }
+    Ok((qos, dup))
+}
+
+/// A PUBLISH's packet identifier, checked (shared by [`decode`] and [`peek`]).
+fn packet_id(id: u16) -> Result<u16, DecodeError> {
+    match id {
+        // [MQTT-2.2.1-3]
+        0 => Err(DecodeError::Protocol("packet identifier 0")),
+        id => Ok(id),
+    }
+}
+
+pub(super) fn decode(
+    r: &mut Reader,
+    flags: u8,
+    version: ProtocolVersion,
+) -> Result<Publish, DecodeError> {
+    let (qos, dup) = qos_and_dup(flags)?;
     let topic = r.string()?;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
-        match r.u16()? {
-            // [MQTT-2.2.1-3]
-            0 => return Err(DecodeError::Protocol("packet identifier 0")),
-            id => Some(id),
-        }
+        Some(packet_id(r.u16()?)?)
     };
     let properties = if version.is_v5() {
         read_properties(r, PropCtx::Publish)?
@@ -313,30 +324,21 @@ pub fn peek(buf: &[u8], version: ProtocolVersion) -> Result<Peeked<'_>, DecodeEr
     };
     let body = &packet[header.header_len..];
     let flags = header.flags;
-    let qos = QoS::from_u8((flags >> QOS_SHIFT) & 0x03)
-        .ok_or(DecodeError::Malformed("PUBLISH with QoS 3"))?;
-    let dup = flags & DUP != 0;
-    if dup && qos == QoS::AtMostOnce {
-        return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
-    }
+    let (qos, dup) = qos_and_dup(flags)?;
     const SHORT: DecodeError = DecodeError::Malformed("PUBLISH shorter than its fields");
-    let topic_len = usize::from(u16::from_be_bytes(
-        body.get(..2).ok_or(SHORT)?.try_into().map_err(|_| SHORT)?,
-    ));
+    let u16_at = |at: usize| {
+        body.get(at..)
+            .and_then(|b| b.first_chunk::<2>())
+            .map(|b| u16::from_be_bytes(*b))
+            .ok_or(SHORT)
+    };
+    let topic_len = usize::from(u16_at(0)?);
     let topic = body.get(2..2 + topic_len).ok_or(SHORT)?;
     let mut at = 2 + topic_len;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
-        let id = u16::from_be_bytes(
-            body.get(at..at + 2)
-                .ok_or(SHORT)?
-                .try_into()
-                .map_err(|_| SHORT)?,
-        );
-        if id == 0 {
-            return Err(DecodeError::Protocol("packet identifier 0"));
-        }
+        let id = packet_id(u16_at(at)?)?;
         at += 2;
         Some(id)
     };
