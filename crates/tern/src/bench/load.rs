@@ -421,6 +421,9 @@ async fn publisher(
     let mut pid: u16 = 0;
     let mut inflight = 0usize;
     let publisher_id = (index as u32).to_le_bytes();
+    // When message number `i` (from 0) is due.
+    let due_at =
+        |i: u64| tokio::time::Instant::from_std(t0 + Duration::from_secs_f64(i as f64 / rate));
     loop {
         if shared.publishers_stopped() {
             break;
@@ -428,21 +431,25 @@ async fn publisher(
         let now = Instant::now();
         let mut n = if out.buf.is_empty() { s.batch } else { 0 };
         let mut next_due = None;
+        let mut due = None;
         if rate > 0.0 && n > 0 {
             let due_total = if now < t0 {
                 0
             } else {
                 (now.duration_since(t0).as_secs_f64() * rate) as u64 + 1
             };
-            let due = due_total.saturating_sub(sent) as usize;
-            if due == 0 {
-                next_due = Some(t0 + Duration::from_secs_f64(sent as f64 / rate));
+            let d = due_total.saturating_sub(sent) as usize;
+            if d == 0 {
+                next_due = Some(due_at(sent));
             }
-            n = n.min(due);
+            n = n.min(d);
+            due = Some(d);
         }
         if qos != QoS::AtMostOnce {
             n = n.min(window.saturating_sub(inflight));
         }
+        // This write brings the publisher up to date with its schedule.
+        let caught_up = n > 0 && due == Some(n);
         if n > 0 {
             let ts = shared.now_ns();
             let ts_bytes = ts.to_le_bytes();
@@ -534,15 +541,14 @@ async fn publisher(
                 wait(&conn, &out, None).await;
             }
         } else if n == 0 && got == 0 {
-            wait(&conn, &out, next_due.map(tokio::time::Instant::from_std)).await;
-        } else if rate > 0.0 && n > 0 && n < s.batch {
+            wait(&conn, &out, next_due).await;
+        } else if caught_up {
             // Everything due is written: sleep until the next message is due, as above. Going
             // round again at once wrote the messages that fell due meanwhile one or two per
             // write: 100 paced publishers made 2.4 writes per timer tick each, the bench's core
             // was saturated by those writes at 640 k msg/s fan-in (and the broker read them
             // in as many pieces), and the latency it reported was its own.
-            let next = t0 + Duration::from_secs_f64(sent as f64 / rate);
-            wait(&conn, &out, Some(tokio::time::Instant::from_std(next))).await;
+            wait(&conn, &out, Some(due_at(sent))).await;
         } else {
             // Let the subscribers on this thread run. A paced publisher that is due again by
             // the time it has written (each batch takes longer than the gap between messages)
@@ -602,24 +608,19 @@ async fn subscriber(
                     continue;
                 }
                 Ok(Peeked::Incomplete) => break,
-                Ok(Peeked::Other) | Err(_) => {
+                // `peek_publish` rejects exactly the PUBLISHes `decode_packet` rejects.
+                Err(e) => {
+                    shared.error(format!("bad packet from the broker: {e}"));
+                    closed = true;
+                    break;
+                }
+                Ok(Peeked::Other) => {
                     conn.rbuf.advance(at);
                     at = 0;
                 }
             }
+            // Not a PUBLISH: decoded in full.
             match decode_packet(&mut conn.rbuf, version, u32::MAX) {
-                Ok(Some(Packet::Publish(p))) => {
-                    let view = PublishView {
-                        dup: p.dup,
-                        qos: p.qos,
-                        retain: p.retain,
-                        topic: p.topic.as_bytes(),
-                        packet_id: p.packet_id,
-                        payload: &p.payload,
-                    };
-                    on_publish(&view, now, (w0, w1), &mut hist, &mut last_seq, &mut counts);
-                    ack(&view, version, &mut out.buf);
-                }
                 Ok(Some(Packet::PubRel(a))) => encode(
                     &Packet::PubComp(Ack::new(a.packet_id)),
                     version,

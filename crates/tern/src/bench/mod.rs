@@ -184,16 +184,31 @@ impl BenchArgs {
         QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce)
     }
 
-    /// At least as many connections as the run opens at once (an over-estimate: every scenario's
-    /// count added up), to make room for their descriptors before the threads start.
+    /// Publishers and subscribers of a publish scenario, defaults applied ((0, 0) for
+    /// `conn-storm` and `idle`).
+    fn clients(&self) -> (usize, usize) {
+        match self.scenario {
+            Scenario::P2p => (self.pairs.max(1), self.pairs.max(1)),
+            Scenario::Fanout => (
+                self.pubs.unwrap_or(1).max(1),
+                self.subs.unwrap_or(100).max(1),
+            ),
+            Scenario::Fanin => (self.pubs.unwrap_or(100).max(1), 1),
+            Scenario::Shared => (self.pubs.unwrap_or(1).max(1), self.subs.unwrap_or(4).max(1)),
+            Scenario::ConnStorm | Scenario::Idle => (0, 0),
+        }
+    }
+
+    /// How many connections the run holds at most, to make room for their descriptors before
+    /// the threads start.
     pub fn max_connections(&self) -> usize {
-        let subs = self.subs.unwrap_or(100);
-        let pubs = self.pubs.unwrap_or(100);
-        self.pairs
-            .saturating_mul(2)
-            .saturating_add(subs)
-            .saturating_add(pubs)
-            .saturating_add(self.conns)
+        match self.scenario {
+            Scenario::ConnStorm | Scenario::Idle => self.conns,
+            _ => {
+                let (pubs, subs) = self.clients();
+                pubs.saturating_add(subs)
+            }
+        }
     }
 }
 
@@ -402,41 +417,28 @@ impl Ctx {
     fn layout(&self) -> Layout {
         let a = &self.args;
         let root = format!("tern-bench/{}", std::process::id());
+        let (p, m) = a.clients();
         match a.scenario {
-            Scenario::P2p => {
-                let n = a.pairs.max(1);
-                Layout {
-                    pubs: (0..n).map(|i| format!("{root}/p/{i}")).collect(),
-                    subs: (0..n).map(|i| format!("{root}/p/{i}")).collect(),
-                    fan: 1,
-                }
-            }
-            Scenario::Fanout => {
-                let m = a.subs.unwrap_or(100).max(1);
-                let p = a.pubs.unwrap_or(1).max(1);
-                Layout {
-                    pubs: vec![format!("{root}/f"); p],
-                    subs: vec![format!("{root}/f"); m],
-                    fan: m,
-                }
-            }
-            Scenario::Fanin => {
-                let n = a.pubs.unwrap_or(100).max(1);
-                Layout {
-                    pubs: (0..n).map(|i| format!("{root}/i/{i}")).collect(),
-                    subs: vec![format!("{root}/i/#")],
-                    fan: 1,
-                }
-            }
-            Scenario::Shared => {
-                let m = a.subs.unwrap_or(4).max(1);
-                let p = a.pubs.unwrap_or(1).max(1);
-                Layout {
-                    pubs: vec![format!("{root}/s"); p],
-                    subs: vec![format!("$share/bench/{root}/s"); m],
-                    fan: 1,
-                }
-            }
+            Scenario::P2p => Layout {
+                pubs: (0..p).map(|i| format!("{root}/p/{i}")).collect(),
+                subs: (0..m).map(|i| format!("{root}/p/{i}")).collect(),
+                fan: 1,
+            },
+            Scenario::Fanout => Layout {
+                pubs: vec![format!("{root}/f"); p],
+                subs: vec![format!("{root}/f"); m],
+                fan: m,
+            },
+            Scenario::Fanin => Layout {
+                pubs: (0..p).map(|i| format!("{root}/i/{i}")).collect(),
+                subs: vec![format!("{root}/i/#"); m],
+                fan: 1,
+            },
+            Scenario::Shared => Layout {
+                pubs: vec![format!("{root}/s"); p],
+                subs: vec![format!("$share/bench/{root}/s"); m],
+                fan: 1,
+            },
             Scenario::ConnStorm | Scenario::Idle => Layout {
                 pubs: Vec::new(),
                 subs: Vec::new(),
