@@ -20,7 +20,7 @@ fn serve_grows_the_descriptor_table_for_max_connections_at_start() {
         ChildBroker::start(&config, &dir.path().join("data"), &[], "TERN_TEST_VERBOSE");
     // The broker raises its soft open-file limit to the hard one; the table is bounded by it.
     let hard = rlimit::Resource::NOFILE.get().unwrap().1;
-    let want = 5064.min(hard);
+    let want = (5000 + tern::fd_table::SPARE as u64).min(hard);
     assert!(
         want > 1024,
         "hard open-file limit {hard} too low for this test"
@@ -28,5 +28,4 @@ fn serve_grows_the_descriptor_table_for_max_connections_at_start() {
     // A broker that has opened a few dozen descriptors has a table of 64 unless it grew it.
     let size = broker.status_field("FDSize");
     assert!(size >= want, "descriptor table {size} < {want}");
-    broker.kill();
 }

@@ -32,16 +32,11 @@ const MAX_SUBS: usize = 10_000;
 const FLOOD: usize = 2_000;
 const FLOOD_PARALLEL: usize = 200;
 
+/// The broker (killed when dropped) and its directory.
 struct Broker {
     child: ChildBroker,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.child.kill();
-    }
 }
 
 impl Broker {

@@ -15,6 +15,8 @@ pub struct ChildBroker {
     pub addr: SocketAddr,
     /// Every line it wrote to stderr so far, and a signal for each new one.
     pub lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// The thread reading its stderr (ends with the stream).
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ChildBroker {
@@ -50,7 +52,7 @@ impl ChildBroker {
         let (tx, rx) = std::sync::mpsc::channel();
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let kept = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && let Some(i) = line.find("listening for MQTT over TCP addr=") {
@@ -73,7 +75,21 @@ impl ChildBroker {
         let addr = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("tern reports its listener");
-        Self { child, addr, lines }
+        Self {
+            child,
+            addr,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// SIGKILL, and every line it wrote to stderr (read to the end of the stream).
+    pub fn stop(&mut self) -> Vec<String> {
+        self.kill();
+        if let Some(r) = self.reader.take() {
+            r.join().expect("the stderr reader ends");
+        }
+        self.lines.0.lock().unwrap().clone()
     }
 
     /// Waits (at most `timeout`) for a stderr line containing every one of `parts`.
@@ -106,6 +122,13 @@ impl ChildBroker {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A broker is not left running when a test fails before killing it.
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
