@@ -4,7 +4,9 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tern_codec::{Packet, Properties, ProtocolVersion, Publish, QoS, decode_packet, encode_packet};
+use tern_codec::{
+    Packet, PropertyValues, ProtocolVersion, Publish, QoS, decode_packet, encode_packet,
+};
 
 fn qos0() -> Packet {
     Packet::Publish(Publish {
@@ -19,12 +21,13 @@ fn qos1_v5() -> Packet {
         qos: QoS::AtLeastOnce,
         topic: "sensors/kitchen/temperature".into(),
         packet_id: Some(42),
-        properties: Properties {
+        properties: PropertyValues {
             message_expiry_interval: Some(3600),
             content_type: Some("application/json".into()),
             user_properties: vec![("source".into(), "bench".into())],
-            ..Properties::default()
-        },
+            ..Default::default()
+        }
+        .into(),
         payload: Bytes::from_static(b"{\"celsius\":21.5}"),
         ..Publish::default()
     })

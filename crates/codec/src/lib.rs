@@ -25,7 +25,7 @@ mod wire;
 
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, PropertyValues};
 pub use types::{ByteStr, ProtocolVersion, QoS};
 pub use wire::{
     FixedHeader, MAX_REMAINING_LENGTH, Peeked, PublishView, decode_packet, encode_packet,

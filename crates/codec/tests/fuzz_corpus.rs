@@ -41,20 +41,22 @@ fn seeds() -> Vec<(&'static str, Packet, ProtocolVersion)> {
                     payload: Bytes::from_static(b"offline"),
                     qos: QoS::AtLeastOnce,
                     retain: true,
-                    properties: Properties {
+                    properties: PropertyValues {
                         will_delay_interval: Some(10),
                         content_type: Some("text/plain".into()),
-                        ..Properties::default()
-                    },
+                        ..Default::default()
+                    }
+                    .into(),
                 }),
                 username: Some("bob".into()),
                 password: None,
-                properties: Properties {
+                properties: PropertyValues {
                     session_expiry_interval: Some(3600),
                     receive_maximum: Some(32),
                     user_properties: vec![user("region", "eu")],
-                    ..Properties::default()
-                },
+                    ..Default::default()
+                }
+                .into(),
             })),
             V5,
         ),
@@ -86,11 +88,12 @@ fn seeds() -> Vec<(&'static str, Packet, ProtocolVersion)> {
                 qos: QoS::ExactlyOnce,
                 topic: "cmd/door".into(),
                 packet_id: Some(0x1234),
-                properties: Properties {
+                properties: PropertyValues {
                     message_expiry_interval: Some(120),
                     topic_alias: Some(2),
-                    ..Properties::default()
-                },
+                    ..Default::default()
+                }
+                .into(),
                 payload: Bytes::from_static(b"open"),
                 ..Publish::default()
             }),
@@ -133,10 +136,11 @@ fn seeds() -> Vec<(&'static str, Packet, ProtocolVersion)> {
                         retain_handling: RetainHandling::OnNewSubscribe,
                     },
                 )],
-                properties: Properties {
+                properties: PropertyValues {
                     subscription_identifiers: vec![7],
-                    ..Properties::default()
-                },
+                    ..Default::default()
+                }
+                .into(),
             }),
             V5,
         ),
@@ -145,10 +149,11 @@ fn seeds() -> Vec<(&'static str, Packet, ProtocolVersion)> {
             "disconnect_v5_reason",
             Packet::Disconnect(Disconnect {
                 reason: reason::DISCONNECT_WITH_WILL,
-                properties: Properties {
+                properties: PropertyValues {
                     reason_string: Some("bye".into()),
-                    ..Properties::default()
-                },
+                    ..Default::default()
+                }
+                .into(),
             }),
             V5,
         ),

@@ -52,13 +52,14 @@ enum Ctx {
 }
 
 /// Keeps only the properties `ctx` may carry.
-fn restrict(p: Properties, ctx: Ctx) -> Properties {
+fn restrict(mut p: Properties, ctx: Ctx) -> Properties {
     use Ctx::*;
+    let p = p.take();
     let is = |set: &[Ctx]| set.contains(&ctx);
-    let mut q = Properties {
+    let mut q = Properties::from(PropertyValues {
         user_properties: p.user_properties,
-        ..Properties::default()
-    };
+        ..Default::default()
+    });
     if is(&[Publish, Will]) {
         q.payload_format_indicator = p.payload_format_indicator;
         q.message_expiry_interval = p.message_expiry_interval;
@@ -151,7 +152,7 @@ fn properties(version: ProtocolVersion, ctx: Ctx) -> BoxedStrategy<Properties> {
     );
     (a, b, c)
         .prop_map(move |(a, b, c)| {
-            let p = Properties {
+            let p: Properties = PropertyValues {
                 payload_format_indicator: a.0,
                 message_expiry_interval: a.1,
                 content_type: a.2,
@@ -179,7 +180,8 @@ fn properties(version: ProtocolVersion, ctx: Ctx) -> BoxedStrategy<Properties> {
                 wildcard_subscription_available: c.4,
                 subscription_identifier_available: c.5,
                 shared_subscription_available: c.6,
-            };
+            }
+            .into();
             restrict(p, ctx)
         })
         .boxed()

@@ -9,7 +9,7 @@ use crate::action::{Action, CloseReason};
 use crate::broker::{Broker, ConnId};
 use bytes::Bytes;
 use std::time::Instant;
-use tern_codec::{Auth, ByteStr, Connect, Packet, Properties, reason};
+use tern_codec::{Auth, ByteStr, Connect, Packet, Properties, PropertyValues, reason};
 
 /// What a method says after each step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,11 +212,12 @@ impl Broker {
 }
 
 fn auth_packet(code: u8, method: &ByteStr, data: Option<Bytes>) -> Packet {
-    let properties = Properties {
+    let properties: Properties = PropertyValues {
         authentication_method: Some(method.clone()),
         authentication_data: data,
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     Packet::Auth(Auth {
         reason: code,
         properties,

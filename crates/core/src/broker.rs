@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tern_codec::{
-    ByteStr, ConnAck, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, reason,
+    ByteStr, ConnAck, DecodeError, Disconnect, Packet, Properties, PropertyValues, ProtocolVersion,
+    reason,
 };
 use tern_topic::{RetainedTrie, SubscriptionTrie};
 
@@ -335,10 +336,11 @@ impl Broker {
         if self.conns.get(&conn).is_some_and(|c| c.version.is_v5()) {
             // A reason string tells a person reading the client's log what went wrong; DISCONNECT
             // may carry one whatever Request Problem Information says [MQTT-3.1.2-29].
-            let properties = Properties {
+            let properties: Properties = PropertyValues {
                 reason_string: reason_text(code).map(ByteStr::from_static),
-                ..Properties::default()
-            };
+                ..Default::default()
+            }
+            .into();
             let d = Disconnect {
                 reason: code,
                 properties,

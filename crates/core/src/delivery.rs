@@ -404,8 +404,14 @@ fn publish_fields(
         Default::default()
     };
     if version.is_v5() {
-        properties.message_expiry_interval = d.msg.remaining_expiry(now);
-        properties.subscription_identifiers.clone_from(&d.sub_ids);
+        // Written only when there is something to write: the first write allocates the set.
+        let expiry = d.msg.remaining_expiry(now);
+        if expiry != properties.message_expiry_interval {
+            properties.message_expiry_interval = expiry;
+        }
+        if d.sub_ids != properties.subscription_identifiers {
+            properties.subscription_identifiers.clone_from(&d.sub_ids);
+        }
     }
     Publish {
         dup,

@@ -150,8 +150,10 @@ impl Broker {
         }
 
         // Topic alias and subscription identifiers are per hop; they are not forwarded.
-        p.properties.topic_alias = None;
-        p.properties.subscription_identifiers.clear();
+        if let Some(v) = p.properties.values_mut() {
+            v.topic_alias = None;
+            v.subscription_identifiers.clear();
+        }
         let expires_at = p
             .properties
             .message_expiry_interval

@@ -427,7 +427,7 @@ fn decode_page(mut input: &[u8], base: Option<Instant>) -> Result<Vec<Delivery>,
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use tern_codec::{ByteStr, Properties};
+    use tern_codec::{ByteStr, PropertyValues};
 
     fn delivery(id: u64, payload: &str, expires_at: Option<Instant>) -> Delivery {
         let msg = Arc::new(Message {
@@ -436,11 +436,12 @@ mod tests {
             payload: Bytes::from(payload.to_owned()),
             qos: QoS::ExactlyOnce,
             retain: true,
-            properties: Properties {
+            properties: PropertyValues {
                 content_type: Some(ByteStr::from("text/plain")),
                 user_properties: vec![(ByteStr::from("k"), ByteStr::from("v"))],
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
             expires_at,
             origin: Some(9),
         });

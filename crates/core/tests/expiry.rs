@@ -4,7 +4,7 @@ mod harness;
 
 use harness::*;
 use tern_codec::ProtocolVersion::{V3_1_1, V5};
-use tern_codec::{Properties, QoS};
+use tern_codec::{Properties, PropertyValues, QoS};
 use tern_core::Config;
 
 #[test]
@@ -128,14 +128,16 @@ fn expired_queued_message_is_not_delivered_and_the_interval_is_reduced() {
     h.subscribe(s, "e/#", QoS::AtLeastOnce);
     h.lose(s);
     let p = h.connect(V5, "pub", true, None);
-    let short = Properties {
+    let short: Properties = PropertyValues {
         message_expiry_interval: Some(5),
-        ..Properties::default()
-    };
-    let long = Properties {
+        ..Default::default()
+    }
+    .into();
+    let long: Properties = PropertyValues {
         message_expiry_interval: Some(100),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.publish_props(p, "e/short", "s", QoS::AtLeastOnce, false, Some(1), short);
     h.publish_props(p, "e/long", "l", QoS::AtLeastOnce, false, Some(2), long);
     h.advance(10);
@@ -150,10 +152,11 @@ fn expired_queued_message_is_not_delivered_and_the_interval_is_reduced() {
 fn expired_retained_message_is_not_sent() {
     let mut h = Harness::new(Config::default());
     let p = h.connect(V5, "pub", true, None);
-    let props = Properties {
+    let props: Properties = PropertyValues {
         message_expiry_interval: Some(5),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.publish_props(p, "r/x", "v", QoS::AtMostOnce, true, None, props);
     h.advance(3);
     let s = h.connect(V5, "sub", true, None);

@@ -8,7 +8,7 @@ use harness::*;
 use std::collections::HashMap;
 use std::time::Duration;
 use tern_codec::ProtocolVersion::{V3_1_1, V5};
-use tern_codec::{Packet, Properties, QoS, reason};
+use tern_codec::{Packet, Properties, PropertyValues, QoS, reason};
 use tern_core::inspect::{AdminError, AdminPublish};
 use tern_core::{Action, CloseReason, Config, IoCounters, SysTree};
 
@@ -165,10 +165,11 @@ fn retained_by_filter_read_and_delete() {
     for t in ["home/kitchen/temp", "home/hall/temp", "office/temp"] {
         h.publish(p, t, t, QoS::AtMostOnce, true, None);
     }
-    let props = Properties {
+    let props: Properties = PropertyValues {
         content_type: Some("text/plain".into()),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.publish_props(p, "home/attic", "x", QoS::AtLeastOnce, true, Some(1), props);
 
     let all = h.broker.retained_messages(None, h.now).unwrap();

@@ -6,7 +6,7 @@ mod harness;
 
 use harness::*;
 use tern_codec::ProtocolVersion::{V3_1_1, V5};
-use tern_codec::{Packet, Properties, Publish, QoS};
+use tern_codec::{Packet, Properties, PropertyValues, Publish, QoS};
 use tern_core::{Config, ConnId};
 use tern_store::{Record, Spool};
 
@@ -245,10 +245,11 @@ fn expired_messages_in_pages_are_dropped_not_sent() {
     h.lose(s);
     let p = h.connect(V5, "pub", true, None);
     for i in 0..1000 {
-        let properties = Properties {
+        let properties: Properties = PropertyValues {
             message_expiry_interval: Some(if i % 2 == 0 { 10 } else { 1000 }),
-            ..Properties::default()
-        };
+            ..Default::default()
+        }
+        .into();
         h.publish_props(
             p,
             "q",

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use harness::*;
 use tern_codec::ProtocolVersion::{V3_1_1, V5};
 use tern_codec::{
-    Ack, Auth, ByteStr, Disconnect, Packet, Properties, QoS, RetainHandling, SubscriptionOptions,
-    reason,
+    Ack, Auth, ByteStr, Disconnect, Packet, Properties, PropertyValues, QoS, RetainHandling,
+    SubscriptionOptions, reason,
 };
 use tern_core::{AuthExchange, AuthStep, Config, EnhancedAuth};
 
@@ -51,10 +51,11 @@ fn topic_alias_from_client_is_resolved() {
     let s = h.connect(V5, "s", true, None);
     h.subscribe(s, "a/#", QoS::AtMostOnce);
     let p = h.connect(V5, "p", true, None);
-    let alias = Properties {
+    let alias: Properties = PropertyValues {
         topic_alias: Some(3),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.publish_props(
         p,
         "a/long/topic",
@@ -74,6 +75,37 @@ fn topic_alias_from_client_is_resolved() {
 }
 
 #[test]
+fn deliveries_without_properties_carry_no_property_set() {
+    // Not a protocol rule: a message without properties must not gain an (empty) heap-allocated
+    // property set on its way through the broker, for QoS 0 and 1, to 5.0 and 3.1.1 subscribers;
+    // one with properties keeps them.
+    let mut h = Harness::new(Config::default());
+    let s5 = h.connect(V5, "s5", true, None);
+    let s3 = h.connect(V3_1_1, "s3", true, None);
+    h.subscribe(s5, "a/#", QoS::AtLeastOnce);
+    h.subscribe(s3, "a/#", QoS::AtLeastOnce);
+    let p = h.connect(V5, "p", true, None);
+    h.publish(p, "a/0", "x", QoS::AtMostOnce, false, None);
+    h.publish(p, "a/1", "y", QoS::AtLeastOnce, false, Some(1));
+    for s in [s5, s3] {
+        let mut got = h.publishes(s);
+        assert_eq!(got.len(), 2);
+        assert!(got.iter_mut().all(|m| m.properties.values_mut().is_none()));
+    }
+    let typed: Properties = PropertyValues {
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    }
+    .into();
+    h.publish_props(p, "a/2", "z", QoS::AtMostOnce, false, None, typed);
+    let got = h.publishes(s5);
+    assert_eq!(
+        got[0].properties.content_type.as_deref(),
+        Some("text/plain")
+    );
+}
+
+#[test]
 fn topic_alias_above_maximum_is_0x94() {
     // [MQTT-3.3.2-10]
     let mut h = Harness::new(Config {
@@ -81,10 +113,11 @@ fn topic_alias_above_maximum_is_0x94() {
         ..Config::default()
     });
     let p = h.connect(V5, "p", true, None);
-    let alias = Properties {
+    let alias: Properties = PropertyValues {
         topic_alias: Some(6),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.publish_props(p, "t", "x", QoS::AtMostOnce, false, None, alias);
     let sent = h.take(p);
     assert!(
@@ -98,10 +131,11 @@ fn topic_alias_above_maximum_is_0x94() {
 fn unknown_topic_alias_is_a_protocol_error() {
     let mut h = Harness::new(Config::default());
     let p = h.connect(V5, "p", true, None);
-    let alias = Properties {
+    let alias: Properties = PropertyValues {
         topic_alias: Some(1),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.publish_props(p, "", "x", QoS::AtMostOnce, false, None, alias);
     assert!(
         matches!(&h.take(p)[..], [Packet::Disconnect(d)] if d.reason == reason::PROTOCOL_ERROR)
@@ -272,7 +306,7 @@ fn properties_are_forwarded_unaltered_and_in_order() {
     let s = h.connect(V5, "s", true, None);
     h.subscribe(s, "req", QoS::AtMostOnce);
     let p = h.connect(V5, "p", true, None);
-    let props = Properties {
+    let props: Properties = PropertyValues {
         payload_format_indicator: Some(1),
         content_type: Some(ByteStr::from("text/plain")),
         response_topic: Some(ByteStr::from("resp/p")),
@@ -282,8 +316,9 @@ fn properties_are_forwarded_unaltered_and_in_order() {
             ("a".into(), "1".into()),
             ("b".into(), "3".into()),
         ],
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.publish_props(
         p,
         "req",
@@ -303,10 +338,11 @@ fn invalid_utf8_with_payload_format_indicator_is_refused_with_0x99() {
     let s = h.connect(V5, "s", true, None);
     h.subscribe(s, "t", QoS::AtLeastOnce);
     let p = h.connect(V5, "p", true, None);
-    let props = Properties {
+    let props: Properties = PropertyValues {
         payload_format_indicator: Some(1),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     h.packet(
         p,
         Packet::Publish(tern_codec::Publish {
@@ -449,11 +485,12 @@ impl AuthExchange for ToyExchange {
 }
 
 fn auth(method: &str, data: &'static [u8]) -> Packet {
-    let properties = Properties {
+    let properties: Properties = PropertyValues {
         authentication_method: Some(method.into()),
         authentication_data: Some(Bytes::from_static(data)),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     Packet::Auth(Auth {
         reason: reason::CONTINUE_AUTHENTICATION,
         properties,

@@ -134,11 +134,12 @@ async fn empty_client_id_v5_gets_assigned_identifier() {
     let id = ack
         .properties
         .assigned_client_identifier
+        .clone()
         .expect("Assigned Client Identifier");
     assert!(!id.is_empty());
     let (_c2, ack2) = b.connect(V5, "", true).await;
     assert_ne!(
-        ack2.properties.assigned_client_identifier.unwrap(),
+        ack2.properties.assigned_client_identifier.clone().unwrap(),
         id,
         "assigned ids are unique"
     );

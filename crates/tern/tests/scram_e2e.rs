@@ -11,7 +11,7 @@ use common::*;
 use tern::config::Config;
 use tern_auth::{PasswordFile, ScramHash};
 use tern_client::builder;
-use tern_codec::{Auth, Packet, Properties, reason};
+use tern_codec::{Auth, Packet, Properties, PropertyValues, reason};
 
 async fn broker(dir: &tempfile::TempDir) -> TestBroker {
     let path = dir.path().join("passwd");
@@ -40,7 +40,7 @@ async fn login(b: &TestBroker, method: &str, hash: ScramHash, password: &str) ->
         Packet::Auth(a) => {
             assert_eq!(a.reason, reason::CONTINUE_AUTHENTICATION);
             assert_eq!(a.properties.authentication_method.as_deref(), Some(method));
-            String::from_utf8(a.properties.authentication_data.unwrap().to_vec()).unwrap()
+            String::from_utf8(a.properties.authentication_data.clone().unwrap().to_vec()).unwrap()
         }
         Packet::ConnAck(a) => return a.code,
         other => panic!("{other:?}"),
@@ -69,11 +69,12 @@ async fn login(b: &TestBroker, method: &str, hash: ScramHash, password: &str) ->
         .map(|(a, b)| a ^ b)
         .collect();
     let final_msg = format!("{without_proof},p={}", B64.encode(proof));
-    let properties = Properties {
+    let properties: Properties = PropertyValues {
         authentication_method: Some(method.into()),
         authentication_data: Some(Bytes::from(final_msg)),
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     c.send(&Packet::Auth(Auth {
         reason: reason::CONTINUE_AUTHENTICATION,
         properties,
@@ -89,7 +90,8 @@ async fn login(b: &TestBroker, method: &str, hash: ScramHash, password: &str) ->
                     B64.encode(hash.hmac(&server_key, auth_message.as_bytes()))
                 );
                 let got =
-                    String::from_utf8(a.properties.authentication_data.unwrap().to_vec()).unwrap();
+                    String::from_utf8(a.properties.authentication_data.clone().unwrap().to_vec())
+                        .unwrap();
                 assert_eq!(got, expected, "the server proves it knows the password too");
                 c.send(&Packet::PingReq).await.unwrap();
                 assert_eq!(next(&mut c).await, Packet::PingResp);

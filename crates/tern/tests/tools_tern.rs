@@ -334,15 +334,17 @@ async fn request_response() {
         .unwrap();
     let task = tokio::spawn(async move {
         let req = responder.recv().await.unwrap();
-        let props = tern_codec::Properties {
+        let props: tern_codec::Properties = tern_codec::PropertyValues {
             correlation_data: req.properties.correlation_data.clone(),
             ..Default::default()
-        };
+        }
+        .into();
         // A response with other correlation data first: tern rr must skip it.
-        let other = tern_codec::Properties {
+        let other: tern_codec::Properties = tern_codec::PropertyValues {
             correlation_data: Some(bytes::Bytes::from_static(b"not-yours")),
             ..Default::default()
-        };
+        }
+        .into();
         let topic = req
             .properties
             .response_topic

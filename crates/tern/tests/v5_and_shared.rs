@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use tern_client::builder;
-use tern_codec::{Ack, Packet, Properties, Publish, QoS, reason};
+use tern_codec::{Ack, Packet, PropertyValues, Publish, QoS, reason};
 
 #[tokio::test]
 async fn shared_subscription_splits_messages_between_v311_and_v5_members() {
@@ -61,10 +61,11 @@ async fn topic_alias_round_trip_over_tcp() {
         Packet::Publish(Publish {
             topic: topic.into(),
             payload: Bytes::from_static(payload.as_bytes()),
-            properties: Properties {
+            properties: PropertyValues {
                 topic_alias: Some(2),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
             ..Publish::default()
         })
     };

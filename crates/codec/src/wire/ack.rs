@@ -60,7 +60,7 @@ pub(super) fn encode(
 mod tests {
     use super::super::test_util::*;
     use crate::packet::{Ack, Packet};
-    use crate::properties::Properties;
+    use crate::properties::{Properties, PropertyValues};
     use crate::types::ProtocolVersion::*;
 
     type Ctor = fn(Ack) -> Packet;
@@ -88,10 +88,11 @@ mod tests {
         let a = Ack {
             packet_id: 1,
             reason: 0x80,
-            properties: Properties {
+            properties: PropertyValues {
                 reason_string: Some("x".into()),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         assert_eq!(
             enc(&Packet::PubAck(a), V3_1_1).unwrap(),
@@ -122,10 +123,11 @@ mod tests {
         let a = Ack {
             packet_id: 1,
             reason: 0,
-            properties: Properties {
+            properties: PropertyValues {
                 reason_string: Some("ok".into()),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         both_ways(
             b"\x50\x09\x00\x01\x00\x05\x1F\x00\x02ok",

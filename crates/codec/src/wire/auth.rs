@@ -32,7 +32,7 @@ mod tests {
     use super::super::test_util::*;
     use crate::EncodeError;
     use crate::packet::{Auth, Packet};
-    use crate::properties::Properties;
+    use crate::properties::{Properties, PropertyValues};
     use crate::reason;
     use crate::types::ProtocolVersion::*;
     use bytes::Bytes;
@@ -47,11 +47,12 @@ mod tests {
         both_ways(b"\xF0\x01\x19", &Packet::Auth(a), V5);
         let a = Auth {
             reason: reason::CONTINUE_AUTHENTICATION,
-            properties: Properties {
+            properties: PropertyValues {
                 authentication_method: Some("m".into()),
                 authentication_data: Some(Bytes::from_static(b"d")),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         both_ways(
             b"\xF0\x0A\x18\x08\x15\x00\x01m\x16\x00\x01d",

@@ -51,7 +51,7 @@ pub(super) fn encode(
 mod tests {
     use super::super::test_util::*;
     use crate::packet::{ConnAck, Packet};
-    use crate::properties::Properties;
+    use crate::properties::PropertyValues;
     use crate::types::ProtocolVersion::*;
 
     #[test]
@@ -87,10 +87,11 @@ mod tests {
         let p = Packet::ConnAck(ConnAck {
             session_present: false,
             code: crate::reason::NOT_AUTHORIZED,
-            properties: Properties {
+            properties: PropertyValues {
                 reason_string: Some("no".into()),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         });
         both_ways(b"\x20\x08\x00\x87\x05\x1F\x00\x02no", &p, V5);
     }

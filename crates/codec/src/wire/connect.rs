@@ -165,7 +165,7 @@ pub(super) fn encode(
 mod tests {
     use super::super::test_util::*;
     use crate::packet::{Connect, Packet, Will};
-    use crate::properties::Properties;
+    use crate::properties::{Properties, PropertyValues};
     use crate::types::{ProtocolVersion::*, QoS};
     use crate::{DecodeError, EncodeError};
     use bytes::Bytes;
@@ -246,19 +246,21 @@ mod tests {
                 payload: Bytes::from_static(b"x"),
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                properties: Properties {
+                properties: PropertyValues {
                     will_delay_interval: Some(5),
-                    ..Properties::default()
-                },
+                    ..Default::default()
+                }
+                .into(),
             }),
             username: None,
             // 5.0 allows a password without a user name.
             password: Some(Bytes::from_static(b"pw")),
-            properties: Properties {
+            properties: PropertyValues {
                 session_expiry_interval: Some(300),
                 receive_maximum: Some(20),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         let bytes = b"\x10\x27\x00\x04MQTT\x05\x4E\x00\x0A\
             \x08\x11\x00\x00\x01\x2C\x21\x00\x14\

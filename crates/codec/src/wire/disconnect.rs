@@ -68,7 +68,7 @@ pub(super) fn encode(
 mod tests {
     use super::super::test_util::*;
     use crate::packet::{Disconnect, Packet};
-    use crate::properties::Properties;
+    use crate::properties::{Properties, PropertyValues};
     use crate::reason;
     use crate::types::ProtocolVersion::*;
 
@@ -96,11 +96,12 @@ mod tests {
         both_ways(b"\xE0\x01\x04", &Packet::Disconnect(d), V5);
         let d = Disconnect {
             reason: reason::SERVER_MOVED,
-            properties: Properties {
+            properties: PropertyValues {
                 server_reference: Some("s".into()),
                 session_expiry_interval: Some(0),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         both_ways(
             b"\xE0\x0B\x9D\x09\x11\x00\x00\x00\x00\x1C\x00\x01s",

@@ -354,6 +354,7 @@ pub(crate) fn put_properties(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::PropertyValues;
     use bytes::{Bytes, BytesMut};
 
     fn read(bytes: &'static [u8], ctx: PropCtx) -> Result<Properties, DecodeError> {
@@ -400,7 +401,7 @@ mod tests {
 
     #[test]
     fn every_connack_property_round_trips() {
-        let p = Properties {
+        let p: Properties = PropertyValues {
             session_expiry_interval: Some(1),
             assigned_client_identifier: Some("id".into()),
             server_keep_alive: Some(30),
@@ -418,8 +419,9 @@ mod tests {
             wildcard_subscription_available: Some(1),
             subscription_identifier_available: Some(0),
             shared_subscription_available: Some(1),
-            ..Properties::default()
-        };
+            ..Default::default()
+        }
+        .into();
         let bytes = write(&p, PropCtx::ConnAck).unwrap();
         let mut r = Reader::new(Bytes::from(bytes));
         assert_eq!(read_properties(&mut r, PropCtx::ConnAck).unwrap(), p);
@@ -476,10 +478,11 @@ mod tests {
             read(b"\x04\x0B\x01\x0B\x02", PropCtx::Subscribe),
             Err(DecodeError::Protocol(_))
         ));
-        let p = Properties {
+        let p: Properties = PropertyValues {
             subscription_identifiers: vec![1, 2],
-            ..Properties::default()
-        };
+            ..Default::default()
+        }
+        .into();
         assert!(matches!(
             write(&p, PropCtx::Subscribe),
             Err(EncodeError::Unsupported(_))
@@ -555,10 +558,11 @@ mod tests {
 
     #[test]
     fn encoder_refuses_property_not_allowed() {
-        let p = Properties {
+        let p: Properties = PropertyValues {
             topic_alias: Some(1),
-            ..Properties::default()
-        };
+            ..Default::default()
+        }
+        .into();
         assert!(matches!(
             write(&p, PropCtx::ConnAck),
             Err(EncodeError::Unsupported(_))

@@ -108,7 +108,7 @@ pub(super) fn encode(
 mod tests {
     use super::super::test_util::*;
     use crate::packet::{Packet, Publish};
-    use crate::properties::Properties;
+    use crate::properties::PropertyValues;
     use crate::types::{ProtocolVersion::*, QoS};
     use crate::{DecodeError, EncodeError};
     use bytes::Bytes;
@@ -154,11 +154,12 @@ mod tests {
             qos: QoS::AtLeastOnce,
             topic: "".into(),
             packet_id: Some(1),
-            properties: Properties {
+            properties: PropertyValues {
                 topic_alias: Some(3),
                 subscription_identifiers: vec![1, 200],
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
             payload: Bytes::from_static(b"p"),
             ..Publish::default()
         };
@@ -270,10 +271,11 @@ mod tests {
     fn v3_ignores_properties_when_encoding() {
         let p = Publish {
             topic: "t".into(),
-            properties: Properties {
+            properties: PropertyValues {
                 topic_alias: Some(1),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
             ..Publish::default()
         };
         assert_eq!(

@@ -153,7 +153,7 @@ pub(super) fn encode_suback(
 mod tests {
     use super::super::test_util::*;
     use crate::packet::{Packet, RetainHandling, SubAck, Subscribe, SubscriptionOptions};
-    use crate::properties::Properties;
+    use crate::properties::{Properties, PropertyValues};
     use crate::types::{ProtocolVersion::*, QoS};
 
     fn opts(qos: QoS) -> SubscriptionOptions {
@@ -195,10 +195,11 @@ mod tests {
                     retain_handling: RetainHandling::Never,
                 },
             )],
-            properties: Properties {
+            properties: PropertyValues {
                 subscription_identifiers: vec![9],
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         both_ways(
             b"\x82\x09\x00\x02\x02\x0B\x09\x00\x01t\x2D",
@@ -286,10 +287,11 @@ mod tests {
         let p = SubAck {
             packet_id: 3,
             reasons: vec![0x8F],
-            properties: Properties {
+            properties: PropertyValues {
                 reason_string: Some("r".into()),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         both_ways(
             b"\x90\x08\x00\x03\x04\x1F\x00\x01r\x8F",

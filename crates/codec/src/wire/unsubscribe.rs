@@ -95,7 +95,7 @@ pub(super) fn encode_unsuback(
 mod tests {
     use super::super::test_util::*;
     use crate::packet::{Packet, UnsubAck, Unsubscribe};
-    use crate::properties::Properties;
+    use crate::properties::{Properties, PropertyValues};
     use crate::types::ProtocolVersion::*;
 
     #[test]
@@ -115,10 +115,11 @@ mod tests {
         let p = Unsubscribe {
             packet_id: 4,
             filters: vec!["a".into()],
-            properties: Properties {
+            properties: PropertyValues {
                 user_properties: vec![("k".into(), "v".into())],
-                ..Properties::default()
-            },
+                ..Default::default()
+            }
+            .into(),
         };
         both_ways(
             b"\xA2\x0D\x00\x04\x07\x26\x00\x01k\x00\x01v\x00\x01a",

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 use tern_codec::{
-    Ack, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscriptionOptions, Will,
+    Ack, ByteStr, ConnAck, Connect, Packet, Properties, PropertyValues, ProtocolVersion, Publish,
+    QoS, Subscribe, SubscriptionOptions, Will,
 };
 use tern_core::{Action, Broker, Config, ConnId};
 
@@ -239,10 +239,11 @@ pub fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
 }
 
 pub fn will(topic: &str, payload: &str, delay: Option<u32>) -> Will {
-    let properties = Properties {
+    let properties: Properties = PropertyValues {
         will_delay_interval: delay,
-        ..Properties::default()
-    };
+        ..Default::default()
+    }
+    .into();
     Will {
         topic: ByteStr::from(topic),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
