@@ -137,7 +137,13 @@ struct Woken {
     deadline: bool,
     /// A write was attempted and the socket did not take it.
     write_blocked: bool,
+    /// The hand-off to the driver that was waiting completed (false: nothing more is read).
+    handed: Option<bool>,
 }
+
+/// Packets read and decoded that wait for the driver (its channel full, or the read budget
+/// spent): polled by the loop beside the socket, so the connection goes on writing meanwhile.
+type Handoff = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// The connection's loop; returns when the connection is over.
 async fn serve(
@@ -165,6 +171,8 @@ async fn serve(
     // batch is done (the driver leaves what it queues during a batch for us to find then).
     // Otherwise it is not looked at: a publisher's reads do not take its lock.
     let mut look = true;
+    // Set while decoded packets wait for the driver; nothing more is read until they are taken.
+    let mut handoff: Option<Handoff> = None;
     loop {
         if look && batch.bytes.is_empty() && !flushing {
             look = false;
@@ -180,7 +188,7 @@ async fn serve(
         // we do not, the driver's flush either writes them itself or hands them to us.
         let open = !reader.done && !outbox.closing();
         let held = open && writing && outbox.full();
-        let reading = open && !held;
+        let reading = open && !held && handoff.is_none();
         // While reading is held back the client's packets wait unread in the kernel: its
         // deadlines (keep alive, a packet started) are paused, and moved on by the pause when
         // reading resumes. A client that reads nothing meets the write-stall deadline instead.
@@ -232,6 +240,11 @@ async fn serve(
                     }
                 }
             }
+            if let Some(h) = handoff.as_mut()
+                && let Poll::Ready(ok) = h.as_mut().poll(cx)
+            {
+                w.handed = Some(ok);
+            }
             if reading
                 && let Poll::Ready(r) = reader
                     .rd
@@ -240,7 +253,8 @@ async fn serve(
                 w.read = Some(r);
             }
             w.deadline = armed.is_some() && sleep.as_mut().poll(cx).is_ready();
-            if w.outbox || w.wrote.is_some() || w.read.is_some() || w.deadline {
+            if w.outbox || w.wrote.is_some() || w.read.is_some() || w.deadline || w.handed.is_some()
+            {
                 Poll::Ready(w)
             } else {
                 Poll::Pending
@@ -279,6 +293,10 @@ async fn serve(
         if woken.write_blocked && stalled_since.is_none() {
             stalled_since = Some(Instant::now());
         }
+        if let Some(ok) = woken.handed {
+            handoff = None;
+            reader.done |= !ok;
+        }
         match woken.read {
             None => {}
             Some(Ok(0) | Err(_)) => {
@@ -290,8 +308,9 @@ async fn serve(
                     .metrics
                     .bytes_received
                     .fetch_add(n as u64, Ordering::Relaxed);
-                if !reader.handle(n, outbox, events, settings).await {
-                    reader.done = true;
+                match reader.handle(n, outbox, events, settings) {
+                    Handled::Done(more) => reader.done |= !more,
+                    Handled::Waiting(h) => handoff = Some(h),
                 }
             }
         }
@@ -349,6 +368,100 @@ impl Future for Sending<'_> {
     }
 }
 
+/// What became of packets read: handed to the driver (false: nothing more is to be read from
+/// this client), or waiting for it.
+enum Handled {
+    Done(bool),
+    Waiting(Handoff),
+}
+
+/// Hands a batch of packets (with its share of the read budget, in bytes) and then a bad
+/// packet's report to the driver, in that order: at once when the budget and the channel have
+/// room, else in a [`Handoff`] that owns what is left. After a bad packet nothing more is read.
+fn hand_off(
+    conn: ConnId,
+    events: &mpsc::Sender<Event>,
+    budget: &Arc<tokio::sync::Semaphore>,
+    batch: Option<(Vec<Packet>, u32)>,
+    bad: Option<Event>,
+) -> Handled {
+    use mpsc::error::TrySendError;
+    use tokio::sync::TryAcquireError;
+    let more = bad.is_none();
+    if let Some((packets, bytes)) = batch {
+        let permit = match budget.clone().try_acquire_many_owned(bytes) {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return Handled::Done(false),
+            Err(TryAcquireError::NoPermits) => {
+                let wait = Wait::Budget(budget.clone(), packets, bytes);
+                return Handled::Waiting(Box::pin(finish(conn, events.clone(), wait, bad, more)));
+            }
+        };
+        let ev = Event::Packets {
+            conn,
+            packets,
+            _budget: permit,
+        };
+        match events.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Handled::Done(false),
+            Err(TrySendError::Full(ev)) => {
+                let wait = Wait::Channel(ev);
+                return Handled::Waiting(Box::pin(finish(conn, events.clone(), wait, bad, more)));
+            }
+        }
+    }
+    if let Some(ev) = bad {
+        match events.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Handled::Done(false),
+            Err(TrySendError::Full(ev)) => {
+                let wait = Wait::Channel(ev);
+                return Handled::Waiting(Box::pin(finish(conn, events.clone(), wait, None, false)));
+            }
+        }
+    }
+    Handled::Done(more)
+}
+
+/// Where a hand-off waits first.
+enum Wait {
+    /// For this much of the read budget, then for room in the channel for the batch.
+    Budget(Arc<tokio::sync::Semaphore>, Vec<Packet>, u32),
+    /// For room in the channel for this event.
+    Channel(Event),
+}
+
+/// The waiting part of [`hand_off`]: waits, sends `bad` last, and resolves to `more` when
+/// everything was handed over.
+async fn finish(
+    conn: ConnId,
+    events: mpsc::Sender<Event>,
+    wait: Wait,
+    bad: Option<Event>,
+    more: bool,
+) -> bool {
+    let first = match wait {
+        Wait::Budget(budget, packets, bytes) => {
+            let Ok(permit) = budget.acquire_many_owned(bytes).await else {
+                return false;
+            };
+            Event::Packets {
+                conn,
+                packets,
+                _budget: permit,
+            }
+        }
+        Wait::Channel(ev) => ev,
+    };
+    for ev in std::iter::once(first).chain(bad) {
+        if events.send(ev).await.is_err() {
+            return false;
+        }
+    }
+    more
+}
+
 /// The reading side of a connection: the bytes read and not yet decoded, and the clocks that
 /// read bytes reset.
 struct Reader {
@@ -374,15 +487,15 @@ impl Reader {
         self.partial_deadline = self.partial_deadline.map(|d| d + by);
     }
 
-    /// Decodes what `buf` holds and hands the packets to the driver. False when nothing more
-    /// should be read from this client.
-    async fn handle(
+    /// Decodes what `buf` holds and hands the packets to the driver: at once when it has room
+    /// (the usual case), else in a [`Handoff`] the loop polls.
+    fn handle(
         &mut self,
         read: usize,
         outbox: &Outbox,
         events: &mpsc::Sender<Event>,
         settings: &ConnSettings,
-    ) -> bool {
+    ) -> Handled {
         let conn = self.conn;
         let mut packets = Vec::new();
         let mut error = None;
@@ -440,42 +553,22 @@ impl Reader {
             // What is left is the start of a new packet: its clock starts now.
             self.partial_deadline = Some(Instant::now() + settings.packet_timeout);
         }
+        // Nothing after a bad packet can be trusted; the driver closes the connection.
+        let bad = error.map(|err| {
+            tracing::debug!(conn, error = %err, "bad packet");
+            Event::DecodeError { conn, err }
+        });
+        let mut batch = None;
         if !packets.is_empty() {
             // [MQTT-3.1.2-24] Any packet resets the keep alive clock.
             if self.seen_connect {
                 self.deadline = self.keep_alive.map(|k| Instant::now() + k);
             }
             // Bound what the driver has yet to handle, in bytes read: a publisher faster than
-            // the broker waits here, is not read from, and TCP slows it down.
-            // (Waited for in a boxed future, for the same reason as `send`.)
-            let bytes = read.min(settings.budget_bytes) as u32;
-            let budget = match settings.budget.clone().try_acquire_many_owned(bytes) {
-                Ok(b) => b,
-                Err(tokio::sync::TryAcquireError::Closed) => return false,
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    let wait = settings.budget.clone().acquire_many_owned(bytes);
-                    let Ok(b) = Box::pin(wait).await else {
-                        return false;
-                    };
-                    b
-                }
-            };
-            let event = Event::Packets {
-                conn,
-                packets,
-                _budget: budget,
-            };
-            if !send(events, event).await {
-                return false;
-            }
+            // the broker waits for it, is not read from, and TCP slows it down.
+            batch = Some((packets, read.min(settings.budget_bytes) as u32));
         }
-        if let Some(err) = error {
-            tracing::debug!(conn, error = %err, "bad packet");
-            send(events, Event::DecodeError { conn, err }).await;
-            // Nothing after a bad packet can be trusted; the driver closes the connection.
-            return false;
-        }
-        true
+        hand_off(conn, events, &settings.budget, batch, bad)
     }
 
     /// A deadline passed at `now`: tells the driver if it is one of the reader's. True when the
@@ -560,5 +653,100 @@ impl Writer {
 
     fn needs_flush(&self) -> bool {
         matches!(self, Writer::Other(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+    use tern_codec::DecodeError;
+
+    fn kinds(rx: &mut mpsc::Receiver<Event>) -> Vec<&'static str> {
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            got.push(match ev {
+                Event::Packets { packets, .. } if packets.len() == 2 => "packets",
+                Event::DecodeError { .. } => "bad",
+                Event::Lost { .. } => "lost",
+                _ => "other",
+            });
+        }
+        got
+    }
+
+    fn poll(h: &mut Handoff) -> Poll<bool> {
+        h.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn batch() -> Option<(Vec<Packet>, u32)> {
+        Some((vec![Packet::PingReq, Packet::PingReq], 100))
+    }
+
+    fn bad() -> Option<Event> {
+        Some(Event::DecodeError {
+            conn: 1,
+            err: DecodeError::Malformed("test"),
+        })
+    }
+
+    #[test]
+    fn a_hand_off_with_room_is_done_at_once() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let budget = Arc::new(tokio::sync::Semaphore::new(1000));
+        assert!(matches!(
+            hand_off(1, &tx, &budget, batch(), None),
+            Handled::Done(true)
+        ));
+        // A bad packet is reported after the packets before it; nothing more is read.
+        assert!(matches!(
+            hand_off(1, &tx, &budget, batch(), bad()),
+            Handled::Done(false)
+        ));
+        // Each batch holds its share of the budget until the driver drops it.
+        assert_eq!(budget.available_permits(), 1000 - 200);
+        assert_eq!(kinds(&mut rx), ["packets", "packets", "bad"]);
+        assert_eq!(budget.available_permits(), 1000);
+    }
+
+    #[test]
+    fn a_full_channel_makes_a_hand_off_that_keeps_the_order() {
+        // The channel is full: the connection gets a hand-off to poll (and goes on writing)
+        // instead of waiting inside the read.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(Event::Lost { conn: 9 }).unwrap();
+        let budget = Arc::new(tokio::sync::Semaphore::new(1000));
+        let Handled::Waiting(mut h) = hand_off(1, &tx, &budget, batch(), bad()) else {
+            panic!("handed over although the channel is full");
+        };
+        assert!(poll(&mut h).is_pending());
+        assert_eq!(kinds(&mut rx), ["lost"]);
+        assert!(
+            poll(&mut h).is_pending(),
+            "room for the batch, not yet the report"
+        );
+        assert_eq!(kinds(&mut rx), ["packets"]);
+        assert_eq!(
+            poll(&mut h),
+            Poll::Ready(false),
+            "after a bad packet, no more reading"
+        );
+        assert_eq!(kinds(&mut rx), ["bad"]);
+    }
+
+    #[test]
+    fn a_spent_read_budget_makes_a_hand_off_until_the_driver_gives_it_back() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let budget = Arc::new(tokio::sync::Semaphore::new(150));
+        let held = budget.clone().try_acquire_many_owned(100).unwrap();
+        let Handled::Waiting(mut h) = hand_off(1, &tx, &budget, batch(), None) else {
+            panic!("handed over without its budget");
+        };
+        assert!(poll(&mut h).is_pending());
+        assert!(kinds(&mut rx).is_empty());
+        drop(held); // the driver handled an earlier batch
+        assert_eq!(poll(&mut h), Poll::Ready(true));
+        assert_eq!(budget.available_permits(), 50);
+        assert_eq!(kinds(&mut rx), ["packets"]);
     }
 }
