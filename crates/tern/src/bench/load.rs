@@ -429,7 +429,9 @@ async fn publisher(
             break;
         }
         let now = Instant::now();
-        let mut n = if out.buf.is_empty() { s.batch } else { 0 };
+        // Output left from a write the socket did not take is written before anything new.
+        let behind = !out.buf.is_empty();
+        let mut n = if behind { 0 } else { s.batch };
         let mut next_due = None;
         let mut due = None;
         if rate > 0.0 && n > 0 {
@@ -540,6 +542,11 @@ async fn publisher(
             if !out.buf.is_empty() {
                 wait(&conn, &out, None).await;
             }
+        } else if behind {
+            // The socket took the rest at last: messages may well be due. (This used to wait
+            // as if nothing were due, until the 100 ms poll: a publisher that once found the
+            // socket full sent nothing for 100 ms at a time, and the broker sat idle meanwhile.)
+            tokio::task::yield_now().await;
         } else if n == 0 && got == 0 {
             wait(&conn, &out, next_due).await;
         } else if caught_up {
