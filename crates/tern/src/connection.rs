@@ -179,7 +179,7 @@ async fn serve(
             outbox.take(&mut batch);
             written = 0;
             if batch.bytes.is_empty() && outbox.closing() {
-                return; // everything queued is written
+                break; // everything queued is written
             }
         }
         let writing = !batch.bytes.is_empty() || flushing;
@@ -263,7 +263,7 @@ async fn serve(
         .await;
         match woken.wrote {
             None => {}
-            Some(Err(_)) => return,
+            Some(Err(_)) => break,
             Some(Ok(_)) if flushing => {
                 flushing = false;
                 stalled_since = None;
@@ -328,12 +328,24 @@ async fn serve(
                     "closing connection: the client has not taken what it was sent within {} s (limits.write_timeout_secs)",
                     settings.write_timeout.as_secs()
                 );
-                return;
+                break;
             }
-            if reading && !reader.done && reader.timed_out(now, events, settings).await {
+            // (`reading` is from before this wake-up's read.) Packets that read left waiting
+            // for the driver go before any timeout the reader reports; the deadline is looked
+            // at again when they have been handed over (reading resumes and re-arms it).
+            if reading
+                && handoff.is_none()
+                && !reader.done
+                && reader.timed_out(now, events, settings).await
+            {
                 reader.done = true;
             }
         }
+    }
+    // Packets already read and decoded still reach the driver (a DISCONNECT among them is not
+    // turned into a lost connection by our failed write), before the Lost that `run` sends.
+    if let Some(h) = handoff {
+        h.await;
     }
 }
 
@@ -732,6 +744,95 @@ mod tests {
             "after a bad packet, no more reading"
         );
         assert_eq!(kinds(&mut rx), ["bad"]);
+    }
+
+    /// A connection whose packets wait for the driver (its channel full) and whose next write
+    /// fails (the client reset the connection) still hands those packets over before it ends:
+    /// a DISCONNECT among them must not become a lost connection (which would publish the will).
+    #[tokio::test]
+    async fn packets_waiting_for_the_driver_reach_it_when_a_write_fails() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, wr) = tern_net::Stream::Tcp(server).into_split();
+        let WriteHalf::Tcp(wr) = wr else {
+            unreachable!("a TCP stream splits into TCP halves")
+        };
+        let mut wr = Writer::Tcp(Arc::new(wr));
+        let budget = Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        let settings = ConnSettings {
+            connect_timeout: Duration::from_secs(60),
+            budget: budget.clone(),
+            budget_bytes: 1 << 20,
+            max_packet_size: 1 << 20,
+            max_outbox_packets: 1000,
+            max_outbox_bytes: 1 << 20,
+            max_keep_alive: 0,
+            packet_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            metrics: Arc::new(crate::metrics::ListenerMetrics::new(addr)),
+        };
+        let outbox = Arc::new(Outbox::new(1, 1 << 20, settings.metrics.clone()));
+        let mut reader = Reader {
+            conn: 1,
+            rd,
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V3_1_1,
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+            keep_alive: None,
+            seen_connect: false,
+            partial_deadline: None,
+            cert_username: None,
+            done: false,
+        };
+        // The driver's channel is full.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(Event::Lost { conn: 9 }).unwrap();
+        let task = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { serve(&mut reader, &mut wr, &outbox, &tx, &settings).await }
+        });
+        let within = Duration::from_secs(10);
+        // Two PINGREQs: read, decoded, and holding their share of the read budget while they
+        // wait for room in the channel.
+        client.write_all(&[0xC0, 0, 0xC0, 0]).await.unwrap();
+        tokio::time::timeout(within, async {
+            while budget.available_permits() == 1 << 20 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the connection read the packets");
+        // The client resets the connection; the next write to it fails.
+        client.set_zero_linger().unwrap();
+        drop(client);
+        outbox.push(&Packet::PingResp);
+        outbox.flush(false);
+        // Its task takes the batch (the outbox, limited to one packet, is no longer full) and
+        // writes it in the same poll: by then the write has failed, with the channel still full.
+        tokio::time::timeout(within, async {
+            while outbox.full() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the connection took its batch");
+        let mut got = Vec::new();
+        while let Some(ev) = tokio::time::timeout(within, rx.recv())
+            .await
+            .expect("events")
+        {
+            got.push(match ev {
+                Event::Packets { packets, .. } => format!("{} packets", packets.len()),
+                Event::Lost { conn } => format!("lost {conn}"),
+                _ => "other".to_string(),
+            });
+        }
+        tokio::time::timeout(within, task).await.unwrap().unwrap();
+        assert_eq!(got, ["lost 9", "2 packets"]);
+        assert_eq!(budget.available_permits(), 1 << 20);
     }
 
     #[test]
