@@ -275,8 +275,11 @@ impl Broker {
                     // Expiry does not apply to a message already sent: it must complete.
                     let mut p =
                         publish_fields(&f.delivery, Some(f.packet_id), true, now, session.version);
-                    p.properties.message_expiry_interval =
-                        f.delivery.msg.remaining_expiry(now).map(|s| s.max(1));
+                    let expiry = f.delivery.msg.remaining_expiry(now).map(|s| s.max(1));
+                    if p.properties.message_expiry_interval != expiry {
+                        // (a write allocates a property set: not for messages without one)
+                        p.properties.message_expiry_interval = expiry;
+                    }
                     out.push(Action::send(conn, Packet::Publish(p)));
                 }
                 OutState::Released => {

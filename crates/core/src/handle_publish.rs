@@ -154,6 +154,11 @@ impl Broker {
             v.topic_alias = None;
             v.subscription_identifiers.clear();
         }
+        if p.properties.is_empty() {
+            // Nothing left (a publisher's usual alias-only set): every copy of the message would
+            // carry an empty set on the heap.
+            p.properties.take();
+        }
         let expires_at = p
             .properties
             .message_expiry_interval

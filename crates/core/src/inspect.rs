@@ -285,8 +285,10 @@ impl Broker {
             return Err(AdminError::RetainUnavailable);
         }
         let mut properties = p.properties;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        if let Some(v) = properties.values_mut() {
+            v.topic_alias = None;
+            v.subscription_identifiers.clear();
+        }
         let expires_at = properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));

@@ -266,6 +266,20 @@ pub(crate) fn encode_properties(p: &Properties) -> Bytes {
     }
 }
 
+/// A delayed will's properties, for its PendingWill record: without the Will Delay Interval
+/// (a will-only property that a PUBLISH cannot carry, so [`encode_properties`] would fail and
+/// store none of them; the record's due time stands for the delay).
+pub(crate) fn encode_will_properties(p: &Properties) -> Bytes {
+    if p.will_delay_interval.is_none() {
+        return encode_properties(p);
+    }
+    let mut p = p.clone();
+    if let Some(v) = p.values_mut() {
+        v.will_delay_interval = None;
+    }
+    encode_properties(&p)
+}
+
 pub(crate) fn decode_properties(b: &Bytes) -> Properties {
     if b.is_empty() {
         return Properties::default();

@@ -449,7 +449,7 @@ impl Broker {
                     payload: w.will.payload.clone(),
                     qos: w.will.qos as u8,
                     retain: w.will.retain,
-                    properties: crate::persist::encode_properties(&w.will.properties),
+                    properties: crate::persist::encode_will_properties(&w.will.properties),
                     expires_at_ms: None,
                 };
                 items.push(Item::Record(Record::PendingWill {

@@ -45,7 +45,7 @@ impl Broker {
                     payload: will.payload.clone(),
                     qos: will.qos as u8,
                     retain: will.retain,
-                    properties: crate::persist::encode_properties(&will.properties),
+                    properties: crate::persist::encode_will_properties(&will.properties),
                     expires_at_ms: None,
                 };
                 let client_id = session.client_id.to_string();
@@ -115,7 +115,12 @@ impl Broker {
     fn publish_will(&mut self, will: Will, now: Instant, out: &mut Vec<Action>) {
         self.stats.wills_published += 1;
         let mut properties = will.properties;
-        properties.will_delay_interval = None;
+        if let Some(v) = properties.values_mut() {
+            v.will_delay_interval = None;
+        }
+        if properties.is_empty() {
+            properties.take(); // no empty set on the heap for every copy
+        }
         let expires_at = properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));

@@ -168,15 +168,30 @@ fn pending_delayed_will_survives_a_restart() {
     h.subscribe(w, "will", QoS::AtLeastOnce);
     let mut c = connect(V5, "dev", false);
     c.properties.session_expiry_interval = Some(600);
-    c.will = Some(will("will", "bye", Some(30)));
+    let mut will = will("will", "bye", Some(30));
+    will.properties.content_type = Some("text/plain".into());
+    will.properties.user_properties = vec![("k".into(), "v".into())];
+    c.will = Some(will);
     let (dev, _) = h.connect_with(c);
     h.lose(dev);
-    let mut h2 = restart(h.records());
-    let w = h2.connect(V5, "w", false, Some(600));
-    h2.advance(28);
-    assert!(h2.publishes(w).is_empty());
-    h2.advance(2);
-    assert_eq!(h2.publishes(w).len(), 1);
+    // Restored from the log, and from a snapshot taken while the will waits.
+    let log = h.records();
+    let snapshot = h.broker.snapshot(h.now).records().unwrap();
+    for records in [log, snapshot] {
+        let mut h2 = restart(records);
+        let w = h2.connect(V5, "w", false, Some(600));
+        h2.advance(28);
+        assert!(h2.publishes(w).is_empty());
+        h2.advance(2);
+        let got = h2.publishes(w);
+        assert_eq!(got.len(), 1);
+        // The will's properties go with its message, user properties in order
+        // [MQTT-3.1.3-10]; the delay is not a PUBLISH property.
+        let p = &got[0].properties;
+        assert_eq!(p.content_type.as_deref(), Some("text/plain"), "{p:?}");
+        assert_eq!(p.user_properties, vec![("k".into(), "v".into())]);
+        assert_eq!(p.will_delay_interval, None);
+    }
 }
 
 #[test]

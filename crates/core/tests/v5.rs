@@ -103,6 +103,32 @@ fn deliveries_without_properties_carry_no_property_set() {
         got[0].properties.content_type.as_deref(),
         Some("text/plain")
     );
+    // A publisher's alias-only property set is empty once the alias is taken off.
+    for (qos, id) in [(QoS::AtMostOnce, None), (QoS::AtLeastOnce, Some(2))] {
+        let alias: Properties = PropertyValues {
+            topic_alias: Some(1),
+            ..Default::default()
+        }
+        .into();
+        h.publish_props(p, "a/3", "w", qos, false, id, alias);
+        let mut got = h.publishes(s5);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].properties.values_mut().is_none(), "{:?}", got[0]);
+    }
+    // Nor does a resend to a returning session gain one.
+    for version in [V5, V3_1_1] {
+        let id = format!("r{}", version.level());
+        let r = h.connect(version, &id, false, Some(600));
+        h.subscribe(r, "b", QoS::AtLeastOnce);
+        h.publish(p, "b", "v", QoS::AtLeastOnce, false, Some(3));
+        assert_eq!(h.publishes(r).len(), 1); // not acknowledged
+        h.lose(r);
+        let r = h.connect(version, &id, false, Some(600));
+        let mut again = h.publishes(r);
+        assert_eq!(again.len(), 1);
+        assert!(again[0].dup);
+        assert!(again[0].properties.values_mut().is_none(), "{:?}", again[0]);
+    }
 }
 
 #[test]
