@@ -153,11 +153,11 @@ impl Broker {
         if let Some(v) = p.properties.values_mut() {
             v.topic_alias = None;
             v.subscription_identifiers.clear();
-        }
-        if p.properties.is_empty() {
-            // Nothing left (a publisher's usual alias-only set): every copy of the message would
-            // carry an empty set on the heap.
-            p.properties.take();
+            if v.is_empty() {
+                // Nothing left (a publisher's usual alias-only set): every copy of the message
+                // would carry an empty set on the heap.
+                p.properties = Properties::default();
+            }
         }
         let expires_at = p
             .properties

@@ -117,9 +117,9 @@ impl Broker {
         let mut properties = will.properties;
         if let Some(v) = properties.values_mut() {
             v.will_delay_interval = None;
-        }
-        if properties.is_empty() {
-            properties.take(); // no empty set on the heap for every copy
+            if v.is_empty() {
+                properties = tern_codec::Properties::default(); // no empty set on the heap per copy
+            }
         }
         let expires_at = properties
             .message_expiry_interval
