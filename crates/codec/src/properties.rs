@@ -138,6 +138,18 @@ impl Properties {
         self.0.as_deref_mut()
     }
 
+    /// Applies `remove`, a change that only clears properties: an absent set stays absent (no
+    /// allocation, unlike a write through `DerefMut`), and a set left empty is freed, so copies
+    /// of the packet carry no empty set on the heap.
+    pub fn strip(&mut self, remove: impl FnOnce(&mut PropertyValues)) {
+        if let Some(v) = self.0.as_deref_mut() {
+            remove(v);
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
     /// The values, leaving this set empty.
     pub fn take(&mut self) -> PropertyValues {
         self.0.take().map(|b| *b).unwrap_or_default()
@@ -186,6 +198,29 @@ impl std::fmt::Debug for Properties {
 mod tests {
     use super::*;
     use crate::{Packet, ProtocolVersion, decode_packet};
+
+    #[test]
+    fn strip_never_allocates_and_frees_an_emptied_set() {
+        let mut none = Properties::default();
+        none.strip(|v| v.topic_alias = None);
+        assert!(none.values_mut().is_none());
+        let mut alias: Properties = PropertyValues {
+            topic_alias: Some(1),
+            ..Default::default()
+        }
+        .into();
+        alias.strip(|v| v.topic_alias = None);
+        assert!(alias.values_mut().is_none(), "an emptied set is freed");
+        let mut both: Properties = PropertyValues {
+            topic_alias: Some(1),
+            content_type: Some("t".into()),
+            ..Default::default()
+        }
+        .into();
+        both.strip(|v| v.topic_alias = None);
+        assert_eq!(both.content_type.as_deref(), Some("t"));
+        assert_eq!(both.topic_alias, None);
+    }
     use bytes::BytesMut;
 
     #[test]

@@ -273,13 +273,8 @@ impl Broker {
             match f.state {
                 OutState::Published => {
                     // Expiry does not apply to a message already sent: it must complete.
-                    let mut p =
+                    let p =
                         publish_fields(&f.delivery, Some(f.packet_id), true, now, session.version);
-                    let expiry = f.delivery.msg.remaining_expiry(now).map(|s| s.max(1));
-                    if p.properties.message_expiry_interval != expiry {
-                        // (a write allocates a property set: not for messages without one)
-                        p.properties.message_expiry_interval = expiry;
-                    }
                     out.push(Action::send(conn, Packet::Publish(p)));
                 }
                 OutState::Released => {
@@ -408,7 +403,11 @@ fn publish_fields(
     };
     if version.is_v5() {
         // Written only when there is something to write: the first write allocates the set.
-        let expiry = d.msg.remaining_expiry(now);
+        let mut expiry = d.msg.remaining_expiry(now);
+        if dup {
+            // A resend (the only DUP) must complete even if the message expired meanwhile.
+            expiry = expiry.map(|s| s.max(1));
+        }
         if expiry != properties.message_expiry_interval {
             properties.message_expiry_interval = expiry;
         }

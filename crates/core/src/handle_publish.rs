@@ -149,16 +149,7 @@ impl Broker {
             self.persist.inbound(session, packet_id, out);
         }
 
-        // Topic alias and subscription identifiers are per hop; they are not forwarded.
-        if let Some(v) = p.properties.values_mut() {
-            v.topic_alias = None;
-            v.subscription_identifiers.clear();
-            if v.is_empty() {
-                // Nothing left (a publisher's usual alias-only set): every copy of the message
-                // would carry an empty set on the heap.
-                p.properties = Properties::default();
-            }
-        }
+        strip_per_hop(&mut p.properties);
         let expires_at = p
             .properties
             .message_expiry_interval
@@ -186,4 +177,13 @@ impl Broker {
 /// Levels of a topic name or filter ("a/b" has two).
 pub(crate) fn topic_levels(topic: &str) -> usize {
     topic.bytes().filter(|&b| b == b'/').count() + 1
+}
+
+/// Topic alias and subscription identifiers belong to one hop: a message does not keep them
+/// (a publisher's alias-only set is then freed).
+pub(crate) fn strip_per_hop(p: &mut Properties) {
+    p.strip(|v| {
+        v.topic_alias = None;
+        v.subscription_identifiers.clear();
+    });
 }

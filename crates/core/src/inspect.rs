@@ -285,10 +285,7 @@ impl Broker {
             return Err(AdminError::RetainUnavailable);
         }
         let mut properties = p.properties;
-        if let Some(v) = properties.values_mut() {
-            v.topic_alias = None;
-            v.subscription_identifiers.clear();
-        }
+        crate::handle_publish::strip_per_hop(&mut properties);
         let expires_at = properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));

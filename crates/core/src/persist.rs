@@ -274,9 +274,7 @@ pub(crate) fn encode_will_properties(p: &Properties) -> Bytes {
         return encode_properties(p);
     }
     let mut p = p.clone();
-    if let Some(v) = p.values_mut() {
-        v.will_delay_interval = None;
-    }
+    p.strip(|v| v.will_delay_interval = None);
     encode_properties(&p)
 }
 

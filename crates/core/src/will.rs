@@ -115,12 +115,7 @@ impl Broker {
     fn publish_will(&mut self, will: Will, now: Instant, out: &mut Vec<Action>) {
         self.stats.wills_published += 1;
         let mut properties = will.properties;
-        if let Some(v) = properties.values_mut() {
-            v.will_delay_interval = None;
-            if v.is_empty() {
-                properties = tern_codec::Properties::default(); // no empty set on the heap per copy
-            }
-        }
+        properties.strip(|v| v.will_delay_interval = None);
         let expires_at = properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
