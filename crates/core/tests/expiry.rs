@@ -167,3 +167,28 @@ fn expired_retained_message_is_not_sent() {
     h.advance(60);
     assert_eq!(h.broker.retained_count(), 0, "swept from the store");
 }
+
+#[test]
+fn a_message_sent_before_it_expired_is_resent_with_at_least_one_second_left() {
+    // [MQTT-4.4.0-1] An unacknowledged PUBLISH is resent on reconnection; it was already sent,
+    // so its expiry no longer drops it, and the interval it carries is never 0.
+    let mut h = Harness::new(Config::default());
+    let s = h.connect(V5, "s", false, Some(600));
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = h.connect(V5, "p", true, None);
+    let expiring: Properties = PropertyValues {
+        message_expiry_interval: Some(10),
+        ..Default::default()
+    }
+    .into();
+    h.publish_props(p, "t", "x", QoS::AtLeastOnce, false, Some(1), expiring);
+    let first = h.publishes(s);
+    assert_eq!(first[0].properties.message_expiry_interval, Some(10));
+    h.lose(s);
+    h.advance(20);
+    let s = h.connect(V5, "s", false, Some(600));
+    let again = h.publishes(s);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].dup);
+    assert_eq!(again[0].properties.message_expiry_interval, Some(1));
+}
