@@ -162,8 +162,7 @@ impl Driver {
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     let now = Instant::now();
-                    self.start_turn(now);
-                    self.handle(ev, now);
+                    self.begin_turn(ev, now);
                     for _ in 1..EVENT_BATCH {
                         if self.actions.len() >= TURN_ACTIONS {
                             break;
@@ -294,16 +293,19 @@ impl Driver {
         }
     }
 
-    /// A turn of client events starts at `now`: the first delivery is sent early only after a
-    /// pause. Back to back, the clients are awake anyway and the extra writes would cost ~20 %
-    /// of a saturated QoS 1 loop's CPU.
-    fn start_turn(&mut self, now: Instant) {
+    /// Starts a turn of client events with its first event, `ev`. Only this event may have its
+    /// first delivery sent early, and only after a pause (the last turn of client events ended
+    /// at least [`PAUSE`] ago): back to back, the clients are awake anyway and the extra writes
+    /// would cost ~20 % of a saturated QoS 1 loop's CPU.
+    fn begin_turn(&mut self, ev: Event, now: Instant) {
         self.first_of_turn = now.saturating_duration_since(self.last_turn_end) >= PAUSE;
+        self.handle(ev, now);
+        self.first_of_turn = false;
     }
 
-    /// After the first packet of a turn (that starts after a pause, and whose first batch
-    /// brought several packets): sends what that packet produced now, if it is a few packets to
-    /// a few sockets, before the rest of the batch is handled. A receiver that sleeps takes tens
+    /// After the first packet of a turn (that starts after a pause with a batch of several
+    /// packets): sends what that packet produced now, if it is a few packets to a few sockets,
+    /// before the rest of the batch is handled. A receiver that sleeps takes tens
     /// of microseconds to wake up (more than the broker needs for a dozen small messages); woken
     /// by the first delivery, it wakes while the broker works through the rest, instead of
     /// after. It costs one write per turn and only where it can help: never for a fan-out (the
@@ -543,8 +545,9 @@ mod tests {
     }
 
     /// A turn that starts, after a pause, with several messages for a subscriber writes the
-    /// first one to its socket before handling the others, so a sleeping client starts waking up while the
-    /// broker works through the rest; the rest follow at the end of the turn, in order.
+    /// first one to its socket before handling the others, so a sleeping client starts waking
+    /// up while the broker works through the rest; the rest follow at the end of the turn, in
+    /// order. Turns back to back, and batches after the first of a turn, wait for its end.
     #[tokio::test]
     async fn the_first_delivery_of_a_turn_is_written_before_the_rest_are_handled() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -590,14 +593,12 @@ mod tests {
             .unwrap();
         assert_eq!(acks, [0x20, 2, 0, 0, 0x90, 3, 0, 1, QoS::AtMostOnce as u8]);
 
-        // Turns back to back do not write early; a turn after a pause does.
+        // A turn after a pause whose first batch (one read) brought three messages.
         driver.last_turn_end = now;
-        driver.start_turn(now + Duration::from_micros(10));
-        assert!(!driver.first_of_turn);
-        driver.start_turn(now + PAUSE);
-        assert!(driver.first_of_turn);
-        // One read brought three messages: the turn starts with them.
-        driver.handle(packets(2, vec![publish(1), publish(2), publish(3)]), now);
+        driver.begin_turn(
+            packets(2, vec![publish(1), publish(2), publish(3)]),
+            now + PAUSE,
+        );
         let mut first = [0u8; 6];
         tokio::time::timeout(within, client.read_exact(&mut first))
             .await
@@ -609,25 +610,44 @@ mod tests {
             2,
             "the other two are handled, not yet sent"
         );
+        // A later batch in the same turn waits for the end of the turn.
+        driver.handle(packets(2, vec![publish(4), publish(5)]), now + PAUSE);
+        assert_eq!(driver.actions.len(), 4);
         driver.end_turn();
-        let mut rest = [0u8; 12];
+        let mut rest = [0u8; 24];
         tokio::time::timeout(within, client.read_exact(&mut rest))
             .await
             .expect("the rest at the end of the turn")
             .unwrap();
-        assert_eq!(rest[..6], wire(2));
-        assert_eq!(rest[6..], wire(3));
+        for (i, n) in (2..=5).enumerate() {
+            assert_eq!(rest[i * 6..(i + 1) * 6], wire(n), "in order");
+        }
 
-        // Once per turn: a later batch in the same turn waits for the end of the turn.
-        driver.handle(packets(2, vec![publish(4), publish(5)]), now);
+        // Back to back (10 µs after the last turn ended): nothing early.
+        driver.last_turn_end = now;
+        driver.begin_turn(
+            packets(2, vec![publish(6), publish(7)]),
+            now + Duration::from_micros(10),
+        );
         assert_eq!(driver.actions.len(), 2, "both wait for the end of the turn");
+        // After a pause, but the turn starts with a single message: the batch after it waits too.
         driver.end_turn();
-        let mut last = [0u8; 12];
+        driver.last_turn_end = now;
+        driver.begin_turn(packets(2, vec![publish(8)]), now + PAUSE);
+        driver.handle(packets(2, vec![publish(9), publish(10)]), now + PAUSE);
+        assert_eq!(
+            driver.actions.len(),
+            3,
+            "all three wait for the end of the turn"
+        );
+        driver.end_turn();
+        let mut last = [0u8; 30];
         tokio::time::timeout(within, client.read_exact(&mut last))
             .await
-            .expect("the last two")
+            .expect("the last five")
             .unwrap();
-        assert_eq!(last[..6], wire(4));
-        assert_eq!(last[6..], wire(5));
+        for (i, n) in (6..=10).enumerate() {
+            assert_eq!(last[i * 6..(i + 1) * 6], wire(n), "in order");
+        }
     }
 }
