@@ -7,6 +7,15 @@ use tern_codec::ProtocolVersion::{V3_1_1, V5};
 use tern_codec::{Properties, PropertyValues, QoS};
 use tern_core::Config;
 
+/// A property set with only a Message Expiry Interval of `secs`.
+fn expires_in(secs: u32) -> Properties {
+    PropertyValues {
+        message_expiry_interval: Some(secs),
+        ..Default::default()
+    }
+    .into()
+}
+
 #[test]
 fn v5_session_expires_after_its_interval() {
     let mut h = Harness::new(Config::default());
@@ -128,16 +137,8 @@ fn expired_queued_message_is_not_delivered_and_the_interval_is_reduced() {
     h.subscribe(s, "e/#", QoS::AtLeastOnce);
     h.lose(s);
     let p = h.connect(V5, "pub", true, None);
-    let short: Properties = PropertyValues {
-        message_expiry_interval: Some(5),
-        ..Default::default()
-    }
-    .into();
-    let long: Properties = PropertyValues {
-        message_expiry_interval: Some(100),
-        ..Default::default()
-    }
-    .into();
+    let short = expires_in(5);
+    let long = expires_in(100);
     h.publish_props(p, "e/short", "s", QoS::AtLeastOnce, false, Some(1), short);
     h.publish_props(p, "e/long", "l", QoS::AtLeastOnce, false, Some(2), long);
     h.advance(10);
@@ -152,11 +153,7 @@ fn expired_queued_message_is_not_delivered_and_the_interval_is_reduced() {
 fn expired_retained_message_is_not_sent() {
     let mut h = Harness::new(Config::default());
     let p = h.connect(V5, "pub", true, None);
-    let props: Properties = PropertyValues {
-        message_expiry_interval: Some(5),
-        ..Default::default()
-    }
-    .into();
+    let props = expires_in(5);
     h.publish_props(p, "r/x", "v", QoS::AtMostOnce, true, None, props);
     h.advance(3);
     let s = h.connect(V5, "sub", true, None);
@@ -176,11 +173,7 @@ fn a_message_sent_before_it_expired_is_resent_with_at_least_one_second_left() {
     let s = h.connect(V5, "s", false, Some(600));
     h.subscribe(s, "t", QoS::AtLeastOnce);
     let p = h.connect(V5, "p", true, None);
-    let expiring: Properties = PropertyValues {
-        message_expiry_interval: Some(10),
-        ..Default::default()
-    }
-    .into();
+    let expiring = expires_in(10);
     h.publish_props(p, "t", "x", QoS::AtLeastOnce, false, Some(1), expiring);
     let first = h.publishes(s);
     assert_eq!(first[0].properties.message_expiry_interval, Some(10));

@@ -669,7 +669,7 @@ impl Writer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::task::Waker;
     use tern_codec::DecodeError;
@@ -685,6 +685,19 @@ mod tests {
             });
         }
         got
+    }
+
+    /// A connected pair on 127.0.0.1: (client side, server side, the listener's address).
+    pub(crate) async fn loopback_pair() -> (
+        tokio::net::TcpStream,
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server, addr)
     }
 
     fn poll(h: &mut Handoff) -> Poll<bool> {
@@ -752,10 +765,7 @@ mod tests {
     #[tokio::test]
     async fn packets_waiting_for_the_driver_reach_it_when_a_write_fails() {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server, addr) = loopback_pair().await;
         let (rd, wr) = tern_net::Stream::Tcp(server).into_split();
         let WriteHalf::Tcp(wr) = wr else {
             unreachable!("a TCP stream splits into TCP halves")

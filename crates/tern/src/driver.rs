@@ -539,9 +539,19 @@ mod tests {
         })
     }
 
-    /// The 3.1.1 encoding of a QoS 0 PUBLISH of `[n]` to "t".
-    fn wire(n: u8) -> [u8; 6] {
-        [0x30, 4, 0, 1, b't', n]
+    /// Reads the 3.1.1 encodings of QoS 0 PUBLISHes of `[n]` to "t", for each `n` in order.
+    async fn expect_messages(
+        client: &mut tokio::net::TcpStream,
+        ns: std::ops::RangeInclusive<u8>,
+        what: &str,
+    ) {
+        let want: Vec<u8> = ns.flat_map(|n| [0x30, 4, 0, 1, b't', n]).collect();
+        let mut got = vec![0u8; want.len()];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .unwrap();
+        assert_eq!(got, want, "{what}, in order");
     }
 
     /// A turn that starts, after a pause, with several messages for a subscriber writes the
@@ -550,10 +560,8 @@ mod tests {
     /// order. Turns back to back, and batches after the first of a turn, wait for its end.
     #[tokio::test]
     async fn the_first_delivery_of_a_turn_is_written_before_the_rest_are_handled() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (server, peer) = listener.accept().await.unwrap();
+        let (mut client, server, addr) = crate::connection::tests::loopback_pair().await;
+        let peer = server.peer_addr().unwrap();
         let (_server_rd, server_wr) = server.into_split();
         let metrics = Arc::new(crate::metrics::ListenerMetrics::new(addr));
         let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
@@ -585,9 +593,8 @@ mod tests {
         driver.handle(packets(1, vec![connect("sub"), subscribe]), now);
         driver.handle(packets(2, vec![connect("pub")]), now);
         driver.end_turn();
-        let within = Duration::from_secs(10);
         let mut acks = [0u8; 9]; // CONNACK (4 bytes) and SUBACK (5)
-        tokio::time::timeout(within, client.read_exact(&mut acks))
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut acks))
             .await
             .expect("CONNACK and SUBACK")
             .unwrap();
@@ -599,12 +606,12 @@ mod tests {
             packets(2, vec![publish(1), publish(2), publish(3)]),
             now + PAUSE,
         );
-        let mut first = [0u8; 6];
-        tokio::time::timeout(within, client.read_exact(&mut first))
-            .await
-            .expect("the first message was written before the end of the turn")
-            .unwrap();
-        assert_eq!(first, wire(1));
+        expect_messages(
+            &mut client,
+            1..=1,
+            "the first message was written before the end of the turn",
+        )
+        .await;
         assert_eq!(
             driver.actions.len(),
             2,
@@ -614,14 +621,7 @@ mod tests {
         driver.handle(packets(2, vec![publish(4), publish(5)]), now + PAUSE);
         assert_eq!(driver.actions.len(), 4);
         driver.end_turn();
-        let mut rest = [0u8; 24];
-        tokio::time::timeout(within, client.read_exact(&mut rest))
-            .await
-            .expect("the rest at the end of the turn")
-            .unwrap();
-        for (i, n) in (2..=5).enumerate() {
-            assert_eq!(rest[i * 6..(i + 1) * 6], wire(n), "in order");
-        }
+        expect_messages(&mut client, 2..=5, "the rest at the end of the turn").await;
 
         // Back to back (10 µs after the last turn ended): nothing early.
         driver.last_turn_end = now;
@@ -641,13 +641,6 @@ mod tests {
             "all three wait for the end of the turn"
         );
         driver.end_turn();
-        let mut last = [0u8; 30];
-        tokio::time::timeout(within, client.read_exact(&mut last))
-            .await
-            .expect("the last five")
-            .unwrap();
-        for (i, n) in (6..=10).enumerate() {
-            assert_eq!(last[i * 6..(i + 1) * 6], wire(n), "in order");
-        }
+        expect_messages(&mut client, 6..=10, "the last five").await;
     }
 }
