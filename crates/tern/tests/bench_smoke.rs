@@ -124,6 +124,45 @@ async fn p2p_qos1_persistent_sessions_3_1_1_and_v5() {
     broker.stop().await;
 }
 
+/// `--pacing spin` writes on the clock rather than on the 1 ms timer: it still publishes at the
+/// offered rate (not faster, not slower), one publisher or several, and everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_pacing_keeps_the_offered_rate() {
+    let broker = TestBroker::start().await;
+    for (scenario, count_flag, count, rate) in [
+        ("p2p", "--pairs", "1", 20_000.0),
+        ("fanin", "--pubs", "4", 4_000.0),
+    ] {
+        let rate_arg = rate.to_string();
+        let r = bench(
+            &broker,
+            &[
+                scenario,
+                count_flag,
+                count,
+                "--rate",
+                &rate_arg,
+                "--pacing",
+                "spin",
+                "--duration",
+                "1",
+                "--warmup",
+                "0.2",
+            ],
+        )
+        .await;
+        assert_eq!(r.errors, 0, "{scenario}: errors: {:?}", r.error_messages);
+        assert_eq!(r.delivered, r.expected, "{scenario}: {r:?}");
+        let offered = rate * r.window_s;
+        let sent = r.sent as f64;
+        assert!(
+            (0.9 * offered..=1.1 * offered).contains(&sent),
+            "{scenario}: {sent} sent in the window, {offered} offered"
+        );
+    }
+    broker.stop().await;
+}
+
 #[test]
 fn refuses_non_loopback_targets() {
     let args = BenchArgs::from_args(["p2p", "--host", "192.0.2.1", "--duration", "1"]).unwrap();

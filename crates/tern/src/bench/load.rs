@@ -27,6 +27,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 /// Read size.
 const READ_CHUNK: usize = 64 * 1024;
+/// `--pacing spin`: longest a due message is held back for its batch to fill (the timer's tick,
+/// so no message waits longer than with `--pacing timer`).
+const SPIN_HOLD: Duration = Duration::from_millis(1);
+/// `--pacing spin`: a publisher whose next write is further away than this sleeps instead.
+const SPIN_WINDOW: Duration = Duration::from_millis(2);
 
 /// Where and how to connect.
 pub(crate) struct Target {
@@ -52,6 +57,8 @@ pub(crate) struct LoadSettings {
     pub(crate) pubs: usize,
     pub(crate) inflight: usize,
     pub(crate) batch: usize,
+    /// `--pacing spin`: check the clock instead of sleeping on the 1 ms timer.
+    pub(crate) spin: bool,
 }
 
 /// What a connection does once set up.
@@ -422,8 +429,9 @@ async fn publisher(
     let mut inflight = 0usize;
     let publisher_id = (index as u32).to_le_bytes();
     // When message number `i` (from 0) is due.
-    let due_at =
-        |i: u64| tokio::time::Instant::from_std(t0 + Duration::from_secs_f64(i as f64 / rate));
+    let due_std = |i: u64| t0 + Duration::from_secs_f64(i as f64 / rate);
+    let due_at = |i: u64| tokio::time::Instant::from_std(due_std(i));
+    let spin = s.spin && rate > 0.0;
     loop {
         if shared.publishers_stopped() {
             break;
@@ -434,6 +442,8 @@ async fn publisher(
         let mut n = if behind { 0 } else { s.batch };
         let mut next_due = None;
         let mut due = None;
+        // Spin pacing: a partial batch waits (up to SPIN_HOLD) for the rest of it.
+        let mut hold = false;
         if rate > 0.0 && n > 0 {
             let due_total = if now < t0 {
                 0
@@ -444,7 +454,14 @@ async fn publisher(
             if d == 0 {
                 next_due = Some(due_at(sent));
             }
-            n = n.min(d);
+            // (Only when another message falls due within the hold: a publisher whose messages
+            // are further apart than that writes each one as it falls due.)
+            hold = spin
+                && d > 0
+                && d < n
+                && now < due_std(sent) + SPIN_HOLD
+                && due_std(sent + 1) < due_std(sent) + SPIN_HOLD;
+            n = if hold { 0 } else { n.min(d) };
             due = Some(d);
         }
         if qos != QoS::AtMostOnce {
@@ -546,6 +563,21 @@ async fn publisher(
             // The socket took the rest at last: messages may well be due. (This used to wait
             // as if nothing were due, until the 100 ms poll: a publisher that once found the
             // socket full sent nothing for 100 ms at a time, and the broker sat idle meanwhile.)
+            tokio::task::yield_now().await;
+        } else if spin
+            && (if hold {
+                Some(now)
+            } else if caught_up {
+                Some(due_std(sent))
+            } else if n == 0 && got == 0 {
+                next_due.map(tokio::time::Instant::into_std)
+            } else {
+                None
+            })
+            .is_some_and(|t| t <= now + SPIN_WINDOW)
+        {
+            // Spin pacing, waiting for the schedule only (not for the window or the socket)
+            // and the next write is near: look at the clock again after the other tasks ran.
             tokio::task::yield_now().await;
         } else if n == 0 && got == 0 {
             wait(&conn, &out, next_due).await;

@@ -34,6 +34,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_codec::{ProtocolVersion, QoS};
 
+/// How a paced publisher (`--rate` > 0) waits for its next messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pacing {
+    /// Sleep on the runtime's 1 ms timer: each tick's messages leave together, so the broker
+    /// receives the load in millisecond bursts. The generator's core idles between ticks.
+    Timer,
+    /// Keep checking the clock and write as soon as a batch (`--batch`) is due, or when the
+    /// first due message has waited 1 ms: the load arrives spread over the millisecond. Keeps
+    /// the generator's core busy.
+    Spin,
+}
+
 /// The load pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -111,6 +123,10 @@ pub struct BenchArgs {
     /// Most messages a publisher writes with one system call.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// How paced publishers wait for their schedule: `timer` (1 ms ticks, bursts) or `spin`
+    /// (smooth arrivals; the generator's core stays busy).
+    #[arg(long, value_enum, default_value_t = Pacing::Timer)]
+    pub pacing: Pacing,
     /// Measurement window in seconds (idle: how long the connections are held).
     #[arg(short, long, default_value_t = 10.0)]
     pub duration: f64,
@@ -468,6 +484,7 @@ impl Ctx {
             pubs: npubs,
             inflight: a.inflight.clamp(1, 65_535),
             batch: a.batch.clamp(1, 4096),
+            spin: a.pacing == Pacing::Spin,
         });
         let t_setup = Instant::now();
 
@@ -603,6 +620,7 @@ impl Ctx {
             qos: a.qos,
             size: a.size,
             rate_target: a.rate,
+            spin_pacing: a.pacing == Pacing::Spin,
             inflight: a.inflight,
             persistent: a.persistent,
             pubs: npubs,

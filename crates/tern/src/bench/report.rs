@@ -309,6 +309,8 @@ pub struct Report {
     pub qos: u8,
     pub size: usize,
     pub rate_target: f64,
+    /// Paced publishers wrote on the clock (`--pacing spin`), not on the 1 ms timer.
+    pub spin_pacing: bool,
     pub inflight: usize,
     /// Subscribers kept persistent sessions (`--persistent`).
     pub persistent: bool,
@@ -425,6 +427,10 @@ impl Report {
             f.extend([
                 format!("\"size\":{}", self.size),
                 format!("\"rate_target\":{}", num(self.rate_target)),
+                format!(
+                    "\"pacing\":\"{}\"",
+                    if self.spin_pacing { "spin" } else { "timer" }
+                ),
                 format!("\"inflight\":{}", self.inflight),
                 format!("\"persistent\":{}", self.persistent),
                 format!("\"pubs\":{}", self.pubs),
@@ -523,7 +529,12 @@ impl Report {
             }
         } else {
             let rate = if self.rate_target > 0.0 {
-                format!("{:.0} msg/s offered", self.rate_target)
+                let pacing = if self.spin_pacing {
+                    " (spin pacing)"
+                } else {
+                    ""
+                };
+                format!("{:.0} msg/s offered{pacing}", self.rate_target)
             } else {
                 "unlimited rate".into()
             };
