@@ -413,8 +413,8 @@ fn publish_fields(
         }
         // Not `if d.sub_ids != ...`: comparing two empty vectors calls `memcmp` with their
         // dangling pointers, and glibc's AVX-512 `memcmp` does a masked load there, which on
-        // this project's CPUs (AMD EPYC) takes a slow assist: ~200 ns, a fifth of a v5
-        // delivery's cost at 1 M msg/s. `clone_from` of an empty vector is free.
+        // this project's CPUs (AMD EPYC) takes a slow assist: a fifth of the broker's time in a
+        // profile of v5 QoS 0 at 1 M msg/s. `clone_from` of an empty vector is free.
         if !d.sub_ids.is_empty() || !properties.subscription_identifiers.is_empty() {
             properties.subscription_identifiers.clone_from(&d.sub_ids);
         }

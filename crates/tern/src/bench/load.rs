@@ -432,6 +432,9 @@ async fn publisher(
     let due_std = |i: u64| t0 + Duration::from_secs_f64(i as f64 / rate);
     let due_at = |i: u64| tokio::time::Instant::from_std(due_std(i));
     let spin = s.spin && rate > 0.0;
+    // Spin pacing holds a partial batch only when messages fall due less than SPIN_HOLD
+    // apart: a publisher whose messages are further apart writes each one as it falls due.
+    let may_hold = spin && 1.0 / rate < SPIN_HOLD.as_secs_f64();
     loop {
         if shared.publishers_stopped() {
             break;
@@ -440,9 +443,13 @@ async fn publisher(
         // Output left from a write the socket did not take is written before anything new.
         let behind = !out.buf.is_empty();
         let mut n = if behind { 0 } else { s.batch };
+        if qos != QoS::AtMostOnce {
+            n = n.min(window.saturating_sub(inflight));
+        }
         let mut next_due = None;
         let mut due = None;
-        // Spin pacing: a partial batch waits (up to SPIN_HOLD) for the rest of it.
+        // Spin pacing: a partial batch (of what the window allows) waits, up to SPIN_HOLD
+        // after its first message fell due, for the rest of it.
         let mut hold = false;
         if rate > 0.0 && n > 0 {
             let due_total = if now < t0 {
@@ -454,18 +461,9 @@ async fn publisher(
             if d == 0 {
                 next_due = Some(due_at(sent));
             }
-            // (Only when another message falls due within the hold: a publisher whose messages
-            // are further apart than that writes each one as it falls due.)
-            hold = spin
-                && d > 0
-                && d < n
-                && now < due_std(sent) + SPIN_HOLD
-                && due_std(sent + 1) < due_std(sent) + SPIN_HOLD;
+            hold = may_hold && d > 0 && d < n && now < due_std(sent) + SPIN_HOLD;
             n = if hold { 0 } else { n.min(d) };
             due = Some(d);
-        }
-        if qos != QoS::AtMostOnce {
-            n = n.min(window.saturating_sub(inflight));
         }
         // This write brings the publisher up to date with its schedule.
         let caught_up = n > 0 && due == Some(n);
@@ -565,16 +563,9 @@ async fn publisher(
             // socket full sent nothing for 100 ms at a time, and the broker sat idle meanwhile.)
             tokio::task::yield_now().await;
         } else if spin
-            && (if hold {
-                Some(now)
-            } else if caught_up {
-                Some(due_std(sent))
-            } else if n == 0 && got == 0 {
-                next_due.map(tokio::time::Instant::into_std)
-            } else {
-                None
-            })
-            .is_some_and(|t| t <= now + SPIN_WINDOW)
+            && (hold
+                || ((caught_up || (n == 0 && got == 0 && next_due.is_some()))
+                    && due_std(sent) <= now + SPIN_WINDOW))
         {
             // Spin pacing, waiting for the schedule only (not for the window or the socket)
             // and the next write is near: look at the clock again after the other tasks ran.

@@ -40,9 +40,11 @@ pub enum Pacing {
     /// Sleep on the runtime's 1 ms timer: each tick's messages leave together, so the broker
     /// receives the load in millisecond bursts. The generator's core idles between ticks.
     Timer,
-    /// Keep checking the clock and write as soon as a batch (`--batch`) is due, or when the
-    /// first due message has waited 1 ms: the load arrives spread over the millisecond. Keeps
-    /// the generator's core busy.
+    /// Keep checking the clock (yielding in between) and write as soon as a batch (`--batch`)
+    /// is due, or when the first due message has waited 1 ms, or each message as it falls due
+    /// when they are more than 1 ms apart: every publisher writes on its own schedule, not on
+    /// the runtime's tick, and a fast one in batches well under a millisecond apart. Keeps the
+    /// generator's core busy while any write is due within 2 ms.
     Spin,
 }
 
@@ -620,7 +622,8 @@ impl Ctx {
             qos: a.qos,
             size: a.size,
             rate_target: a.rate,
-            spin_pacing: a.pacing == Pacing::Spin,
+            // (Spin pacing only paces: an unlimited run has nothing to wait for.)
+            spin_pacing: a.pacing == Pacing::Spin && a.rate > 0.0,
             inflight: a.inflight,
             persistent: a.persistent,
             pubs: npubs,
