@@ -60,6 +60,7 @@ pub struct Broker {
     pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
     pub(crate) pager: crate::pager::Pager,
     pub(crate) shared_publish: crate::delivery::SharedPublish,
+    pub(crate) throttle: crate::throttle::Throttle,
 }
 
 impl Broker {
@@ -360,6 +361,7 @@ impl Broker {
     ) {
         self.reauth.remove(&conn);
         self.peers.remove(&conn);
+        self.forget_publisher(conn);
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
@@ -375,6 +377,8 @@ impl Broker {
         }
         self.redistribute_shared(c.session, now, out);
         self.park_or_end_session(c.session, now, out);
+        // Its publishers no longer wait for it.
+        self.ease_backpressure(c.session, out);
     }
 
     /// After a disconnect: a session with expiry interval 0 ends now, others start their clock.

@@ -14,6 +14,10 @@ pub struct Config {
     /// Most messages queued for one session beyond its in-flight window (offline, or online and
     /// waiting for the window). When full, the newest message is dropped and counted.
     pub max_queued_messages: usize,
+    /// Back-pressure: while a connected subscriber's queue holds half of `max_queued_messages`
+    /// or more, the acknowledgements of QoS 1/2 publishers that add to it wait (in order) until
+    /// it is down to a quarter, for at most this many seconds. 0: never (the queue limit drops).
+    pub backpressure_secs: u32,
     /// Session expiry, in seconds, given to MQTT 3.x clients that connect with clean session 0.
     /// MQTT 3.x has no expiry of its own; without one abandoned sessions would pile up forever.
     pub v3_session_expiry: u32,
@@ -75,6 +79,7 @@ impl Default for Config {
             max_inflight: 64,
             receive_maximum: 128,
             max_queued_messages: 10_000,
+            backpressure_secs: 10,
             v3_session_expiry: 7 * 24 * 3600,
             max_session_expiry: u32::MAX,
             max_keep_alive: 0,

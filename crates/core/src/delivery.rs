@@ -153,7 +153,18 @@ impl Broker {
         {
             self.persist.enqueued(session, &mut delivery, out);
             self.send_inflight(sid, delivery, now, out);
-        } else if session.queue.len() >= self.config.max_queued_messages {
+            return;
+        }
+        // A connected subscriber that is falling behind holds the publisher back (`throttle`);
+        // not the publisher's own session, which may be waiting for its acknowledgements.
+        if session.online()
+            && !session.backpressure_off
+            && session.queue.len() >= crate::throttle::high_water(&self.config)
+            && delivery.msg.origin != Some(sid)
+        {
+            self.throttle.congested = Some(sid);
+        }
+        if session.queue.len() >= self.config.max_queued_messages {
             self.stats.dropped_queue_full += 1;
         } else if session.queue.bytes() + delivery.msg.payload.len() > self.config.max_queued_bytes
         {
@@ -224,8 +235,14 @@ impl Broker {
         }
     }
 
-    /// Moves queued deliveries into the in-flight window while it has room.
+    /// Moves queued deliveries into the in-flight window while it has room, then lets the
+    /// publishers go that waited for this queue if it is short enough now.
     pub(crate) fn pump(&mut self, sid: SessionId, now: Instant, out: &mut Vec<Action>) {
+        self.pump_queue(sid, now, out);
+        self.ease_backpressure(sid, out);
+    }
+
+    fn pump_queue(&mut self, sid: SessionId, now: Instant, out: &mut Vec<Action>) {
         loop {
             let Some(session) = self.sessions.get_mut(&sid) else {
                 return;

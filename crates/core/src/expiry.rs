@@ -12,6 +12,7 @@ impl Broker {
     /// Runs time-based work. Call it about once a second.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.fire_due_wills(now, out);
+        self.expire_backpressure(now, out);
         let expired: Vec<SessionId> = self
             .sessions
             .iter()

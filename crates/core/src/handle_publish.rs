@@ -16,6 +16,8 @@ impl Broker {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        // Set only by this PUBLISH's own routing (wills and admin publishes route too).
+        self.throttle.congested = None;
         if let Some(alias) = p.properties.topic_alias {
             // [MQTT-3.3.2-9] / [MQTT-3.3.2-10] Aliases from 1 up to our Topic Alias Maximum.
             if alias == 0 || alias > self.config.topic_alias_maximum || !c.version.is_v5() {
@@ -85,8 +87,8 @@ impl Broker {
                 QoS::AtMostOnce => {
                     return self.protocol_failure(conn, reason::PAYLOAD_FORMAT_INVALID, now, out);
                 }
-                QoS::AtLeastOnce => out.push(Action::send(conn, Packet::PubAck(refusal))),
-                QoS::ExactlyOnce => out.push(Action::send(conn, Packet::PubRec(refusal))),
+                QoS::AtLeastOnce => self.ack_publish(conn, Packet::PubAck(refusal), now, out),
+                QoS::ExactlyOnce => self.ack_publish(conn, Packet::PubRec(refusal), now, out),
             }
             return;
         }
@@ -111,16 +113,16 @@ impl Broker {
             };
             match p.qos {
                 QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => out.push(Action::send(conn, Packet::PubAck(ack))),
+                QoS::AtLeastOnce => self.ack_publish(conn, Packet::PubAck(ack), now, out),
                 QoS::ExactlyOnce if c.version.is_v5() => {
-                    out.push(Action::send(conn, Packet::PubRec(ack)))
+                    self.ack_publish(conn, Packet::PubRec(ack), now, out)
                 }
                 QoS::ExactlyOnce => {
                     // Complete the 3.x flow normally: the PUBREL that follows gets its PUBCOMP.
                     if let Some(session) = self.sessions.get_mut(&c.session) {
                         session.inbound_qos2.insert(pid);
                     }
-                    out.push(Action::send(conn, Packet::PubRec(ack)));
+                    self.ack_publish(conn, Packet::PubRec(ack), now, out);
                 }
             }
             return;
@@ -138,7 +140,7 @@ impl Broker {
             if session.inbound_qos2.contains(&packet_id) {
                 // [MQTT-4.3.3-9] A re-sent PUBLISH before PUBREL is acknowledged again but not
                 // forwarded again: exactly once.
-                out.push(Action::send(conn, Packet::PubRec(Ack::new(packet_id))));
+                self.ack_publish(conn, Packet::PubRec(Ack::new(packet_id)), now, out);
                 return;
             }
             if session.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
@@ -164,12 +166,17 @@ impl Broker {
             expires_at,
             origin: Some(c.session),
         };
+        // Routing notes a connected subscriber whose queue is long (back-pressure, `throttle`).
         self.publish_message(Arc::new(msg), now, out);
 
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => out.push(Action::send(conn, Packet::PubAck(Ack::new(packet_id)))),
-            QoS::ExactlyOnce => out.push(Action::send(conn, Packet::PubRec(Ack::new(packet_id)))),
+            QoS::AtLeastOnce => {
+                self.ack_publish(conn, Packet::PubAck(Ack::new(packet_id)), now, out)
+            }
+            QoS::ExactlyOnce => {
+                self.ack_publish(conn, Packet::PubRec(Ack::new(packet_id)), now, out)
+            }
         }
     }
 }

@@ -20,6 +20,8 @@
 //! - `shared`: shared subscriptions (`$share/{group}/{filter}`): groups, member choice, hand-over.
 //! - `subscriptions`: adding/removing one subscription across trie, groups and session.
 //! - `will`: will messages, including MQTT 5 will delay.
+//! - `throttle`: back-pressure on QoS 1/2 publishers (their acknowledgements wait while a
+//!   connected subscriber's queue is long).
 //! - `expiry`: the periodic [`Broker::tick`]: session expiry, delayed wills, expired retained messages.
 //! - [`auth`]: the pluggable MQTT 5 enhanced authentication exchange (AUTH packets).
 //! - `persist` / `restore`: the records written to the durable store, and rebuilding the state
@@ -56,6 +58,7 @@ mod shared;
 pub mod stats;
 mod subscriptions;
 pub mod sys;
+mod throttle;
 mod will;
 
 pub use access::{AccessControl, AuthDecision, ClientInfo};

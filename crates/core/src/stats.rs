@@ -10,6 +10,10 @@ pub struct Stats {
     pub bytes_payload_received: u64,
     /// QoS 1/2 messages dropped because a session queue was full.
     pub dropped_queue_full: u64,
+    /// Publishers whose acknowledgements were held back for a subscriber's long queue.
+    pub publishers_held: u64,
+    /// Times publishers were let go because a subscriber held them back for `backpressure_secs`.
+    pub backpressure_timeouts: u64,
     /// QoS 0 messages not delivered because the session was offline.
     pub dropped_qos0_offline: u64,
     /// Messages dropped because they had expired before delivery.

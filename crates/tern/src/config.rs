@@ -161,6 +161,9 @@ pub struct Limits {
     pub receive_maximum: u16,
     /// Most QoS 1/2 messages queued per session; the newest is dropped (and counted) beyond it.
     pub max_queued_messages: usize,
+    /// Back-pressure on QoS 1/2 publishers while a connected subscriber's queue is half full, at
+    /// most this many seconds at a time (0: off).
+    pub backpressure_secs: u32,
     /// Most packets waiting to be written to one connection; QoS 0 messages beyond it are dropped
     /// and counted, and the broker stops reading from that client until it catches up.
     pub max_outbox_packets: usize,
@@ -255,6 +258,7 @@ impl Default for Limits {
             max_inflight: core.max_inflight,
             receive_maximum: core.receive_maximum,
             max_queued_messages: core.max_queued_messages,
+            backpressure_secs: core.backpressure_secs,
             max_outbox_packets: 10_000,
             max_outbox_bytes: 1024 * 1024,
             v3_session_expiry_secs: core.v3_session_expiry,
@@ -501,6 +505,7 @@ impl Config {
             max_inflight: self.limits.max_inflight,
             receive_maximum: self.limits.receive_maximum,
             max_queued_messages: self.limits.max_queued_messages,
+            backpressure_secs: self.limits.backpressure_secs,
             v3_session_expiry: self.limits.v3_session_expiry_secs,
             max_session_expiry: self.limits.max_session_expiry_secs,
             max_keep_alive: self.limits.max_keep_alive_secs,

@@ -169,6 +169,47 @@ async fn spin_pacing_keeps_the_offered_rate() {
     broker.stop().await;
 }
 
+/// Eight unthrottled QoS 1 publishers into one subscriber outrun it: its queue grows. The
+/// broker holds the publishers' PUBACKs while the queue is long (`limits.backpressure_secs`),
+/// their windows fill, and they slow down, so the queue limit never drops a message the broker
+/// acknowledged. (With `backpressure_secs = 0` this run loses most of its messages.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_publishers_faster_than_their_subscriber_lose_nothing() {
+    let mut config = tern::config::Config::default();
+    // Held from 1,000 queued; eight windows of 64 cannot overshoot 2,000.
+    config.limits.max_queued_messages = 2_000;
+    if std::env::var_os("TERN_TEST_NO_BACKPRESSURE").is_some() {
+        config.limits.backpressure_secs = 0;
+    }
+    let broker = TestBroker::with_config(config).await;
+    let r = bench(
+        &broker,
+        &[
+            "fanin",
+            "--pubs",
+            "8",
+            "--qos",
+            "1",
+            "--inflight",
+            "64",
+            "--rate",
+            "0",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+        ],
+    )
+    .await;
+    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
+    assert!(r.sent > 0, "nothing sent: {r:?}");
+    assert_eq!(
+        r.delivered, r.expected,
+        "acknowledged messages were lost: {r:?}"
+    );
+    broker.stop().await;
+}
+
 #[test]
 fn refuses_non_loopback_targets() {
     let args = BenchArgs::from_args(["p2p", "--host", "192.0.2.1", "--duration", "1"]).unwrap();

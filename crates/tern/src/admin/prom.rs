@@ -183,6 +183,8 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             ("max_topic_levels", c.stats.limit_topic_levels),
             ("max_message_rate", c.stats.limit_message_rate),
             ("acl_denied", c.stats.acl_denied),
+            ("backpressure_held", c.stats.publishers_held),
+            ("backpressure_secs", c.stats.backpressure_timeouts),
         ] {
             o.sample("tern_limit_hits_total", &[("limit", limit)], value);
         }

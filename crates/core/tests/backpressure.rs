@@ -1,0 +1,180 @@
+//! Back-pressure on QoS 1/2 publishers: while a connected subscriber's queue is long, the
+//! publisher's acknowledgements wait (in order), so a client that waits for them slows down
+//! instead of having acknowledged messages dropped by the queue limit.
+
+mod harness;
+
+use harness::*;
+use tern_codec::ProtocolVersion::{V3_1_1, V5};
+use tern_codec::{Packet, QoS};
+use tern_core::{Config, ConnId};
+
+/// In-flight window 2 and a queue of 8: publishers are held from 4 queued, let go at 2.
+fn config() -> Config {
+    Config {
+        max_inflight: 2,
+        max_queued_messages: 8,
+        ..Config::default()
+    }
+}
+
+/// The packet ids of the PUBACKs (or PUBRECs) sent to `conn` so far, in order.
+fn acks(h: &mut Harness, conn: ConnId) -> Vec<u16> {
+    h.take(conn)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) | Packet::PubRec(a) => Some(a.packet_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A subscriber `s` of `t` at QoS 1 that does not acknowledge yet, and a publisher `p`.
+fn setup(config: Config) -> (Harness, ConnId, ConnId) {
+    let mut h = Harness::new(config);
+    let s = h.connect(V3_1_1, "s", true, None);
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    let p = h.connect(V3_1_1, "p", true, None);
+    (h, s, p)
+}
+
+/// Publishes QoS 1 messages with packet ids `ids` on `topic`.
+fn publish(h: &mut Harness, p: ConnId, topic: &str, ids: std::ops::RangeInclusive<u16>) {
+    for pid in ids {
+        h.publish(p, topic, "m", QoS::AtLeastOnce, false, Some(pid));
+    }
+}
+
+#[test]
+fn acknowledgements_wait_while_the_subscribers_queue_is_long_and_leave_in_order() {
+    let (mut h, s, p) = setup(config());
+    // 1-2 go in flight, 3-6 are queued (the queue holds 4 after the 6th).
+    publish(&mut h, p, "t", 1..=6);
+    assert_eq!(acks(&mut h, p), vec![1, 2, 3, 4, 5, 6]);
+    // The 7th joins a queue of 4: its PUBACK waits, and so does the PUBACK of a message to a
+    // topic nobody has, sent after it: [MQTT-4.6.0-2] PUBACKs go in the order of the PUBLISHes.
+    publish(&mut h, p, "t", 7..=7);
+    publish(&mut h, p, "nobody", 8..=8);
+    assert_eq!(acks(&mut h, p), Vec::<u16>::new());
+    assert_eq!(h.broker.stats().publishers_held, 1);
+
+    // The subscriber catches up: each PUBACK frees a slot of the window, which takes one from the
+    // queue (5 -> 4 -> 3 -> 2). At a quarter of the limit the publisher's PUBACKs go, in order.
+    let mut delivered = h.publishes(s);
+    assert_eq!(delivered.len(), 2);
+    for _ in 0..2 {
+        let d = delivered.remove(0);
+        h.ack(s, &d);
+        delivered.extend(h.publishes(s));
+        assert_eq!(acks(&mut h, p), Vec::<u16>::new());
+    }
+    let d = delivered.remove(0);
+    h.ack(s, &d);
+    assert_eq!(acks(&mut h, p), vec![7, 8]);
+    // And nothing was dropped.
+    assert_eq!(h.broker.stats().dropped_queue_full, 0);
+    // Once let go, the publisher is acknowledged at once again.
+    publish(&mut h, p, "nobody", 9..=9);
+    assert_eq!(acks(&mut h, p), vec![9]);
+}
+
+#[test]
+fn qos2_publishers_are_held_back_through_pubrec() {
+    let (mut h, _s, p) = setup(config());
+    for pid in 1..=7 {
+        h.publish(p, "t", "m", QoS::ExactlyOnce, false, Some(pid));
+    }
+    // [MQTT-4.6.0-3] PUBRECs in the order of the PUBLISHes; the 7th waits.
+    assert_eq!(acks(&mut h, p), vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_subscriber_that_leaves_lets_its_publishers_go() {
+    let (mut h, s, p) = setup(config());
+    publish(&mut h, p, "t", 1..=7);
+    assert_eq!(acks(&mut h, p).len(), 6);
+    h.lose(s);
+    assert_eq!(acks(&mut h, p), vec![7]);
+}
+
+#[test]
+fn a_stuck_subscriber_holds_publishers_back_for_backpressure_secs_at_most() {
+    let (mut h, _s, p) = setup(Config {
+        backpressure_secs: 3,
+        ..config()
+    });
+    publish(&mut h, p, "t", 1..=7);
+    assert_eq!(acks(&mut h, p).len(), 6);
+    h.advance(2);
+    assert_eq!(acks(&mut h, p), Vec::<u16>::new());
+    h.advance(1);
+    assert_eq!(acks(&mut h, p), vec![7]);
+    assert_eq!(h.broker.stats().backpressure_timeouts, 1);
+    // From now on this subscriber holds nobody back until its queue drains: the queue limit
+    // applies as it would without back-pressure (5 queued; 3 more fit, the rest are dropped).
+    publish(&mut h, p, "t", 8..=12);
+    assert_eq!(acks(&mut h, p), vec![8, 9, 10, 11, 12]);
+    assert_eq!(h.broker.stats().dropped_queue_full, 2);
+    assert_eq!(h.broker.stats().publishers_held, 1);
+}
+
+#[test]
+fn backpressure_secs_0_keeps_the_queue_limit_alone() {
+    let (mut h, _s, p) = setup(Config {
+        backpressure_secs: 0,
+        ..config()
+    });
+    publish(&mut h, p, "t", 1..=12);
+    assert_eq!(acks(&mut h, p), (1..=12).collect::<Vec<u16>>());
+    // 2 in flight, 8 queued, 2 dropped.
+    assert_eq!(h.broker.stats().dropped_queue_full, 2);
+    assert_eq!(h.broker.stats().publishers_held, 0);
+}
+
+#[test]
+fn a_held_publisher_that_disconnects_is_forgotten() {
+    let (mut h, s, p) = setup(config());
+    publish(&mut h, p, "t", 1..=7);
+    assert_eq!(acks(&mut h, p).len(), 6);
+    h.lose(p);
+    // The subscriber drains its queue; nothing is sent to the closed connection.
+    for _ in 0..8 {
+        for d in h.publishes(s) {
+            h.ack(s, &d);
+        }
+    }
+    assert_eq!(acks(&mut h, p), Vec::<u16>::new());
+    // A new publisher is not held back by the old one's state.
+    let p2 = h.connect(V5, "p2", true, None);
+    h.publish(p2, "t", "m", QoS::AtLeastOnce, false, Some(1));
+    assert_eq!(acks(&mut h, p2), vec![1]);
+}
+
+#[test]
+fn a_client_is_not_held_back_by_its_own_queue() {
+    // It may be waiting for its acknowledgements before it reads what it receives.
+    let mut h = Harness::new(config());
+    let c = h.connect(V3_1_1, "c", true, None);
+    h.subscribe(c, "t", QoS::AtLeastOnce);
+    publish(&mut h, c, "t", 1..=8);
+    assert_eq!(acks(&mut h, c), (1..=8).collect::<Vec<u16>>());
+    assert_eq!(h.broker.stats().publishers_held, 0);
+}
+
+#[test]
+fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_not_held_without_bound() {
+    // A client has at most 65,535 packet ids in flight; one with more held acknowledgements
+    // than that is not waiting for them, so holding them would only cost memory.
+    let (mut h, _s, p) = setup(config());
+    publish(&mut h, p, "t", 1..=6);
+    assert_eq!(acks(&mut h, p).len(), 6);
+    for i in 0..70_000u32 {
+        let pid = (i % 65_535) as u16 + 1;
+        h.publish(p, "t", "m", QoS::AtLeastOnce, false, Some(pid));
+    }
+    // Let go after 65,535 held (in order), then held again: the subscriber is still behind.
+    let got = acks(&mut h, p);
+    assert_eq!(got.len(), 65_535);
+    assert_eq!(got[..3], [1, 2, 3]);
+    assert_eq!(h.broker.stats().publishers_held, 2);
+}
