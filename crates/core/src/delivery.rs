@@ -159,7 +159,7 @@ impl Broker {
         // not the publisher's own session, which may be waiting for its acknowledgements.
         if session.online()
             && !session.backpressure_off
-            && session.queue.len() >= crate::throttle::high_water(&self.config)
+            && crate::throttle::congested(&self.config, &session.queue)
             && delivery.msg.origin != Some(sid)
         {
             self.throttle.congested = Some(sid);

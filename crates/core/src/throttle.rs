@@ -11,8 +11,15 @@
 //! the queue is down to a quarter, when the subscriber disconnects, or after
 //! `backpressure_secs` at the latest; after such a timeout the subscriber holds nobody back
 //! until its queue has drained (a stuck subscriber must not stall publishers for good: it is
-//! back to the newest messages being dropped, as before). A held acknowledgement takes 4 bytes,
-//! and a publisher with 65,535 of them (every packet id) cannot be waiting for any: it is let go.
+//! back to the newest messages being dropped, as before). "Long" counts messages and bytes:
+//! half of `max_queued_messages` or of `max_queued_bytes`; "down" means both at a quarter.
+//!
+//! Bounds: a held acknowledgement takes 4 bytes, and a publisher is let go when it has more
+//! held than twice the larger of our Receive Maximum and `max_inflight` (256 by default: it is
+//! not waiting for them), or, for an MQTT 3.x QoS 2 publisher, when its unreleased QoS 2
+//! packets reach half the limit that would close it (it needs PUBRECs to release them).
+//! Two clients that publish to each other from handlers that block on the acknowledgement, with
+//! both queues long, wait for each other until `backpressure_secs` lets them go.
 
 use crate::action::Action;
 use crate::broker::{Broker, ConnId, SessionId};
@@ -46,8 +53,10 @@ struct HeldAck {
     packet_id: u16,
 }
 
-/// More held acknowledgements than packet ids: the client is not waiting for them.
-const MAX_HELD: usize = u16::MAX as usize;
+/// More held acknowledgements than this and the client is not waiting for them.
+fn max_held(config: &Config) -> usize {
+    2 * usize::from(config.receive_maximum.max(config.max_inflight))
+}
 
 impl HeldAck {
     fn packet(self) -> Packet {
@@ -61,9 +70,16 @@ impl HeldAck {
     }
 }
 
-/// Queue length from which a connected subscriber holds its publishers back.
-pub(crate) fn high_water(config: &Config) -> usize {
-    (config.max_queued_messages / 2).max(1)
+/// Whether a connected subscriber's queue is long enough to hold its publishers back: half of
+/// the message or the byte limit.
+pub(crate) fn congested(config: &Config, queue: &crate::queue::Queue) -> bool {
+    queue.len() >= (config.max_queued_messages / 2).max(1)
+        || queue.bytes() >= (config.max_queued_bytes / 2).max(1)
+}
+
+/// Whether its queue is short enough to let them go: a quarter of both limits.
+fn drained(config: &Config, queue: &crate::queue::Queue) -> bool {
+    queue.len() <= config.max_queued_messages / 4 && queue.bytes() <= config.max_queued_bytes / 4
 }
 
 impl Broker {
@@ -82,18 +98,26 @@ impl Broker {
                 reason: a.reason,
                 packet_id: a.packet_id,
             },
-            _ => return out.push(Action::send(conn, ack)),
+            _ => {
+                // Not one we hold (none today): whatever is held goes first, to keep the order.
+                self.let_go(conn, out);
+                return out.push(Action::send(conn, ack));
+            }
         };
+        let max_held = max_held(&self.config);
+        let qos2_full = held.pubrec
+            && (congested.is_some() || self.throttle.gates.contains_key(&conn))
+            && self.qos2_nearly_full(conn);
         let t = &mut self.throttle;
         if let Some(gate) = t.gates.get_mut(&conn) {
             gate.acks.push(held);
-            if gate.acks.len() >= MAX_HELD {
+            if gate.acks.len() > max_held || qos2_full {
                 self.let_go(conn, out);
             }
             return;
         }
         match congested {
-            Some(sid) if self.config.backpressure_secs > 0 => {
+            Some(sid) if self.config.backpressure_secs > 0 && !qos2_full => {
                 self.stats.publishers_held += 1;
                 t.gates.insert(
                     conn,
@@ -112,22 +136,32 @@ impl Broker {
     /// After `sid`'s queue shrank or its client left: lets its publishers go when the queue is
     /// down to a quarter of the limit, or the session is no longer connected.
     pub(crate) fn ease_backpressure(&mut self, sid: SessionId, out: &mut Vec<Action>) {
-        if self.throttle.waiting.is_empty() {
-            return;
-        }
-        let low = high_water(&self.config) / 2;
         let (drained, online) = match self.sessions.get_mut(&sid) {
-            Some(s) => (s.queue.len() <= low, s.online()),
+            Some(s) => {
+                let drained = drained(&self.config, &s.queue);
+                // After a timeout it holds publishers back again once its queue has drained.
+                if drained {
+                    s.backpressure_off = false;
+                }
+                (drained, s.online())
+            }
             None => (true, false),
         };
-        if let Some(s) = self.sessions.get_mut(&sid)
-            && drained
-        {
-            s.backpressure_off = false;
-        }
-        if drained || !online {
+        if (drained || !online) && !self.throttle.waiting.is_empty() {
             self.release_publishers(sid, out);
         }
+    }
+
+    /// An MQTT 3.x publisher's unreleased QoS 2 packets are at half the limit that closes it:
+    /// it needs its PUBRECs to send the PUBRELs that release them. (An MQTT 5 client stays
+    /// within our Receive Maximum by itself.)
+    fn qos2_nearly_full(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| {
+            !c.version.is_v5()
+                && self.sessions.get(&c.session).is_some_and(|s| {
+                    s.inbound_qos2.len() >= usize::from(self.config.receive_maximum) / 2
+                })
+        })
     }
 
     /// Lets the publishers go that waited longer than `backpressure_secs`; their subscriber holds

@@ -6,7 +6,7 @@ mod harness;
 
 use harness::*;
 use tern_codec::ProtocolVersion::{V3_1_1, V5};
-use tern_codec::{Packet, QoS};
+use tern_codec::{Ack, Packet, QoS};
 use tern_core::{Config, ConnId};
 
 /// In-flight window 2 and a queue of 8: publishers are held from 4 queued, let go at 2.
@@ -163,18 +163,74 @@ fn a_client_is_not_held_back_by_its_own_queue() {
 
 #[test]
 fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_not_held_without_bound() {
-    // A client has at most 65,535 packet ids in flight; one with more held acknowledgements
-    // than that is not waiting for them, so holding them would only cost memory.
+    // More held than twice our Receive Maximum (128 by default): the client is not waiting for
+    // them, and holding them would only cost memory.
     let (mut h, _s, p) = setup(config());
     publish(&mut h, p, "t", 1..=6);
     assert_eq!(acks(&mut h, p).len(), 6);
-    for i in 0..70_000u32 {
-        let pid = (i % 65_535) as u16 + 1;
-        h.publish(p, "t", "m", QoS::AtLeastOnce, false, Some(pid));
-    }
-    // Let go after 65,535 held (in order), then held again: the subscriber is still behind.
-    let got = acks(&mut h, p);
-    assert_eq!(got.len(), 65_535);
-    assert_eq!(got[..3], [1, 2, 3]);
+    publish(&mut h, p, "t", 7..=306);
+    // Let go at 257 held (in order), then held again: the subscriber is still behind.
+    assert_eq!(acks(&mut h, p), (7..=263).collect::<Vec<u16>>());
     assert_eq!(h.broker.stats().publishers_held, 2);
+}
+
+#[test]
+fn a_subscriber_holds_publishers_back_again_once_its_queue_drained_after_a_timeout() {
+    let (mut h, s, p) = setup(Config {
+        backpressure_secs: 1,
+        ..config()
+    });
+    publish(&mut h, p, "t", 1..=7);
+    h.advance(1);
+    assert_eq!(acks(&mut h, p).len(), 7);
+    // Drained to a quarter (2 queued) by the subscriber's acknowledgements...
+    for _ in 0..3 {
+        for d in h.publishes(s) {
+            h.ack(s, &d);
+        }
+    }
+    // ...it holds publishers back again when its queue is long.
+    publish(&mut h, p, "t", 8..=20);
+    let got = acks(&mut h, p);
+    assert!(got.len() < 13, "nothing held: {got:?}");
+    assert_eq!(h.broker.stats().publishers_held, 2);
+}
+
+#[test]
+fn an_mqtt_3_qos2_publisher_is_let_go_before_its_unreleased_packets_would_close_it() {
+    // Receive Maximum 8: a 3.x client with 8 unreleased QoS 2 packets is closed, so its PUBRECs
+    // go out at 4 (it needs them to send the PUBRELs).
+    let (mut h, _s, p) = setup(Config {
+        receive_maximum: 8,
+        ..config()
+    });
+    for pid in 1..=6 {
+        h.publish(p, "t", "m", QoS::ExactlyOnce, false, Some(pid));
+        h.packet(p, Packet::PubRel(Ack::new(pid)));
+    }
+    assert_eq!(acks(&mut h, p), vec![1, 2, 3, 4, 5, 6]);
+    for pid in 7..=9 {
+        h.publish(p, "t", "m", QoS::ExactlyOnce, false, Some(pid));
+    }
+    assert_eq!(acks(&mut h, p), Vec::<u16>::new());
+    h.publish(p, "t", "m", QoS::ExactlyOnce, false, Some(10));
+    assert_eq!(acks(&mut h, p), vec![7, 8, 9, 10]);
+    assert!(!h.closed(p));
+}
+
+#[test]
+fn a_queue_half_full_in_bytes_holds_publishers_back_too() {
+    // Large messages reach the byte limit before the count: half of it counts as long too.
+    let (mut h, _s, p) = setup(Config {
+        max_queued_messages: 1_000,
+        max_queued_bytes: 40,
+        ..config()
+    });
+    // 2 in flight, then 2 queued of 10 bytes: 20 bytes, half of the limit.
+    for pid in 1..=5 {
+        h.publish(p, "t", "0123456789", QoS::AtLeastOnce, false, Some(pid));
+    }
+    assert_eq!(acks(&mut h, p), vec![1, 2, 3, 4]);
+    assert_eq!(h.broker.stats().publishers_held, 1);
+    assert_eq!(h.broker.stats().dropped_queue_bytes, 0);
 }

@@ -169,15 +169,16 @@ async fn spin_pacing_keeps_the_offered_rate() {
     broker.stop().await;
 }
 
-/// Eight unthrottled QoS 1 publishers into one subscriber outrun it: its queue grows. The
+/// Four unthrottled QoS 1 publishers into one subscriber outrun it: its queue grows. The
 /// broker holds the publishers' PUBACKs while the queue is long (`limits.backpressure_secs`),
 /// their windows fill, and they slow down, so the queue limit never drops a message the broker
 /// acknowledged. (With `backpressure_secs = 0` this run loses most of its messages.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos1_publishers_faster_than_their_subscriber_lose_nothing() {
     let mut config = tern::config::Config::default();
-    // Held from 1,000 queued; eight windows of 64 cannot overshoot 2,000.
-    config.limits.max_queued_messages = 2_000;
+    // Held from 500 queued; four windows of 64 cannot overshoot 1,000. (Small, so that what is
+    // still queued when the run ends drains well within the bench's drain time.)
+    config.limits.max_queued_messages = 1_000;
     if std::env::var_os("TERN_TEST_NO_BACKPRESSURE").is_some() {
         config.limits.backpressure_secs = 0;
     }
@@ -187,7 +188,7 @@ async fn qos1_publishers_faster_than_their_subscriber_lose_nothing() {
         &[
             "fanin",
             "--pubs",
-            "8",
+            "4",
             "--qos",
             "1",
             "--inflight",
@@ -205,7 +206,7 @@ async fn qos1_publishers_faster_than_their_subscriber_lose_nothing() {
     assert!(r.sent > 0, "nothing sent: {r:?}");
     assert_eq!(
         r.delivered, r.expected,
-        "acknowledged messages were lost: {r:?}"
+        "messages were lost (dropped by the queue limit?): {r:?}"
     );
     broker.stop().await;
 }
