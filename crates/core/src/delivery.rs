@@ -158,9 +158,9 @@ impl Broker {
         // A connected subscriber that is falling behind holds the publisher back (`throttle`);
         // not the publisher's own session, which may be waiting for its acknowledgements.
         if session.online()
-            && !session.backpressure_off
             && crate::throttle::congested(&self.config, &session.queue)
             && delivery.msg.origin != Some(sid)
+            && !self.throttle.off.contains(&sid)
         {
             self.throttle.congested = Some(sid);
         }

@@ -99,9 +99,6 @@ pub struct Session {
     pub keep_alive: u16,
     /// When the current connection completed CONNECT (`None` while offline).
     pub connected_at: Option<Instant>,
-    /// It held publishers back for `backpressure_secs` once: it holds nobody back again until
-    /// its queue has drained (see `throttle`).
-    pub backpressure_off: bool,
 }
 
 /// Topic aliases of one network connection ([MQTT-3.3.2-7]: they live and die with it).
@@ -139,7 +136,6 @@ impl Session {
             rate_at: None,
             keep_alive: 0,
             connected_at: None,
-            backpressure_off: false,
         }
     }
 

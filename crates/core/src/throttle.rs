@@ -24,7 +24,7 @@
 use crate::action::Action;
 use crate::broker::{Broker, ConnId, SessionId};
 use crate::config::Config;
-use std::collections::HashMap;
+use crate::idmap::{IdMap, IdSet};
 use std::time::{Duration, Instant};
 use tern_codec::{Ack, Packet};
 
@@ -34,9 +34,12 @@ pub(crate) struct Throttle {
     /// Set while routing one PUBLISH: a connected session whose queue is at the high-water mark
     /// got (or was refused) a QoS 1/2 delivery.
     pub(crate) congested: Option<SessionId>,
-    gates: HashMap<ConnId, Gate>,
+    gates: IdMap<ConnId, Gate>,
     /// The publishers waiting for each session.
-    waiting: HashMap<SessionId, Vec<ConnId>>,
+    waiting: IdMap<SessionId, Vec<ConnId>>,
+    /// Connected sessions that held publishers back for `backpressure_secs`: they hold nobody
+    /// back again until their queue has drained (or they leave).
+    pub(crate) off: IdSet<SessionId>,
 }
 
 struct Gate {
@@ -136,18 +139,18 @@ impl Broker {
     /// After `sid`'s queue shrank or its client left: lets its publishers go when the queue is
     /// down to a quarter of the limit, or the session is no longer connected.
     pub(crate) fn ease_backpressure(&mut self, sid: SessionId, out: &mut Vec<Action>) {
-        let (drained, online) = match self.sessions.get_mut(&sid) {
-            Some(s) => {
-                let drained = drained(&self.config, &s.queue);
-                // After a timeout it holds publishers back again once its queue has drained.
-                if drained {
-                    s.backpressure_off = false;
-                }
-                (drained, s.online())
-            }
-            None => (true, false),
-        };
-        if (drained || !online) && !self.throttle.waiting.is_empty() {
+        let t = &mut self.throttle;
+        // The usual case, on every acknowledgement a subscriber sends: nothing to ease.
+        if t.waiting.is_empty() && t.off.is_empty() {
+            return;
+        }
+        let eased = self
+            .sessions
+            .get(&sid)
+            .is_none_or(|s| !s.online() || drained(&self.config, &s.queue));
+        if eased {
+            // After a timeout it holds publishers back again once its queue has drained.
+            t.off.remove(&sid);
             self.release_publishers(sid, out);
         }
     }
@@ -178,11 +181,9 @@ impl Broker {
         stale.sort_unstable();
         stale.dedup();
         for sid in stale {
-            if let Some(s) = self.sessions.get_mut(&sid) {
-                if !s.backpressure_off {
-                    tracing::info!(client_id = %s.client_id, queued = s.queue.len(), "a subscriber held publishers back for limits.backpressure_secs; its queue now drops the newest messages when full");
-                }
-                s.backpressure_off = true;
+            if let Some(s) = self.sessions.get(&sid) {
+                tracing::info!(client_id = %s.client_id, queued = s.queue.len(), "a subscriber held publishers back for limits.backpressure_secs; its queue now drops the newest messages when full");
+                self.throttle.off.insert(sid);
             }
             self.stats.backpressure_timeouts += 1;
             self.release_publishers(sid, out);
@@ -217,17 +218,8 @@ impl Broker {
     }
 
     fn release_publishers(&mut self, sid: SessionId, out: &mut Vec<Action>) {
-        let Some(conns) = self.throttle.waiting.remove(&sid) else {
-            return;
-        };
-        for conn in conns {
-            if let Some(gate) = self.throttle.gates.remove(&conn) {
-                out.extend(
-                    gate.acks
-                        .into_iter()
-                        .map(|a| Action::send(conn, a.packet())),
-                );
-            }
+        for conn in self.throttle.waiting.remove(&sid).unwrap_or_default() {
+            self.let_go(conn, out);
         }
     }
 }

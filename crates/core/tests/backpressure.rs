@@ -38,6 +38,16 @@ fn setup(config: Config) -> (Harness, ConnId, ConnId) {
     (h, s, p)
 }
 
+/// `rounds` times, the subscriber acknowledges every PUBLISH it has received so far (each
+/// round frees its window for up to that many queued messages).
+fn ack_rounds(h: &mut Harness, s: ConnId, rounds: usize) {
+    for _ in 0..rounds {
+        for d in h.publishes(s) {
+            h.ack(s, &d);
+        }
+    }
+}
+
 /// Publishes QoS 1 messages with packet ids `ids` on `topic`.
 fn publish(h: &mut Harness, p: ConnId, topic: &str, ids: std::ops::RangeInclusive<u16>) {
     for pid in ids {
@@ -138,11 +148,7 @@ fn a_held_publisher_that_disconnects_is_forgotten() {
     assert_eq!(acks(&mut h, p).len(), 6);
     h.lose(p);
     // The subscriber drains its queue; nothing is sent to the closed connection.
-    for _ in 0..8 {
-        for d in h.publishes(s) {
-            h.ack(s, &d);
-        }
-    }
+    ack_rounds(&mut h, s, 8);
     assert_eq!(acks(&mut h, p), Vec::<u16>::new());
     // A new publisher is not held back by the old one's state.
     let p2 = h.connect(V5, "p2", true, None);
@@ -184,11 +190,7 @@ fn a_subscriber_holds_publishers_back_again_once_its_queue_drained_after_a_timeo
     h.advance(1);
     assert_eq!(acks(&mut h, p).len(), 7);
     // Drained to a quarter (2 queued) by the subscriber's acknowledgements...
-    for _ in 0..3 {
-        for d in h.publishes(s) {
-            h.ack(s, &d);
-        }
-    }
+    ack_rounds(&mut h, s, 3);
     // ...it holds publishers back again when its queue is long.
     publish(&mut h, p, "t", 8..=20);
     let got = acks(&mut h, p);
