@@ -20,6 +20,15 @@ pub enum Action {
     Persist(Box<tern_store::Record>),
     /// Flush what was sent before, then close the connection.
     Close(ConnId, CloseReason),
+    /// Stop reading from the connection (its packets wait in the kernel, and the client's own
+    /// sends block: TCP back-pressure) until [`Action::ResumeReading`]. The core asks for it
+    /// when a QoS 1/2 publisher sends on without waiting for the acknowledgements it holds
+    /// back (see `throttle.rs`). It need not wait for earlier packets to be sent: the I/O layer
+    /// may carry it out at once, and should (every packet read meanwhile is one more held).
+    /// Deadlines that depend on reading (keep alive) are paused meanwhile.
+    PauseReading(ConnId),
+    /// Read from the connection again.
+    ResumeReading(ConnId),
 }
 
 impl Action {

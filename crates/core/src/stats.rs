@@ -14,6 +14,9 @@ pub struct Stats {
     pub publishers_held: u64,
     /// Times publishers were let go because a subscriber held them back for `backpressure_secs`.
     pub backpressure_timeouts: u64,
+    /// Held publishers that sent on without waiting for their acknowledgements, and were no
+    /// longer read from until let go.
+    pub publishers_paused: u64,
     /// QoS 0 messages not delivered because the session was offline.
     pub dropped_qos0_offline: u64,
     /// Messages dropped because they had expired before delivery.

@@ -14,10 +14,19 @@
 //! back to the newest messages being dropped, as before). "Long" counts messages and bytes:
 //! half of `max_queued_messages` or of `max_queued_bytes`; "down" means both at a quarter.
 //!
-//! Bounds: a held acknowledgement takes 4 bytes, and a publisher is let go when it has more
-//! held than twice the larger of our Receive Maximum and `max_inflight` (256 by default: it is
-//! not waiting for them), or, for an MQTT 3.x QoS 2 publisher, when its unreleased QoS 2
-//! packets reach half the limit that would close it (it needs PUBRECs to release them).
+//! A publisher with more held than twice the larger of our Receive Maximum and `max_inflight`
+//! (256 by default) is not waiting for them: an MQTT 3.x client with a large window (MQTT 3 has
+//! no Receive Maximum), or one that never waits. Letting it go would let it fill the queue
+//! again (a 3.1.1 publisher with 512 in flight had three quarters of what it sent dropped), so
+//! the broker stops reading from it instead ([`Action::PauseReading`]): TCP slows it down, and
+//! reading resumes when its acknowledgements go out. (Not a client that others wait for: it
+//! would not read its own acknowledgements either. It is let go instead.)
+//!
+//! Bounds: a held acknowledgement takes 4 bytes. Past the pause only packets already read come
+//! in; should there still be more than 16 times the pause threshold (4,096), the publisher is
+//! let go (an I/O layer that does not pause). An MQTT 3.x QoS 2 publisher is let go when its
+//! unreleased QoS 2 packets reach half the limit that would close it (it needs PUBRECs to
+//! release them).
 //! Two clients that publish to each other from handlers that block on the acknowledgement, with
 //! both queues long, wait for each other until `backpressure_secs` lets them go.
 
@@ -46,6 +55,8 @@ struct Gate {
     session: SessionId,
     since: Instant,
     acks: Vec<HeldAck>,
+    /// Reading from the publisher is paused (it sent on past `max_held`).
+    paused: bool,
 }
 
 /// A PUBACK or PUBREC without properties (the only kind the broker sends), compactly.
@@ -56,9 +67,15 @@ struct HeldAck {
     packet_id: u16,
 }
 
-/// More held acknowledgements than this and the client is not waiting for them.
+/// More held acknowledgements than this and the client is not waiting for them: it is no
+/// longer read from.
 fn max_held(config: &Config) -> usize {
     2 * usize::from(config.receive_maximum.max(config.max_inflight))
+}
+
+/// More than this (packets read before the pause took effect) and the publisher is let go.
+fn hard_max_held(config: &Config) -> usize {
+    16 * max_held(config)
 }
 
 impl HeldAck {
@@ -114,8 +131,20 @@ impl Broker {
         let t = &mut self.throttle;
         if let Some(gate) = t.gates.get_mut(&conn) {
             gate.acks.push(held);
-            if gate.acks.len() > max_held || qos2_full {
+            let (n, paused) = (gate.acks.len(), gate.paused);
+            if qos2_full || n > hard_max_held(&self.config) {
                 self.let_go(conn, out);
+            } else if n > max_held && !paused {
+                if self.holds_others_back(conn) {
+                    // Not read from, it would not read its own acknowledgements either, and
+                    // its queue would never drain: two clients that publish to each other
+                    // would wait for each other until `backpressure_secs`.
+                    self.let_go(conn, out);
+                } else if let Some(gate) = self.throttle.gates.get_mut(&conn) {
+                    gate.paused = true;
+                    self.stats.publishers_paused += 1;
+                    out.push(Action::PauseReading(conn));
+                }
             }
             return;
         }
@@ -128,6 +157,7 @@ impl Broker {
                         session: sid,
                         since: now,
                         acks: vec![held],
+                        paused: false,
                     },
                 );
                 t.waiting.entry(sid).or_default().push(conn);
@@ -153,6 +183,13 @@ impl Broker {
             t.off.remove(&sid);
             self.release_publishers(sid, out);
         }
+    }
+
+    /// Whether publishers wait for `conn`'s own queue to drain.
+    fn holds_others_back(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| self.throttle.waiting.contains_key(&c.session))
     }
 
     /// An MQTT 3.x publisher's unreleased QoS 2 packets are at half the limit that closes it:
@@ -195,7 +232,8 @@ impl Broker {
         self.remove_gate(conn);
     }
 
-    /// Lets `conn` go now: its held acknowledgements are sent, in order.
+    /// Lets `conn` go now: its held acknowledgements are sent, in order, and it is read from
+    /// again.
     fn let_go(&mut self, conn: ConnId, out: &mut Vec<Action>) {
         if let Some(gate) = self.remove_gate(conn) {
             out.extend(
@@ -203,6 +241,9 @@ impl Broker {
                     .into_iter()
                     .map(|a| Action::send(conn, a.packet())),
             );
+            if gate.paused {
+                out.push(Action::ResumeReading(conn));
+            }
         }
     }
 

@@ -7,7 +7,7 @@ mod harness;
 use harness::*;
 use tern_codec::ProtocolVersion::{V3_1_1, V5};
 use tern_codec::{Ack, Packet, QoS};
-use tern_core::{Config, ConnId};
+use tern_core::{Action, Config, ConnId};
 
 /// In-flight window 2 and a queue of 8: publishers are held from 4 queued, let go at 2.
 fn config() -> Config {
@@ -168,16 +168,76 @@ fn a_client_is_not_held_back_by_its_own_queue() {
 }
 
 #[test]
-fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_not_held_without_bound() {
+fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_no_longer_read_from() {
     // More held than twice our Receive Maximum (128 by default): the client is not waiting for
-    // them, and holding them would only cost memory.
-    let (mut h, _s, p) = setup(config());
+    // them (an MQTT 3 client with a large window, or one that never waits). Letting it go would
+    // let it fill the subscriber's queue again, so it is not read from until it is let go.
+    let (mut h, s, p) = setup(config());
     publish(&mut h, p, "t", 1..=6);
     assert_eq!(acks(&mut h, p).len(), 6);
     publish(&mut h, p, "t", 7..=306);
-    // Let go at 257 held (in order), then held again: the subscriber is still behind.
-    assert_eq!(acks(&mut h, p), (7..=263).collect::<Vec<u16>>());
+    assert!(acks(&mut h, p).is_empty(), "acknowledged while held");
+    // Paused once, at 257 held (this harness reads on regardless: packets already read).
+    assert_eq!(h.reading(p), vec![false]);
+    assert_eq!(h.broker.stats().publishers_paused, 1);
+    assert_eq!(h.broker.stats().publishers_held, 1);
+    // The subscriber catches up: every held acknowledgement goes out in order, and only then
+    // is the publisher read from again.
+    ack_rounds(&mut h, s, 5);
+    let resume = h
+        .out
+        .iter()
+        .position(|a| matches!(a, Action::ResumeReading(c) if *c == p))
+        .expect("reading resumed");
+    let last_ack = h
+        .out
+        .iter()
+        .rposition(|a| matches!(a, Action::Send(c, _) if *c == p))
+        .expect("acknowledged");
+    assert!(
+        last_ack < resume,
+        "reading resumed before the acknowledgements"
+    );
+    assert_eq!(acks(&mut h, p), (7..=306).collect::<Vec<u16>>());
+    assert_eq!(h.reading(p), vec![true]);
+}
+
+#[test]
+fn a_paused_publisher_with_many_packets_already_read_is_let_go() {
+    // Receive Maximum 2: paused past 4 held, let go past 64 (what a pause cannot stop: packets
+    // already read; an I/O layer that does not pause), so held acknowledgements stay bounded.
+    let (mut h, _s, p) = setup(Config {
+        receive_maximum: 2,
+        ..config()
+    });
+    publish(&mut h, p, "t", 1..=6);
+    assert_eq!(acks(&mut h, p).len(), 6);
+    publish(&mut h, p, "t", 7..=80);
+    // Let go at 65 held (7..=71, in order), then held again: the subscriber is still behind.
+    assert_eq!(acks(&mut h, p), (7..=71).collect::<Vec<u16>>());
+    assert_eq!(h.reading(p), vec![false, true, false]);
     assert_eq!(h.broker.stats().publishers_held, 2);
+}
+
+#[test]
+fn a_publisher_that_others_wait_for_is_let_go_rather_than_no_longer_read_from() {
+    // Two clients publish to each other and neither acknowledges yet: each is held back for the
+    // other's long queue. Paused, one would not read the acknowledgements that drain its own
+    // queue, and the two would wait for each other until backpressure_secs.
+    let mut h = Harness::new(config());
+    let a = h.connect(V3_1_1, "a", true, None);
+    h.subscribe(a, "to_a", QoS::AtLeastOnce);
+    let b = h.connect(V3_1_1, "b", true, None);
+    h.subscribe(b, "to_b", QoS::AtLeastOnce);
+    publish(&mut h, a, "to_b", 1..=7);
+    publish(&mut h, b, "to_a", 1..=7);
+    assert_eq!(acks(&mut h, a).len(), 6);
+    assert_eq!(acks(&mut h, b).len(), 6);
+    // Past 256 held, a (whom b waits for) is let go, in order, and never paused.
+    publish(&mut h, a, "to_b", 8..=263);
+    assert_eq!(acks(&mut h, a), (7..=263).collect::<Vec<u16>>());
+    assert!(h.reading(a).is_empty(), "a was paused");
+    assert_eq!(h.broker.stats().publishers_paused, 0);
 }
 
 #[test]

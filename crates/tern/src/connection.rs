@@ -183,11 +183,13 @@ async fn serve(
             }
         }
         let writing = !batch.bytes.is_empty() || flushing;
-        // Stop reading once closing, after a bad packet or the end of the stream, and while
-        // the client's answers pile up (back-pressure). They pile up only while we write: when
-        // we do not, the driver's flush either writes them itself or hands them to us.
+        // Stop reading once closing, after a bad packet or the end of the stream, while the
+        // client's answers pile up (back-pressure; they pile up only while we write: when we
+        // do not, the driver's flush either writes them itself or hands them to us), and while
+        // the core has paused reading (a QoS 1/2 publisher that does not wait for its held
+        // acknowledgements).
         let open = !reader.done && !outbox.closing();
-        let held = open && writing && outbox.full();
+        let held = open && ((writing && outbox.full()) || outbox.read_paused());
         let reading = open && !held && handoff.is_none();
         // While reading is held back the client's packets wait unread in the kernel: its
         // deadlines (keep alive, a packet started) are paused, and moved on by the pause when

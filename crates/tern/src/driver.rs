@@ -354,6 +354,10 @@ impl Driver {
         for a in actions {
             match a {
                 Action::Persist(r) => records.push(*r),
+                // Not held behind the commit: a pause that waits for it lets the publisher
+                // send on meanwhile, and resuming early sends nothing before its turn.
+                Action::PauseReading(conn) => self.pause_reading(conn, true),
+                Action::ResumeReading(conn) => self.pause_reading(conn, false),
                 other => rest.push(other),
             }
         }
@@ -409,6 +413,12 @@ impl Driver {
         }
     }
 
+    fn pause_reading(&self, conn: ConnId, paused: bool) {
+        if let Some(e) = self.conns.get(&conn) {
+            e.outbox.pause_reading(paused);
+        }
+    }
+
     /// Carries out actions in order.
     fn execute(&mut self, actions: &mut Vec<Action>) {
         let conns = &self.conns;
@@ -439,6 +449,8 @@ impl Driver {
                 }
                 // Only reached without a store (persistence is then off in the core).
                 Action::Persist(_) => {}
+                Action::PauseReading(conn) => self.pause_reading(conn, true),
+                Action::ResumeReading(conn) => self.pause_reading(conn, false),
                 Action::Close(conn, reason) => {
                     self.closing.remove(&conn);
                     if let Some(e) = self.conns.remove(&conn) {

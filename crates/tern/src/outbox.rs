@@ -47,6 +47,9 @@ pub(crate) struct Outbox {
     waker: AtomicWaker,
     signal: AtomicBool,
     closing: AtomicBool,
+    /// The core asked the connection to stop reading (back-pressure on a QoS 1/2 publisher
+    /// that does not wait for its acknowledgements).
+    read_paused: AtomicBool,
     version: AtomicU8,
     limit: usize,
     limit_bytes: usize,
@@ -64,6 +67,7 @@ impl Outbox {
             waker: AtomicWaker::new(),
             signal: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            read_paused: AtomicBool::new(false),
             version: AtomicU8::new(ProtocolVersion::V3_1_1.level()),
             limit,
             limit_bytes,
@@ -160,6 +164,17 @@ impl Outbox {
 
     pub(crate) fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// Stops (`true`) or resumes reading from the client; the task is woken to notice.
+    pub(crate) fn pause_reading(&self, paused: bool) {
+        if self.read_paused.swap(paused, Ordering::AcqRel) != paused {
+            self.wake();
+        }
+    }
+
+    pub(crate) fn read_paused(&self) -> bool {
+        self.read_paused.load(Ordering::Acquire)
     }
 
     /// True when [`flush`](Self::flush) handed over bytes or [`close`](Self::close) was called

@@ -211,6 +211,49 @@ async fn qos1_publishers_faster_than_their_subscriber_lose_nothing() {
     broker.stop().await;
 }
 
+/// An MQTT 3.1.1 publisher with 512 messages in flight (3.1.1 has no Receive Maximum) does not
+/// wait for the 256 acknowledgements the broker holds back at most: the broker stops reading
+/// from it instead of letting it go. (Letting it go delivered a quarter of what it sent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_publisher_with_a_window_past_the_held_limit_loses_nothing() {
+    let mut config = tern::config::Config::default();
+    // Held from 1,000 queued; after that the publisher's window (512) is all that can still
+    // come in, so nothing reaches the limit unless the broker lets it go.
+    config.limits.max_queued_messages = 2_000;
+    let broker = TestBroker::with_config(config).await;
+    let r = bench(
+        &broker,
+        &[
+            "p2p",
+            "--pairs",
+            "1",
+            "--qos",
+            "1",
+            "--inflight",
+            "512",
+            "--rate",
+            "0",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+        ],
+    )
+    .await;
+    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
+    // Paused at its first 257 held acknowledgements, a publisher that is never read from again
+    // sends no more than its window: it kept going (a debug build sends about 300,000).
+    assert!(
+        r.sent > 40_000,
+        "the publisher stalled (not read from again?): {r:?}"
+    );
+    assert_eq!(
+        r.delivered, r.expected,
+        "messages were lost (dropped by the queue limit?): {r:?}"
+    );
+    broker.stop().await;
+}
+
 #[test]
 fn refuses_non_loopback_targets() {
     let args = BenchArgs::from_args(["p2p", "--host", "192.0.2.1", "--duration", "1"]).unwrap();

@@ -212,6 +212,24 @@ impl Harness {
             .collect()
     }
 
+    /// Removes the PauseReading (false) and ResumeReading (true) actions for `conn` and returns
+    /// them in order.
+    pub fn reading(&mut self, conn: ConnId) -> Vec<bool> {
+        let mut got = Vec::new();
+        self.out.retain(|a| match a {
+            Action::PauseReading(c) if *c == conn => {
+                got.push(false);
+                false
+            }
+            Action::ResumeReading(c) if *c == conn => {
+                got.push(true);
+                false
+            }
+            _ => true,
+        });
+        got
+    }
+
     /// True when a Close for `conn` was emitted (and removes it).
     pub fn closed(&mut self, conn: ConnId) -> bool {
         let before = self.out.len();

@@ -185,6 +185,7 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             ("acl_denied", c.stats.acl_denied),
             ("backpressure_held", c.stats.publishers_held),
             ("backpressure_secs", c.stats.backpressure_timeouts),
+            ("backpressure_paused", c.stats.publishers_paused),
         ] {
             o.sample("tern_limit_hits_total", &[("limit", limit)], value);
         }
