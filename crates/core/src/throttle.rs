@@ -19,16 +19,21 @@
 //! no Receive Maximum), or one that never waits. Letting it go would let it fill the queue
 //! again (a 3.1.1 publisher with 512 in flight had three quarters of what it sent dropped), so
 //! the broker stops reading from it instead ([`Action::PauseReading`]): TCP slows it down, and
-//! reading resumes when its acknowledgements go out. (Not a client that others wait for: it
-//! would not read its own acknowledgements either. It is let go instead.)
+//! reading resumes when its acknowledgements go out. So are all publishers held for a queue at
+//! three quarters of its limit: several of them, each with up to 256 held, could fill it.
+//! (Not a client that others wait for: it would not read its own acknowledgements either. Past
+//! 256 held it is let go instead.)
 //!
-//! Bounds: a held acknowledgement takes 4 bytes. Past the pause only packets already read come
-//! in; should there still be more than 16 times the pause threshold (4,096), the publisher is
-//! let go (an I/O layer that does not pause). An MQTT 3.x QoS 2 publisher is let go when its
-//! unreleased QoS 2 packets reach half the limit that would close it (it needs PUBRECs to
-//! release them).
-//! Two clients that publish to each other from handlers that block on the acknowledgement, with
-//! both queues long, wait for each other until `backpressure_secs` lets them go.
+//! Packets read before a pause took effect would still come in; an I/O layer keeps them back
+//! until the publisher is resumed ([`Broker::reading_paused`]; tern's driver does), so nothing
+//! more of a paused publisher reaches the queues.
+//!
+//! Bounds: a held acknowledgement takes 4 bytes. With more than 49,152 held on top of the pause
+//! threshold the I/O layer neither pauses nor keeps packets back, and the publisher is let go.
+//! An MQTT 3.x QoS 2 publisher is let go when its unreleased QoS 2 packets reach half the limit
+//! that would close it (it needs PUBRECs to release them). Two clients that publish to each
+//! other from handlers that block on the acknowledgement, with both queues long, wait for each
+//! other until `backpressure_secs` lets them go; so can longer cycles of paused clients.
 
 use crate::action::Action;
 use crate::broker::{Broker, ConnId, SessionId};
@@ -73,9 +78,14 @@ fn max_held(config: &Config) -> usize {
     2 * usize::from(config.receive_maximum.max(config.max_inflight))
 }
 
-/// More than this (packets read before the pause took effect) and the publisher is let go.
+/// What a pause alone cannot stop: packets read before it took effect. tern's I/O layer reads
+/// at most 320 KiB ahead of the core (`READ_AHEAD` in its `outbox.rs`, plus one read): 46,811
+/// of the smallest QoS 1 PUBLISH (7 bytes). (tern keeps them back, so it never gets near.)
+const READ_AHEAD_PACKETS: usize = 48 * 1024;
+
+/// More held than this and the publisher is let go: the I/O layer does not pause.
 fn hard_max_held(config: &Config) -> usize {
-    16 * max_held(config)
+    max_held(config) + READ_AHEAD_PACKETS
 }
 
 impl HeldAck {
@@ -131,20 +141,20 @@ impl Broker {
         let t = &mut self.throttle;
         if let Some(gate) = t.gates.get_mut(&conn) {
             gate.acks.push(held);
-            let (n, paused) = (gate.acks.len(), gate.paused);
+            let (n, paused, sid) = (gate.acks.len(), gate.paused, gate.session);
             if qos2_full || n > hard_max_held(&self.config) {
                 self.let_go(conn, out);
-            } else if n > max_held && !paused {
+            } else if !paused && n > max_held {
                 if self.holds_others_back(conn) {
                     // Not read from, it would not read its own acknowledgements either, and
                     // its queue would never drain: two clients that publish to each other
                     // would wait for each other until `backpressure_secs`.
                     self.let_go(conn, out);
-                } else if let Some(gate) = self.throttle.gates.get_mut(&conn) {
-                    gate.paused = true;
-                    self.stats.publishers_paused += 1;
-                    out.push(Action::PauseReading(conn));
+                } else {
+                    self.pause(conn, out);
                 }
+            } else if !paused && self.nearly_full(sid) && !self.holds_others_back(conn) {
+                self.pause(conn, out);
             }
             return;
         }
@@ -161,9 +171,31 @@ impl Broker {
                     },
                 );
                 t.waiting.entry(sid).or_default().push(conn);
+                if self.nearly_full(sid) && !self.holds_others_back(conn) {
+                    self.pause(conn, out);
+                }
             }
             _ => out.push(Action::send(conn, ack)),
         }
+    }
+
+    /// Stops reading from held publisher `conn`.
+    fn pause(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        if let Some(gate) = self.throttle.gates.get_mut(&conn) {
+            gate.paused = true;
+            self.stats.publishers_paused += 1;
+            out.push(Action::PauseReading(conn));
+        }
+    }
+
+    /// Whether `sid`'s queue is at three quarters of a limit: what more publishers held for it
+    /// (each up to `max_held`) send could reach the limit, so they are no longer read from.
+    fn nearly_full(&self, sid: SessionId) -> bool {
+        let c = &self.config;
+        self.sessions.get(&sid).is_some_and(|s| {
+            s.queue.len() >= (c.max_queued_messages / 4 * 3).max(1)
+                || s.queue.bytes() >= (c.max_queued_bytes / 4 * 3).max(1)
+        })
     }
 
     /// After `sid`'s queue shrank or its client left: lets its publishers go when the queue is
@@ -183,6 +215,14 @@ impl Broker {
             t.off.remove(&sid);
             self.release_publishers(sid, out);
         }
+    }
+
+    /// Whether the core has asked to stop reading from `conn` ([`Action::PauseReading`]). An
+    /// I/O layer that has more of its packets already read can keep them until
+    /// [`Action::ResumeReading`] (tern does), so that nothing more of a paused publisher reaches
+    /// the queues meanwhile.
+    pub fn reading_paused(&self, conn: ConnId) -> bool {
+        !self.throttle.gates.is_empty() && self.throttle.gates.get(&conn).is_some_and(|g| g.paused)
     }
 
     /// Whether publishers wait for `conn`'s own queue to drain.

@@ -204,17 +204,19 @@ fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_no_longer_read_fro
 
 #[test]
 fn a_paused_publisher_with_many_packets_already_read_is_let_go() {
-    // Receive Maximum 2: paused past 4 held, let go past 64 (what a pause cannot stop: packets
-    // already read; an I/O layer that does not pause), so held acknowledgements stay bounded.
+    // Receive Maximum 2: paused past 4 held, let go past 4 + 49,152 (more than the packets a
+    // pause cannot stop, those already read: an I/O layer that does not pause), so held
+    // acknowledgements stay bounded.
     let (mut h, _s, p) = setup(Config {
         receive_maximum: 2,
         ..config()
     });
     publish(&mut h, p, "t", 1..=6);
     assert_eq!(acks(&mut h, p).len(), 6);
-    publish(&mut h, p, "t", 7..=80);
-    // Let go at 65 held (7..=71, in order), then held again: the subscriber is still behind.
-    assert_eq!(acks(&mut h, p), (7..=71).collect::<Vec<u16>>());
+    publish(&mut h, p, "t", 7..=49_170);
+    // Let go at 49,157 held (7..=49,163, in order), then held again (the subscriber is still
+    // behind) and paused again.
+    assert_eq!(acks(&mut h, p), (7..=49_163).collect::<Vec<u16>>());
     assert_eq!(h.reading(p), vec![false, true, false]);
     assert_eq!(h.broker.stats().publishers_held, 2);
 }

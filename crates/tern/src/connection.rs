@@ -190,7 +190,7 @@ async fn serve(
         // acknowledgements).
         let open = !reader.done && !outbox.closing();
         let held = open && ((writing && outbox.full()) || outbox.read_paused());
-        let reading = open && !held && handoff.is_none();
+        let reading = open && !held && handoff.is_none() && !outbox.read_ahead_full();
         // While reading is held back the client's packets wait unread in the kernel: its
         // deadlines (keep alive, a packet started) are paused, and moved on by the pause when
         // reading resumes. A client that reads nothing meets the write-stall deadline instead.
@@ -580,7 +580,9 @@ impl Reader {
             }
             // Bound what the driver has yet to handle, in bytes read: a publisher faster than
             // the broker waits for it, is not read from, and TCP slows it down.
-            batch = Some((packets, read.min(settings.budget_bytes) as u32));
+            let bytes = read.min(settings.budget_bytes) as u32;
+            outbox.read_ahead(bytes);
+            batch = Some((packets, bytes));
         }
         hand_off(conn, events, &settings.budget, batch, bad)
     }

@@ -67,6 +67,19 @@ pub(crate) enum Event {
     },
 }
 
+impl Event {
+    /// The connection a client event is about (not `Open`: nothing of it can be kept back).
+    fn conn(&self) -> Option<ConnId> {
+        match self {
+            Event::Open { .. } => None,
+            Event::Packets { conn, .. }
+            | Event::DecodeError { conn, .. }
+            | Event::KeepAliveTimeout { conn }
+            | Event::Lost { conn } => Some(*conn),
+        }
+    }
+}
+
 struct ConnEntry {
     outbox: Arc<Outbox>,
     peer: SocketAddr,
@@ -95,6 +108,20 @@ pub(crate) struct Driver {
     last_turn_end: Instant,
     /// Admin commands, `$SYS`, connection events (see `admin::handler`).
     ops: crate::admin::DriverOps,
+    /// Packets of connections the core paused reading from, kept until it resumes them.
+    deferred: tern_core::idmap::IdMap<ConnId, Deferred>,
+    /// Connections resumed with packets kept (fed to the core after the turn).
+    resumed: Vec<ConnId>,
+    /// Events that were kept behind packets of a connection the core then closed.
+    orphans: Vec<Event>,
+}
+
+/// What was read from a connection that the core has paused: packets, their read-ahead bytes,
+/// and the connection's events that came after them.
+struct Deferred {
+    packets: Vec<Packet>,
+    bytes: u32,
+    then: Vec<Event>,
 }
 
 impl Driver {
@@ -118,6 +145,9 @@ impl Driver {
             compacting: false,
             first_of_turn: false,
             last_turn_end: Instant::now(),
+            deferred: Default::default(),
+            resumed: Vec::new(),
+            orphans: Vec::new(),
         }
     }
 
@@ -195,6 +225,7 @@ impl Driver {
                     self.end_turn();
                 }
             }
+            self.feed_resumed();
         }
         self.broker.shutdown(Instant::now(), &mut self.actions);
         self.end_turn();
@@ -220,6 +251,25 @@ impl Driver {
     }
 
     fn handle(&mut self, ev: Event, now: Instant) {
+        // A connection whose packets are kept back (see `packets`): what comes after them
+        // waits behind them, so the order is kept.
+        if !self.deferred.is_empty()
+            && let Some(conn) = ev.conn()
+            && let Some(d) = self.deferred.get_mut(&conn)
+        {
+            match ev {
+                Event::Packets {
+                    packets,
+                    _budget: budget,
+                    ..
+                } => {
+                    d.packets.extend(packets);
+                    d.bytes += budget.num_permits() as u32;
+                }
+                other => d.then.push(other),
+            }
+            return;
+        }
         match ev {
             Event::Open {
                 conn,
@@ -232,29 +282,12 @@ impl Driver {
                 self.broker.set_peer(conn, Some(peer), listener, cert_cn);
                 self.conns.insert(conn, ConnEntry { outbox, peer });
             }
-            Event::Packets { conn, packets, .. } => {
-                let n = packets.len();
-                for (i, packet) in packets.into_iter().enumerate() {
-                    // A connection closed by an earlier action may still have packets in flight.
-                    if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
-                        return;
-                    }
-                    if let Packet::Connect(c) = &packet
-                        && let Some(e) = self.conns.get(&conn)
-                    {
-                        tracing::debug!(conn, peer = %e.peer, client_id = %c.client_id, protocol = c.protocol.level(), "CONNECT");
-                    }
-                    self.ops.on_packet(conn, &packet);
-                    let start = self.actions.len();
-                    self.broker
-                        .handle_packet(conn, packet, now, &mut self.actions);
-                    self.note_closes(start);
-                    if self.actions.len() >= TURN_ACTIONS {
-                        self.end_turn();
-                    } else if self.first_of_turn && i + 1 < n {
-                        self.flush_first();
-                    }
-                }
+            Event::Packets {
+                conn,
+                packets,
+                _budget: budget,
+            } => {
+                self.packets(conn, packets, budget.num_permits() as u32, now);
             }
             Event::DecodeError { conn, err } => {
                 if let Some(e) = self.conns.get(&conn)
@@ -290,6 +323,89 @@ impl Driver {
                     self.broker.connection_lost(conn, now, &mut self.actions);
                 }
             }
+        }
+    }
+
+    /// Feeds a batch of `conn`'s packets to the core. When the core pauses reading from `conn`
+    /// (back-pressure on a publisher that does not wait for its acknowledgements), the rest of
+    /// the batch is kept back with everything of `conn` that comes after it, until the core
+    /// resumes it: packets read before the pause took effect would otherwise still reach the
+    /// queues. The connection reads on only once they have been handled (see
+    /// `Outbox::read_ahead_full`): `bytes` is the batch's share of that read-ahead.
+    fn packets(&mut self, conn: ConnId, packets: Vec<Packet>, bytes: u32, now: Instant) {
+        let n = packets.len();
+        let mut packets = packets.into_iter().enumerate();
+        while let Some((i, packet)) = packets.next() {
+            // A connection closed by an earlier action may still have packets in flight.
+            if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
+                return;
+            }
+            if self.broker.reading_paused(conn) {
+                let packets = std::iter::once(packet)
+                    .chain(packets.map(|(_, p)| p))
+                    .collect();
+                let then = Vec::new();
+                self.deferred.insert(
+                    conn,
+                    Deferred {
+                        packets,
+                        bytes,
+                        then,
+                    },
+                );
+                return;
+            }
+            if let Packet::Connect(c) = &packet
+                && let Some(e) = self.conns.get(&conn)
+            {
+                tracing::debug!(conn, peer = %e.peer, client_id = %c.client_id, protocol = c.protocol.level(), "CONNECT");
+            }
+            self.ops.on_packet(conn, &packet);
+            let start = self.actions.len();
+            self.broker
+                .handle_packet(conn, packet, now, &mut self.actions);
+            self.note_closes(start);
+            if self.actions.len() >= TURN_ACTIONS {
+                self.end_turn();
+            } else if self.first_of_turn && i + 1 < n {
+                self.flush_first();
+            }
+        }
+        if let Some(e) = self.conns.get(&conn) {
+            e.outbox.handled(bytes);
+        }
+    }
+
+    /// Feeds what was kept back for `conn` to the core, then the events that came after it
+    /// (unless the core pauses it again).
+    fn undefer(&mut self, conn: ConnId, now: Instant) {
+        let Some(d) = self.deferred.remove(&conn) else {
+            return;
+        };
+        self.packets(conn, d.packets, d.bytes, now);
+        if let Some(again) = self.deferred.get_mut(&conn) {
+            again.then.extend(d.then);
+        } else {
+            for ev in d.then {
+                self.handle(ev, now);
+            }
+        }
+    }
+
+    /// Feeds the packets kept back for connections the core resumed, and the events kept for
+    /// connections it closed, as turns of their own (which can resume more).
+    fn feed_resumed(&mut self) {
+        while !self.resumed.is_empty() || !self.orphans.is_empty() {
+            let now = Instant::now();
+            for conn in std::mem::take(&mut self.resumed) {
+                if !self.broker.reading_paused(conn) {
+                    self.undefer(conn, now);
+                }
+            }
+            for ev in std::mem::take(&mut self.orphans) {
+                self.handle(ev, now);
+            }
+            self.end_turn();
         }
     }
 
@@ -340,13 +456,13 @@ impl Driver {
         if self.actions.is_empty() {
             return;
         }
-        let Some(store) = &self.store else {
+        if self.store.is_none() {
             // Carried out at once: drain the vector and keep its capacity for the next turn.
             let mut actions = std::mem::take(&mut self.actions);
             self.execute(&mut actions);
             self.actions = actions;
             return;
-        };
+        }
         let actions = std::mem::take(&mut self.actions);
         // Split the turn: records go to the store, the rest waits for them (order kept).
         let mut records = Vec::new();
@@ -362,6 +478,7 @@ impl Driver {
             }
         }
         let actions = rest;
+        let Some(store) = &self.store else { return };
         if !records.is_empty() {
             self.next_ticket += 1;
             if !store.send(StoreCmd::Batch {
@@ -413,9 +530,12 @@ impl Driver {
         }
     }
 
-    fn pause_reading(&self, conn: ConnId, paused: bool) {
+    fn pause_reading(&mut self, conn: ConnId, paused: bool) {
         if let Some(e) = self.conns.get(&conn) {
             e.outbox.pause_reading(paused);
+        }
+        if !paused && self.deferred.contains_key(&conn) {
+            self.resumed.push(conn);
         }
     }
 
@@ -453,6 +573,10 @@ impl Driver {
                 Action::ResumeReading(conn) => self.pause_reading(conn, false),
                 Action::Close(conn, reason) => {
                     self.closing.remove(&conn);
+                    if let Some(d) = self.deferred.remove(&conn) {
+                        // Its packets are moot; a Lost still lets the core forget it.
+                        self.orphans.extend(d.then);
+                    }
                     if let Some(e) = self.conns.remove(&conn) {
                         tracing::debug!(conn, ?reason, "closing");
                         e.outbox.close();

@@ -47,6 +47,29 @@ impl TestBroker {
         }
     }
 
+    /// The admin listener's address, when the test's config enabled it.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(|s| s.admin_addr())
+    }
+
+    /// The value of one sample of the admin listener's `/metrics` (`name` with its labels, as
+    /// written there), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.admin_addr().expect("admin listener enabled");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("admin connect");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("admin request");
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.expect("admin response");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
