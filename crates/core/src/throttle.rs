@@ -21,8 +21,9 @@
 //! the broker stops reading from it instead ([`Action::PauseReading`]): TCP slows it down, and
 //! reading resumes when its acknowledgements go out. So are all publishers held for a queue at
 //! three quarters of its limit: several of them, each with up to 256 held, could fill it.
-//! (Not a client that others wait for: it would not read its own acknowledgements either. Past
-//! 256 held it is let go instead.)
+//! Not a client that others wait for: it would not read the acknowledgements that drain its
+//! own queue. Past 256 held it is let go instead, and a paused client that others come to wait
+//! for is read from again (still held).
 //!
 //! Packets read before a pause took effect would still come in; an I/O layer keeps them back
 //! until the publisher is resumed ([`Broker::reading_paused`]; tern's driver does), so nothing
@@ -171,11 +172,28 @@ impl Broker {
                     },
                 );
                 t.waiting.entry(sid).or_default().push(conn);
+                self.keep_reading(sid, out);
                 if self.nearly_full(sid) && !self.holds_others_back(conn) {
                     self.pause(conn, out);
                 }
             }
             _ => out.push(Action::send(conn, ack)),
+        }
+    }
+
+    /// Publishers now wait for `sid`'s queue: if its client is paused (itself held for another
+    /// queue), it is read from again, still held. Paused, it would not read the
+    /// acknowledgements that drain its queue, and a publisher that waits for it while holding
+    /// it back (request and response) would wait with it until `backpressure_secs`.
+    fn keep_reading(&mut self, sid: SessionId, out: &mut Vec<Action>) {
+        let Some(conn) = self.sessions.get(&sid).and_then(|s| s.conn) else {
+            return;
+        };
+        if let Some(gate) = self.throttle.gates.get_mut(&conn)
+            && gate.paused
+        {
+            gate.paused = false;
+            out.push(Action::ResumeReading(conn));
         }
     }
 

@@ -177,7 +177,8 @@ fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_no_longer_read_fro
     assert_eq!(acks(&mut h, p).len(), 6);
     publish(&mut h, p, "t", 7..=306);
     assert!(acks(&mut h, p).is_empty(), "acknowledged while held");
-    // Paused once, at 257 held (this harness reads on regardless: packets already read).
+    // Paused once (at the queue's three quarters, 6 of 8, here; this harness reads on
+    // regardless, as if the packets had been read before the pause took effect).
     assert_eq!(h.reading(p), vec![false]);
     assert_eq!(h.broker.stats().publishers_paused, 1);
     assert_eq!(h.broker.stats().publishers_held, 1);
@@ -203,9 +204,61 @@ fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_no_longer_read_fro
 }
 
 #[test]
+fn a_held_publisher_is_paused_past_256_held_acknowledgements() {
+    // A queue of 2,000: held from 1,000 queued, three quarters at 1,500, so only the count of
+    // held acknowledgements (more than twice Receive Maximum 128) pauses it.
+    let (mut h, _s, p) = setup(Config {
+        max_queued_messages: 2_000,
+        ..config()
+    });
+    let mut pid = 0u16;
+    while h.broker.stats().publishers_held == 0 {
+        pid += 1;
+        publish(&mut h, p, "t", pid..=pid);
+    }
+    let first_held = pid;
+    assert_eq!(acks(&mut h, p).len(), usize::from(first_held) - 1);
+    publish(&mut h, p, "t", first_held + 1..=first_held + 255);
+    assert!(h.reading(p).is_empty(), "paused at 256 held");
+    publish(&mut h, p, "t", first_held + 256..=first_held + 256);
+    assert_eq!(h.reading(p), vec![false], "not paused at 257 held");
+    assert!(acks(&mut h, p).is_empty(), "acknowledged while held");
+}
+
+#[test]
+fn a_paused_client_is_read_from_again_when_others_come_to_wait_for_its_queue() {
+    // a is paused, held for b's long queue (at three quarters). Then c is held for a's long
+    // queue: a must read the acknowledgements that drain it, so it is read from again (still
+    // held). Paused, it would keep c waiting until backpressure_secs (and if b waited for c's
+    // answer, all of them).
+    let mut h = Harness::new(config());
+    let a = h.connect(V3_1_1, "a", true, None);
+    h.subscribe(a, "to_a", QoS::AtLeastOnce);
+    let b = h.connect(V3_1_1, "b", true, None);
+    h.subscribe(b, "to_b", QoS::AtLeastOnce);
+    let c = h.connect(V3_1_1, "c", true, None);
+    publish(&mut h, a, "to_b", 1..=8);
+    assert_eq!(h.reading(a), vec![false], "a not paused");
+    assert_eq!(acks(&mut h, a).len(), 6);
+    publish(&mut h, c, "to_a", 1..=6);
+    assert!(
+        h.reading(a).is_empty(),
+        "a resumed before anyone waited for it"
+    );
+    publish(&mut h, c, "to_a", 7..=7);
+    assert_eq!(acks(&mut h, c).len(), 6, "c not held");
+    assert_eq!(
+        h.reading(a),
+        vec![true],
+        "a still paused with c waiting for it"
+    );
+    assert!(acks(&mut h, a).is_empty(), "a was let go");
+}
+
+#[test]
 fn a_paused_publisher_with_many_packets_already_read_is_let_go() {
-    // Receive Maximum 2: paused past 4 held, let go past 4 + 49,152 (more than the packets a
-    // pause cannot stop, those already read: an I/O layer that does not pause), so held
+    // Receive Maximum 2: let go past 4 + 49,152 held (more than the packets a pause cannot
+    // stop, those already read: an I/O layer that neither pauses nor keeps them back), so held
     // acknowledgements stay bounded.
     let (mut h, _s, p) = setup(Config {
         receive_maximum: 2,

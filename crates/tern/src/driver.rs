@@ -33,6 +33,10 @@ const DIRECT_WRITES: usize = 4;
 /// A turn that starts after the driver has waited this long for events may write its first
 /// delivery early (see [`Driver::flush_first`]): its clients have probably gone to sleep too.
 const PAUSE: Duration = Duration::from_micros(100);
+/// Most packets kept back for paused connections, all together (a decoded packet takes about
+/// 100 bytes; one connection has at most 320 KiB read ahead). Past it, a newly paused
+/// connection's packets already read are handled (the core lets it go if they are too many).
+const MAX_DEFERRED: usize = 256 * 1024;
 /// The log is compacted when it has grown past this many bytes since the last snapshot, and
 /// past four times that snapshot's size.
 const COMPACT_MIN_BYTES: u64 = 64 << 20;
@@ -110,18 +114,16 @@ pub(crate) struct Driver {
     ops: crate::admin::DriverOps,
     /// Packets of connections the core paused reading from, kept until it resumes them.
     deferred: tern_core::idmap::IdMap<ConnId, Deferred>,
+    /// Packets in `deferred`, all connections together (at most about [`MAX_DEFERRED`]).
+    deferred_packets: usize,
     /// Connections resumed with packets kept (fed to the core after the turn).
     resumed: Vec<ConnId>,
-    /// Events that were kept behind packets of a connection the core then closed.
-    orphans: Vec<Event>,
 }
 
-/// What was read from a connection that the core has paused: packets, their read-ahead bytes,
-/// and the connection's events that came after them.
+/// Packets read from a connection that the core has paused, and their read-ahead bytes.
 struct Deferred {
     packets: Vec<Packet>,
     bytes: u32,
-    then: Vec<Event>,
 }
 
 impl Driver {
@@ -146,8 +148,8 @@ impl Driver {
             first_of_turn: false,
             last_turn_end: Instant::now(),
             deferred: Default::default(),
+            deferred_packets: 0,
             resumed: Vec::new(),
-            orphans: Vec::new(),
         }
     }
 
@@ -251,11 +253,11 @@ impl Driver {
     }
 
     fn handle(&mut self, ev: Event, now: Instant) {
-        // A connection whose packets are kept back (see `packets`): what comes after them
-        // waits behind them, so the order is kept.
+        // A connection whose packets are kept back (see `packets`): more packets wait behind
+        // them, so the order is kept; its end does not wait (see `end_deferred`).
         if !self.deferred.is_empty()
             && let Some(conn) = ev.conn()
-            && let Some(d) = self.deferred.get_mut(&conn)
+            && self.deferred.contains_key(&conn)
         {
             match ev {
                 Event::Packets {
@@ -263,12 +265,15 @@ impl Driver {
                     _budget: budget,
                     ..
                 } => {
-                    d.packets.extend(packets);
-                    d.bytes += budget.num_permits() as u32;
+                    self.deferred_packets += packets.len();
+                    if let Some(d) = self.deferred.get_mut(&conn) {
+                        d.packets.extend(packets);
+                        d.bytes += budget.num_permits() as u32;
+                    }
+                    return;
                 }
-                other => d.then.push(other),
+                _ => self.end_deferred(conn, now),
             }
-            return;
         }
         match ev {
             Event::Open {
@@ -340,19 +345,12 @@ impl Driver {
             if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
                 return;
             }
-            if self.broker.reading_paused(conn) {
-                let packets = std::iter::once(packet)
+            if self.broker.reading_paused(conn) && self.deferred_packets < MAX_DEFERRED {
+                let packets: Vec<Packet> = std::iter::once(packet)
                     .chain(packets.map(|(_, p)| p))
                     .collect();
-                let then = Vec::new();
-                self.deferred.insert(
-                    conn,
-                    Deferred {
-                        packets,
-                        bytes,
-                        then,
-                    },
-                );
+                self.deferred_packets += packets.len();
+                self.deferred.insert(conn, Deferred { packets, bytes });
                 return;
             }
             if let Packet::Connect(c) = &packet
@@ -376,34 +374,58 @@ impl Driver {
         }
     }
 
-    /// Feeds what was kept back for `conn` to the core, then the events that came after it
-    /// (unless the core pauses it again).
+    /// Feeds what was kept back for `conn` to the core (unless it is paused again).
     fn undefer(&mut self, conn: ConnId, now: Instant) {
-        let Some(d) = self.deferred.remove(&conn) else {
-            return;
-        };
-        self.packets(conn, d.packets, d.bytes, now);
-        if let Some(again) = self.deferred.get_mut(&conn) {
-            again.then.extend(d.then);
-        } else {
-            for ev in d.then {
-                self.handle(ev, now);
-            }
+        if let Some(d) = self.deferred.remove(&conn) {
+            self.deferred_packets -= d.packets.len();
+            self.packets(conn, d.packets, d.bytes, now);
         }
     }
 
-    /// Feeds the packets kept back for connections the core resumed, and the events kept for
-    /// connections it closed, as turns of their own (which can resume more).
+    /// `conn` ends (lost, a bad packet, keep alive) while packets of it are kept back: its
+    /// PUBLISHes among them are dropped (none was acknowledged; with a session that persists,
+    /// the client sends them again), the rest (acknowledgements, a DISCONNECT) go to the core
+    /// now, so that its end does not wait for the pause.
+    fn end_deferred(&mut self, conn: ConnId, now: Instant) {
+        let Some(d) = self.deferred.remove(&conn) else {
+            return;
+        };
+        self.deferred_packets -= d.packets.len();
+        let n = d.packets.len();
+        let rest: Vec<Packet> = d
+            .packets
+            .into_iter()
+            .filter(|p| !matches!(p, Packet::Publish(_)))
+            .collect();
+        tracing::info!(
+            conn,
+            dropped = n - rest.len(),
+            "connection ended while not read from (back-pressure): the PUBLISHes read but not yet handled are dropped, unacknowledged"
+        );
+        for packet in rest {
+            if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
+                break;
+            }
+            self.ops.on_packet(conn, &packet);
+            let start = self.actions.len();
+            self.broker
+                .handle_packet(conn, packet, now, &mut self.actions);
+            self.note_closes(start);
+        }
+        if let Some(e) = self.conns.get(&conn) {
+            e.outbox.handled(d.bytes);
+        }
+    }
+
+    /// Feeds the packets kept back for connections the core resumed, as turns of their own
+    /// (which can resume more).
     fn feed_resumed(&mut self) {
-        while !self.resumed.is_empty() || !self.orphans.is_empty() {
+        while !self.resumed.is_empty() {
             let now = Instant::now();
             for conn in std::mem::take(&mut self.resumed) {
                 if !self.broker.reading_paused(conn) {
                     self.undefer(conn, now);
                 }
-            }
-            for ev in std::mem::take(&mut self.orphans) {
-                self.handle(ev, now);
             }
             self.end_turn();
         }
@@ -574,8 +596,7 @@ impl Driver {
                 Action::Close(conn, reason) => {
                     self.closing.remove(&conn);
                     if let Some(d) = self.deferred.remove(&conn) {
-                        // Its packets are moot; a Lost still lets the core forget it.
-                        self.orphans.extend(d.then);
+                        self.deferred_packets -= d.packets.len();
                     }
                     if let Some(e) = self.conns.remove(&conn) {
                         tracing::debug!(conn, ?reason, "closing");

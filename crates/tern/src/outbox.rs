@@ -195,8 +195,13 @@ impl Outbox {
     /// The driver handled `bytes` the connection read; the task is woken if it was waiting
     /// for that to read on.
     pub(crate) fn handled(&self, bytes: u32) {
-        let before = self.unhandled.fetch_sub(bytes, Ordering::AcqRel);
-        if before >= READ_AHEAD && before - bytes < READ_AHEAD {
+        let before = self
+            .unhandled
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(bytes))
+            })
+            .unwrap_or_default();
+        if before >= READ_AHEAD && before.saturating_sub(bytes) < READ_AHEAD {
             self.wake();
         }
     }
