@@ -23,7 +23,9 @@
 //! three quarters of its limit: several of them, each with up to 256 held, could fill it.
 //! Not a client that others wait for: it would not read the acknowledgements that drain its
 //! own queue. Past 256 held it is let go instead, and a paused client that others come to wait
-//! for is read from again (still held).
+//! for is read from again (still held until it has more than 256 held; then let go). That is
+//! the trade-off for such a client: no stall, but what it sends past that can fill the queue it
+//! sends to, and the queue limit drops as it did without back-pressure.
 //!
 //! Packets read before a pause took effect would still come in; an I/O layer keeps them back
 //! until the publisher is resumed ([`Broker::reading_paused`]; tern's driver does), so nothing
@@ -34,7 +36,7 @@
 //! An MQTT 3.x QoS 2 publisher is let go when its unreleased QoS 2 packets reach half the limit
 //! that would close it (it needs PUBRECs to release them). Two clients that publish to each
 //! other from handlers that block on the acknowledgement, with both queues long, wait for each
-//! other until `backpressure_secs` lets them go; so can longer cycles of paused clients.
+//! other until `backpressure_secs` lets them go.
 
 use crate::action::Action;
 use crate::broker::{Broker, ConnId, SessionId};

@@ -305,7 +305,9 @@ impl Driver {
                 }
             }
             Event::KeepAliveTimeout { conn } => {
-                if let Some(e) = self.conns.get(&conn) {
+                if let Some(e) = self.conns.get(&conn)
+                    && !self.closing.contains(&conn)
+                {
                     tracing::info!(conn, peer = %e.peer, "keep alive timeout");
                     let start = self.actions.len();
                     self.broker.keep_alive_timeout(conn, now, &mut self.actions);
@@ -387,6 +389,10 @@ impl Driver {
     /// the client sends them again), the rest (acknowledgements, a DISCONNECT) go to the core
     /// now, so that its end does not wait for the pause.
     fn end_deferred(&mut self, conn: ConnId, now: Instant) {
+        if !self.broker.reading_paused(conn) {
+            // Resumed in this turn, not yet fed: it is fed now, as it would have been.
+            return self.undefer(conn, now);
+        }
         let Some(d) = self.deferred.remove(&conn) else {
             return;
         };
@@ -694,6 +700,111 @@ mod tests {
             payload: bytes::Bytes::from(vec![n]),
             ..Default::default()
         })
+    }
+
+    fn publish_q1(pid: u16) -> Packet {
+        Packet::Publish(Publish {
+            topic: ByteStr::from("t"),
+            qos: QoS::AtLeastOnce,
+            packet_id: Some(pid),
+            payload: bytes::Bytes::from_static(b"m"),
+            ..Default::default()
+        })
+    }
+
+    /// A publisher the core pauses (back-pressure) has what was already read from it kept
+    /// back, in order, and fed to the core once it is resumed; if it ends while paused, the
+    /// PUBLISHes kept back (none acknowledged) are dropped and its end is handled at once.
+    #[tokio::test]
+    async fn packets_of_a_paused_publisher_wait_until_it_is_resumed() {
+        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(
+            "127.0.0.1:1883".parse().unwrap(),
+        ));
+        let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
+        let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
+        let ops = crate::admin::DriverOps::new(
+            Arc::new(crate::metrics::Metrics::new()),
+            Duration::from_secs(10),
+        );
+        // The subscriber takes 2 at a time; its queue of 8 holds publishers back from 4 and
+        // pauses them at 6.
+        let config = tern_core::Config {
+            max_inflight: 2,
+            max_queued_messages: 8,
+            ..Default::default()
+        };
+        let mut driver = Driver::new(Broker::new(config), None, ops);
+        let now = Instant::now();
+        let peer = "127.0.0.1:5000".parse().unwrap();
+        for (conn, outbox) in [(1, sub.clone()), (2, publisher.clone())] {
+            let (listener, cert_cn) = (0, None);
+            driver.handle(
+                Event::Open {
+                    conn,
+                    outbox,
+                    peer,
+                    listener,
+                    cert_cn,
+                },
+                now,
+            );
+        }
+        let options = tern_codec::SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteStr::from("t"), options)],
+            properties: Default::default(),
+        });
+        driver.handle(packets(1, vec![connect("sub"), subscribe]), now);
+        driver.handle(packets(2, vec![connect("pub")]), now);
+        driver.end_turn();
+
+        // 2 delivered, 6 queued: paused at the 8th; the 9th and 10th are kept back, and so
+        // is a later batch.
+        driver.handle(packets(2, (1..=10).map(publish_q1).collect()), now);
+        assert!(driver.broker.reading_paused(2));
+        assert_eq!(driver.deferred_packets, 2);
+        driver.handle(packets(2, vec![publish_q1(11)]), now);
+        assert_eq!(driver.deferred_packets, 3);
+        assert_eq!(driver.broker.stats().publish_received, 8);
+        driver.end_turn();
+        assert!(publisher.read_paused(), "the connection stops reading");
+
+        // The subscriber acknowledges four: its queue is down to a quarter, the publisher is
+        // let go and resumed, and the three kept back reach the core.
+        for pid in 1..=4 {
+            driver.handle(
+                packets(1, vec![Packet::PubAck(tern_codec::Ack::new(pid))]),
+                now,
+            );
+        }
+        driver.end_turn();
+        assert!(!publisher.read_paused(), "reading resumes");
+        driver.feed_resumed();
+        assert_eq!(driver.deferred_packets, 0);
+        assert!(driver.deferred.is_empty());
+        assert_eq!(driver.broker.stats().publish_received, 11);
+
+        // Paused again (the queue at three quarters), with more kept back, then the connection
+        // is lost: the kept PUBLISHes are dropped, the end is handled at once.
+        driver.handle(packets(2, (12..=20).map(publish_q1).collect()), now);
+        assert!(driver.broker.reading_paused(2));
+        assert!(driver.deferred_packets > 0);
+        let received = driver.broker.stats().publish_received;
+        driver.handle(Event::Lost { conn: 2 }, now);
+        assert_eq!(driver.deferred_packets, 0);
+        assert!(driver.deferred.is_empty());
+        assert_eq!(driver.broker.stats().publish_received, received);
+        assert!(
+            driver
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Close(2, tern_core::CloseReason::ConnectionLost))),
+            "the lost connection is closed"
+        );
     }
 
     /// Reads the 3.1.1 encodings of QoS 0 PUBLISHes of `[n]` to "t", for each `n` in order.
