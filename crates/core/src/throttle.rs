@@ -147,17 +147,8 @@ impl Broker {
             let (n, paused, sid) = (gate.acks.len(), gate.paused, gate.session);
             if qos2_full || n > hard_max_held(&self.config) {
                 self.let_go(conn, out);
-            } else if !paused && n > max_held {
-                if self.holds_others_back(conn) {
-                    // Not read from, it would not read its own acknowledgements either, and
-                    // its queue would never drain: two clients that publish to each other
-                    // would wait for each other until `backpressure_secs`.
-                    self.let_go(conn, out);
-                } else {
-                    self.pause(conn, out);
-                }
-            } else if !paused && self.nearly_full(sid) && !self.holds_others_back(conn) {
-                self.pause(conn, out);
+            } else if !paused {
+                self.maybe_pause(conn, sid, n > max_held, out);
             }
             return;
         }
@@ -175,9 +166,7 @@ impl Broker {
                 );
                 t.waiting.entry(sid).or_default().push(conn);
                 self.keep_reading(sid, out);
-                if self.nearly_full(sid) && !self.holds_others_back(conn) {
-                    self.pause(conn, out);
-                }
+                self.maybe_pause(conn, sid, false, out);
             }
             _ => out.push(Action::send(conn, ack)),
         }
@@ -199,9 +188,20 @@ impl Broker {
         }
     }
 
-    /// Stops reading from held publisher `conn`.
-    fn pause(&mut self, conn: ConnId, out: &mut Vec<Action>) {
-        if let Some(gate) = self.throttle.gates.get_mut(&conn) {
+    /// Stops reading from held publisher `conn` (not paused yet) when it is not waiting for its
+    /// acknowledgements (`over`: more than `max_held` held) or `sid`'s queue is at three
+    /// quarters. Not a client that others wait for: not read from, it would not read the
+    /// acknowledgements that drain its own queue either, and two clients that publish to each
+    /// other would wait for each other until `backpressure_secs`; past `max_held` it is let go.
+    fn maybe_pause(&mut self, conn: ConnId, sid: SessionId, over: bool, out: &mut Vec<Action>) {
+        if !over && !self.nearly_full(sid) {
+            return;
+        }
+        if self.holds_others_back(conn) {
+            if over {
+                self.let_go(conn, out);
+            }
+        } else if let Some(gate) = self.throttle.gates.get_mut(&conn) {
             gate.paused = true;
             self.stats.publishers_paused += 1;
             out.push(Action::PauseReading(conn));

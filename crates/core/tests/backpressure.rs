@@ -32,10 +32,16 @@ fn acks(h: &mut Harness, conn: ConnId) -> Vec<u16> {
 /// A subscriber `s` of `t` at QoS 1 that does not acknowledge yet, and a publisher `p`.
 fn setup(config: Config) -> (Harness, ConnId, ConnId) {
     let mut h = Harness::new(config);
-    let s = h.connect(V3_1_1, "s", true, None);
-    h.subscribe(s, "t", QoS::AtLeastOnce);
+    let s = subscriber(&mut h, "s", "t");
     let p = h.connect(V3_1_1, "p", true, None);
     (h, s, p)
+}
+
+/// A client `id` subscribed to `topic` at QoS 1 that does not acknowledge yet.
+fn subscriber(h: &mut Harness, id: &str, topic: &str) -> ConnId {
+    let c = h.connect(V3_1_1, id, true, None);
+    h.subscribe(c, topic, QoS::AtLeastOnce);
+    c
 }
 
 /// `rounds` times, the subscriber acknowledges every PUBLISH it has received so far (each
@@ -232,10 +238,8 @@ fn a_paused_client_is_read_from_again_when_others_come_to_wait_for_its_queue() {
     // held). Paused, it would keep c waiting until backpressure_secs (and if b waited for c's
     // answer, all of them).
     let mut h = Harness::new(config());
-    let a = h.connect(V3_1_1, "a", true, None);
-    h.subscribe(a, "to_a", QoS::AtLeastOnce);
-    let b = h.connect(V3_1_1, "b", true, None);
-    h.subscribe(b, "to_b", QoS::AtLeastOnce);
+    let a = subscriber(&mut h, "a", "to_a");
+    subscriber(&mut h, "b", "to_b");
     let c = h.connect(V3_1_1, "c", true, None);
     publish(&mut h, a, "to_b", 1..=8);
     assert_eq!(h.reading(a), vec![false], "a not paused");
@@ -280,10 +284,8 @@ fn a_publisher_that_others_wait_for_is_let_go_rather_than_no_longer_read_from() 
     // other's long queue. Paused, one would not read the acknowledgements that drain its own
     // queue, and the two would wait for each other until backpressure_secs.
     let mut h = Harness::new(config());
-    let a = h.connect(V3_1_1, "a", true, None);
-    h.subscribe(a, "to_a", QoS::AtLeastOnce);
-    let b = h.connect(V3_1_1, "b", true, None);
-    h.subscribe(b, "to_b", QoS::AtLeastOnce);
+    let a = subscriber(&mut h, "a", "to_a");
+    let b = subscriber(&mut h, "b", "to_b");
     publish(&mut h, a, "to_b", 1..=7);
     publish(&mut h, b, "to_a", 1..=7);
     assert_eq!(acks(&mut h, a).len(), 6);

@@ -355,16 +355,7 @@ impl Driver {
                 self.deferred.insert(conn, Deferred { packets, bytes });
                 return;
             }
-            if let Packet::Connect(c) = &packet
-                && let Some(e) = self.conns.get(&conn)
-            {
-                tracing::debug!(conn, peer = %e.peer, client_id = %c.client_id, protocol = c.protocol.level(), "CONNECT");
-            }
-            self.ops.on_packet(conn, &packet);
-            let start = self.actions.len();
-            self.broker
-                .handle_packet(conn, packet, now, &mut self.actions);
-            self.note_closes(start);
+            self.feed(conn, packet, now);
             if self.actions.len() >= TURN_ACTIONS {
                 self.end_turn();
             } else if self.first_of_turn && i + 1 < n {
@@ -374,6 +365,20 @@ impl Driver {
         if let Some(e) = self.conns.get(&conn) {
             e.outbox.handled(bytes);
         }
+    }
+
+    /// Hands one packet of `conn` (open, not closing) to the core.
+    fn feed(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        if let Packet::Connect(c) = &packet
+            && let Some(e) = self.conns.get(&conn)
+        {
+            tracing::debug!(conn, peer = %e.peer, client_id = %c.client_id, protocol = c.protocol.level(), "CONNECT");
+        }
+        self.ops.on_packet(conn, &packet);
+        let start = self.actions.len();
+        self.broker
+            .handle_packet(conn, packet, now, &mut self.actions);
+        self.note_closes(start);
     }
 
     /// Feeds what was kept back for `conn` to the core (unless it is paused again).
@@ -412,11 +417,7 @@ impl Driver {
             if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
                 break;
             }
-            self.ops.on_packet(conn, &packet);
-            let start = self.actions.len();
-            self.broker
-                .handle_packet(conn, packet, now, &mut self.actions);
-            self.note_closes(start);
+            self.feed(conn, packet, now);
         }
         if let Some(e) = self.conns.get(&conn) {
             e.outbox.handled(d.bytes);
@@ -681,6 +682,34 @@ mod tests {
         }
     }
 
+    /// A driver over a broker with `config`, connections `conns` opened (from `peer`).
+    fn driver_with(
+        config: tern_core::Config,
+        conns: [(ConnId, Arc<Outbox>); 2],
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Driver {
+        let ops = crate::admin::DriverOps::new(
+            Arc::new(crate::metrics::Metrics::new()),
+            Duration::from_secs(10),
+        );
+        let mut driver = Driver::new(Broker::new(config), None, ops);
+        for (conn, outbox) in conns {
+            let (listener, cert_cn) = (0, None);
+            driver.handle(
+                Event::Open {
+                    conn,
+                    outbox,
+                    peer,
+                    listener,
+                    cert_cn,
+                },
+                now,
+            );
+        }
+        driver
+    }
+
     fn connect(id: &str) -> Packet {
         Packet::Connect(Box::new(Connect {
             protocol: ProtocolVersion::V3_1_1,
@@ -722,10 +751,6 @@ mod tests {
         ));
         let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
         let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
-        let ops = crate::admin::DriverOps::new(
-            Arc::new(crate::metrics::Metrics::new()),
-            Duration::from_secs(10),
-        );
         // The subscriber takes 2 at a time; its queue of 8 holds publishers back from 4 and
         // pauses them at 6.
         let config = tern_core::Config {
@@ -733,22 +758,9 @@ mod tests {
             max_queued_messages: 8,
             ..Default::default()
         };
-        let mut driver = Driver::new(Broker::new(config), None, ops);
         let now = Instant::now();
-        let peer = "127.0.0.1:5000".parse().unwrap();
-        for (conn, outbox) in [(1, sub.clone()), (2, publisher.clone())] {
-            let (listener, cert_cn) = (0, None);
-            driver.handle(
-                Event::Open {
-                    conn,
-                    outbox,
-                    peer,
-                    listener,
-                    cert_cn,
-                },
-                now,
-            );
-        }
+        let conns = [(1, sub), (2, publisher.clone())];
+        let mut driver = driver_with(config, conns, "127.0.0.1:5000".parse().unwrap(), now);
         let options = tern_codec::SubscriptionOptions {
             qos: QoS::AtLeastOnce,
             ..Default::default()
@@ -835,24 +847,9 @@ mod tests {
         let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
         sub.set_direct(Some(Arc::new(server_wr)));
         let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
-        let ops = crate::admin::DriverOps::new(
-            Arc::new(crate::metrics::Metrics::new()),
-            Duration::from_secs(10),
-        );
-        let mut driver = Driver::new(Broker::new(Default::default()), None, ops);
         let now = Instant::now();
-        for (conn, outbox) in [(1, sub.clone()), (2, publisher.clone())] {
-            driver.handle(
-                Event::Open {
-                    conn,
-                    outbox,
-                    peer,
-                    listener: 0,
-                    cert_cn: None,
-                },
-                now,
-            );
-        }
+        let conns = [(1, sub.clone()), (2, publisher.clone())];
+        let mut driver = driver_with(Default::default(), conns, peer, now);
         let subscribe = Packet::Subscribe(Subscribe {
             packet_id: 1,
             filters: vec![(ByteStr::from("t"), Default::default())],

@@ -17,6 +17,30 @@ async fn bench(broker: &TestBroker, args: &[&str]) -> tern::bench::Report {
         .expect("bench runs")
 }
 
+/// Two seconds (after half a second of warm-up) of unthrottled QoS 1 publishers with `inflight`
+/// messages in flight each, in `scenario` (its name and its publisher count).
+async fn unthrottled_qos1(
+    broker: &TestBroker,
+    scenario: &[&str],
+    inflight: u32,
+) -> tern::bench::Report {
+    let inflight = inflight.to_string();
+    let mut args = scenario.to_vec();
+    args.extend([
+        "--qos",
+        "1",
+        "--inflight",
+        &inflight,
+        "--rate",
+        "0",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+    ]);
+    bench(broker, &args).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2p_qos1_delivers_everything() {
     let broker = TestBroker::start().await;
@@ -183,25 +207,7 @@ async fn qos1_publishers_faster_than_their_subscriber_lose_nothing() {
         config.limits.backpressure_secs = 0;
     }
     let broker = TestBroker::with_config(config).await;
-    let r = bench(
-        &broker,
-        &[
-            "fanin",
-            "--pubs",
-            "4",
-            "--qos",
-            "1",
-            "--inflight",
-            "64",
-            "--rate",
-            "0",
-            "--duration",
-            "2",
-            "--warmup",
-            "0.5",
-        ],
-    )
-    .await;
+    let r = unthrottled_qos1(&broker, &["fanin", "--pubs", "4"], 64).await;
     assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
     assert!(r.sent > 0, "nothing sent: {r:?}");
     assert_eq!(
@@ -223,25 +229,7 @@ async fn a_qos1_publisher_with_a_window_past_the_held_limit_loses_nothing() {
     let mut config = tern::config::Config::default();
     config.limits.max_queued_messages = 2_000;
     let broker = TestBroker::with_config(config).await;
-    let r = bench(
-        &broker,
-        &[
-            "p2p",
-            "--pairs",
-            "1",
-            "--qos",
-            "1",
-            "--inflight",
-            "512",
-            "--rate",
-            "0",
-            "--duration",
-            "2",
-            "--warmup",
-            "0.5",
-        ],
-    )
-    .await;
+    let r = unthrottled_qos1(&broker, &["p2p", "--pairs", "1"], 512).await;
     assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
     // Paused at its first 257 held acknowledgements, a publisher that is never read from again
     // sends no more than its window: it kept going (a debug build sends about 300,000).
@@ -268,25 +256,7 @@ async fn qos1_publishers_that_never_wait_lose_nothing() {
     config.limits.max_queued_messages = 4_000;
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     let broker = TestBroker::with_config(config).await;
-    let r = bench(
-        &broker,
-        &[
-            "fanin",
-            "--pubs",
-            "4",
-            "--qos",
-            "1",
-            "--inflight",
-            "20000",
-            "--rate",
-            "0",
-            "--duration",
-            "2",
-            "--warmup",
-            "0.5",
-        ],
-    )
-    .await;
+    let r = unthrottled_qos1(&broker, &["fanin", "--pubs", "4"], 20000).await;
     assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
     assert!(r.sent > 40_000, "the publishers stalled: {r:?}");
     let paused = broker
