@@ -34,8 +34,9 @@ const DIRECT_WRITES: usize = 4;
 /// delivery early (see [`Driver::flush_first`]): its clients have probably gone to sleep too.
 const PAUSE: Duration = Duration::from_micros(100);
 /// Most packets kept back for paused connections, all together (a decoded packet takes about
-/// 100 bytes; one connection has at most 320 KiB read ahead). Past it, a newly paused
-/// connection's packets already read are handled (the core lets it go if they are too many).
+/// 100 bytes; one connection has at most 320 KiB read ahead). Packets that would take it past
+/// this are handled instead, with what was kept of their connection before them (the core lets
+/// a publisher go if it has too many held).
 const MAX_DEFERRED: usize = 256 * 1024;
 /// The log is compacted when it has grown past this many bytes since the last snapshot, and
 /// past four times that snapshot's size.
@@ -114,8 +115,10 @@ pub(crate) struct Driver {
     ops: crate::admin::DriverOps,
     /// Packets of connections the core paused reading from, kept until it resumes them.
     deferred: tern_core::idmap::IdMap<ConnId, Deferred>,
-    /// Packets in `deferred`, all connections together (at most about [`MAX_DEFERRED`]).
+    /// Packets in `deferred`, all connections together (at most `max_deferred`).
     deferred_packets: usize,
+    /// [`MAX_DEFERRED`] (smaller in tests).
+    max_deferred: usize,
     /// Connections resumed with packets kept (fed to the core after the turn).
     resumed: Vec<ConnId>,
 }
@@ -149,6 +152,7 @@ impl Driver {
             last_turn_end: Instant::now(),
             deferred: Default::default(),
             deferred_packets: 0,
+            max_deferred: MAX_DEFERRED,
             resumed: Vec::new(),
         }
     }
@@ -265,10 +269,18 @@ impl Driver {
                     _budget: budget,
                     ..
                 } => {
-                    self.deferred_packets += packets.len();
-                    if let Some(d) = self.deferred.get_mut(&conn) {
+                    let bytes = budget.num_permits() as u32;
+                    if self.deferred_packets + packets.len() <= self.max_deferred {
+                        self.deferred_packets += packets.len();
+                        if let Some(d) = self.deferred.get_mut(&conn) {
+                            d.packets.extend(packets);
+                            d.bytes += bytes;
+                        }
+                    } else if let Some(mut d) = self.deferred.remove(&conn) {
+                        // Past the cap: what was kept and these go to the core now, in order.
+                        self.deferred_packets -= d.packets.len();
                         d.packets.extend(packets);
-                        d.bytes += budget.num_permits() as u32;
+                        self.packets(conn, d.packets, d.bytes + bytes, now, false);
                     }
                     return;
                 }
@@ -292,7 +304,7 @@ impl Driver {
                 packets,
                 _budget: budget,
             } => {
-                self.packets(conn, packets, budget.num_permits() as u32, now);
+                self.packets(conn, packets, budget.num_permits() as u32, now, true);
             }
             Event::DecodeError { conn, err } => {
                 if let Some(e) = self.conns.get(&conn)
@@ -338,8 +350,16 @@ impl Driver {
     /// the batch is kept back with everything of `conn` that comes after it, until the core
     /// resumes it: packets read before the pause took effect would otherwise still reach the
     /// queues. The connection reads on only once they have been handled (see
-    /// `Outbox::read_ahead_full`): `bytes` is the batch's share of that read-ahead.
-    fn packets(&mut self, conn: ConnId, packets: Vec<Packet>, bytes: u32, now: Instant) {
+    /// `Outbox::read_ahead_full`): `bytes` is the batch's share of that read-ahead. Nothing is
+    /// kept back unless `may_defer`, nor past [`MAX_DEFERRED`].
+    fn packets(
+        &mut self,
+        conn: ConnId,
+        packets: Vec<Packet>,
+        bytes: u32,
+        now: Instant,
+        may_defer: bool,
+    ) {
         let n = packets.len();
         let mut packets = packets.into_iter().enumerate();
         while let Some((i, packet)) = packets.next() {
@@ -347,7 +367,10 @@ impl Driver {
             if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
                 return;
             }
-            if self.broker.reading_paused(conn) && self.deferred_packets < MAX_DEFERRED {
+            if may_defer
+                && self.broker.reading_paused(conn)
+                && self.deferred_packets + (n - i) <= self.max_deferred
+            {
                 let packets: Vec<Packet> = std::iter::once(packet)
                     .chain(packets.map(|(_, p)| p))
                     .collect();
@@ -385,7 +408,7 @@ impl Driver {
     fn undefer(&mut self, conn: ConnId, now: Instant) {
         if let Some(d) = self.deferred.remove(&conn) {
             self.deferred_packets -= d.packets.len();
-            self.packets(conn, d.packets, d.bytes, now);
+            self.packets(conn, d.packets, d.bytes, now, true);
         }
     }
 
@@ -741,24 +764,20 @@ mod tests {
         })
     }
 
-    /// A publisher the core pauses (back-pressure) has what was already read from it kept
-    /// back, in order, and fed to the core once it is resumed; if it ends while paused, the
-    /// PUBLISHes kept back (none acknowledged) are dropped and its end is handled at once.
-    #[tokio::test]
-    async fn packets_of_a_paused_publisher_wait_until_it_is_resumed() {
+    /// A driver with a QoS 1 subscriber (conn 1) that takes 2 at a time and a connected
+    /// publisher (conn 2, its outbox returned): the subscriber's queue of 8 holds publishers
+    /// back from 4 and pauses them at 6.
+    fn pausing_driver(now: Instant) -> (Driver, Arc<Outbox>) {
         let metrics = Arc::new(crate::metrics::ListenerMetrics::new(
             "127.0.0.1:1883".parse().unwrap(),
         ));
         let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
         let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
-        // The subscriber takes 2 at a time; its queue of 8 holds publishers back from 4 and
-        // pauses them at 6.
         let config = tern_core::Config {
             max_inflight: 2,
             max_queued_messages: 8,
             ..Default::default()
         };
-        let now = Instant::now();
         let conns = [(1, sub), (2, publisher.clone())];
         let mut driver = driver_with(config, conns, "127.0.0.1:5000".parse().unwrap(), now);
         let options = tern_codec::SubscriptionOptions {
@@ -773,6 +792,16 @@ mod tests {
         driver.handle(packets(1, vec![connect("sub"), subscribe]), now);
         driver.handle(packets(2, vec![connect("pub")]), now);
         driver.end_turn();
+        (driver, publisher)
+    }
+
+    /// A publisher the core pauses (back-pressure) has what was already read from it kept
+    /// back, in order, and fed to the core once it is resumed; if it ends while paused, the
+    /// PUBLISHes kept back (none acknowledged) are dropped and its end is handled at once.
+    #[tokio::test]
+    async fn packets_of_a_paused_publisher_wait_until_it_is_resumed() {
+        let now = Instant::now();
+        let (mut driver, publisher) = pausing_driver(now);
 
         // 2 delivered, 6 queued: paused at the 8th; the 9th and 10th are kept back, and so
         // is a later batch.
@@ -817,6 +846,28 @@ mod tests {
                 .any(|a| matches!(a, Action::Close(2, tern_core::CloseReason::ConnectionLost))),
             "the lost connection is closed"
         );
+    }
+
+    /// Packets kept back are capped for all connections together: a batch that would go past
+    /// the cap is handled, after what was kept before it, instead of kept.
+    #[tokio::test]
+    async fn packets_past_the_cap_on_kept_packets_are_handled() {
+        let now = Instant::now();
+        let (mut driver, _publisher) = pausing_driver(now);
+        driver.max_deferred = 4;
+        // Paused at the 8th: the 9th and 10th are kept (2 of 4).
+        driver.handle(packets(2, (1..=10).map(publish_q1).collect()), now);
+        assert!(driver.broker.reading_paused(2));
+        assert_eq!(driver.deferred_packets, 2);
+        // 2 more fit.
+        driver.handle(packets(2, (11..=12).map(publish_q1).collect()), now);
+        assert_eq!(driver.deferred_packets, 4);
+        assert_eq!(driver.broker.stats().publish_received, 8);
+        // One more would pass the cap: all five reach the core, in order.
+        driver.handle(packets(2, vec![publish_q1(13)]), now);
+        assert_eq!(driver.deferred_packets, 0);
+        assert!(driver.deferred.is_empty());
+        assert_eq!(driver.broker.stats().publish_received, 13);
     }
 
     /// Reads the 3.1.1 encodings of QoS 0 PUBLISHes of `[n]` to "t", for each `n` in order.
