@@ -107,6 +107,9 @@ pub(crate) struct Driver {
     /// ignored, as if the close had happened.
     closing: HashSet<ConnId>,
     compacting: bool,
+    /// Whether the last writes were left to the connections' tasks (a fan-out), which may not
+    /// have run yet; see [`behind_ready_tasks`].
+    woke_writers: bool,
     /// Set when a turn starts after a pause; see [`Driver::flush_first`].
     first_of_turn: bool,
     /// When the last turn of client events ended.
@@ -149,6 +152,7 @@ impl Driver {
             closing: HashSet::new(),
             compacting: false,
             first_of_turn: false,
+            woke_writers: false,
             last_turn_end: Instant::now(),
             deferred: Default::default(),
             deferred_packets: 0,
@@ -197,6 +201,11 @@ impl Driver {
                 }
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
+                    // Not while connections' tasks woken to write a fan-out may still be
+                    // queued: going behind them would hold this event up for all their writes.
+                    if events.is_empty() && !self.woke_writers {
+                        behind_ready_tasks().await;
+                    }
                     let now = Instant::now();
                     self.begin_turn(ev, now);
                     for _ in 1..EVENT_BATCH {
@@ -639,6 +648,9 @@ impl Driver {
         // case at low rates: one task wake-up less per message); a fan-out leaves the writes
         // to the connections' tasks, which batch more per write and can run on other cores.
         let direct = dirty.len() <= DIRECT_WRITES;
+        if !dirty.is_empty() {
+            self.woke_writers = !direct;
+        }
         for outbox in dirty.drain(..) {
             outbox.flush(direct);
         }
@@ -681,6 +693,36 @@ impl EncodeOnce {
         }
         Some(&self.bytes)
     }
+}
+
+/// Lets every task that is already queued on this worker run before the caller goes on.
+///
+/// A connection that hands the driver a batch wakes it, and tokio runs a task woken that way
+/// next (its "LIFO slot"), before the other connections that the same readiness poll woke. So
+/// each turn would take one connection's batch, and a subscriber fed by many publishers (a
+/// fan-in) would get one write per publisher's read. Going behind them once, when the channel
+/// holds nothing else yet, lets those connections hand in their batches first: one turn, one
+/// write per destination. Measured: fan-in at 40 k msg/s made half the writes and used 11 % less
+/// CPU, and its median latency fell from ~1 ms to ~0.2 ms at 80-160 k msg/s.
+///
+/// The driver does not do it right after leaving a fan-out's writes to the connections' tasks:
+/// those may still be queued, and going behind them held each new message up for a whole round
+/// of their writes (in one sweep, fan-out's p99 at 500-1,000 publishes/s went from 1.5-2.2 ms
+/// to 3.1-3.9 ms).
+///
+/// Unlike `tokio::task::yield_now`, which waits for the next poll of the I/O driver (one more
+/// `epoll_wait` per turn), waking itself puts the task at the back of the run queue at once.
+async fn behind_ready_tasks() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if queued {
+            return std::task::Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Wall-clock milliseconds since the Unix epoch (durable records carry absolute times).
@@ -798,6 +840,44 @@ mod tests {
     /// A publisher the core pauses (back-pressure) has what was already read from it kept
     /// back, in order, and fed to the core once it is resumed; if it ends while paused, the
     /// PUBLISHes kept back (none acknowledged) are dropped and its end is handled at once.
+    /// The broker's runtime on one core: one worker, tasks woken by another task run next.
+    #[test]
+    fn the_driver_goes_behind_connections_woken_with_it() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let o = order.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                let (to_driver, mut driver_rx) = mpsc::channel::<()>(1);
+                let (to_conn, mut conn_rx) = mpsc::channel::<()>(1);
+                let od = o.clone();
+                let driver = tokio::spawn(async move {
+                    driver_rx.recv().await;
+                    behind_ready_tasks().await;
+                    od.lock().unwrap().push("driver");
+                });
+                let conn = tokio::spawn(async move {
+                    conn_rx.recv().await;
+                    o.lock().unwrap().push("connection");
+                });
+                // Both wait on their channels once the queue has run dry.
+                tokio::task::yield_now().await;
+                // Like one readiness poll waking a connection, then a batch waking the driver:
+                // the driver is woken last, so tokio would run it first.
+                to_conn.send(()).await.unwrap();
+                to_driver.send(()).await.unwrap();
+                driver.await.unwrap();
+                conn.await.unwrap();
+            })
+            .await
+            .unwrap();
+        });
+        assert_eq!(*order.lock().unwrap(), ["connection", "driver"]);
+    }
+
     #[tokio::test]
     async fn packets_of_a_paused_publisher_wait_until_it_is_resumed() {
         let now = Instant::now();
