@@ -107,8 +107,9 @@ pub(crate) struct Driver {
     /// ignored, as if the close had happened.
     closing: HashSet<ConnId>,
     compacting: bool,
-    /// Whether the last writes were left to the connections' tasks (a fan-out), which may not
-    /// have run yet; see [`behind_ready_tasks`].
+    /// Set when a turn leaves its writes to the connections' tasks (it wrote to more than
+    /// [`DIRECT_WRITES`] connections: a fan-out, or acknowledgements to many publishers);
+    /// cleared when the next turn of client events starts. See [`Driver::go_behind`].
     woke_writers: bool,
     /// Set when a turn starts after a pause; see [`Driver::flush_first`].
     first_of_turn: bool,
@@ -201,12 +202,11 @@ impl Driver {
                 }
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
-                    // Not while connections' tasks woken to write a fan-out may still be
-                    // queued: going behind them would hold this event up for all their writes.
-                    if events.is_empty() && !self.woke_writers {
+                    let mut now = Instant::now();
+                    if self.go_behind(!events.is_empty(), now) {
                         behind_ready_tasks().await;
+                        now = Instant::now();
                     }
-                    let now = Instant::now();
                     self.begin_turn(ev, now);
                     for _ in 1..EVENT_BATCH {
                         if self.actions.len() >= TURN_ACTIONS {
@@ -470,6 +470,22 @@ impl Driver {
         }
     }
 
+    /// Whether a turn of client events that starts at `now` should first go behind the tasks
+    /// already queued on this worker ([`behind_ready_tasks`]): when no other event waits in the
+    /// channel yet (`more_waiting` false), the last turn ended less than [`PAUSE`] ago (the
+    /// broker is busy, so other connections are likely to be ready too), and no turn since the
+    /// last one started has left writes to the connections' tasks (those may still be queued,
+    /// and going behind them would hold this event up for a whole round of their writes).
+    ///
+    /// After a pause it does not: then it would rarely find anyone, and on a runtime with
+    /// several workers a task that goes behind also wakes a parked worker, which costs more
+    /// than the turn (1→1 at 10 k msg/s, broker on two cores: 9.0-9.5 instead of 6.8-7.3 µs of
+    /// CPU per message).
+    fn go_behind(&mut self, more_waiting: bool, now: Instant) -> bool {
+        let woke_writers = std::mem::take(&mut self.woke_writers);
+        !more_waiting && !woke_writers && now.saturating_duration_since(self.last_turn_end) < PAUSE
+    }
+
     /// Starts a turn of client events with its first event, `ev`. Only this event may have its
     /// first delivery sent early, and only after a pause (the last turn of client events ended
     /// at least [`PAUSE`] ago): back to back, the clients are awake anyway and the extra writes
@@ -648,8 +664,8 @@ impl Driver {
         // case at low rates: one task wake-up less per message); a fan-out leaves the writes
         // to the connections' tasks, which batch more per write and can run on other cores.
         let direct = dirty.len() <= DIRECT_WRITES;
-        if !dirty.is_empty() {
-            self.woke_writers = !direct;
+        if !dirty.is_empty() && !direct {
+            self.woke_writers = true;
         }
         for outbox in dirty.drain(..) {
             outbox.flush(direct);
@@ -695,7 +711,8 @@ impl EncodeOnce {
     }
 }
 
-/// Lets every task that is already queued on this worker run before the caller goes on.
+/// Puts the calling task at the back of its worker's run queue, so that the tasks already
+/// queued there (usually: another worker may steal some) run before it goes on.
 ///
 /// A connection that hands the driver a batch wakes it, and tokio runs a task woken that way
 /// next (its "LIFO slot"), before the other connections that the same readiness poll woke. So
@@ -705,9 +722,9 @@ impl EncodeOnce {
 /// write per destination. Measured: fan-in at 40 k msg/s made 40 % of the writes, used 11 % less
 /// CPU, and its median latency fell from ~1 ms to ~0.2 ms at 80-160 k msg/s.
 ///
-/// The driver does not do it right after leaving a fan-out's writes to the connections' tasks:
-/// those may still be queued, and going behind them held each new message up for a whole round
-/// of their writes (in one sweep, fan-out's p99 at 500-1,000 publishes/s was 1.6-3.9 ms, against
+/// The driver does not do it right after leaving writes to the connections' tasks (a fan-out;
+/// see [`Driver::go_behind`]): those may still be queued, and going behind them held each new
+/// message up for a whole round of their writes (in one sweep, fan-out's p99 at 500-1,000 publishes/s was 1.6-3.9 ms, against
 /// 1.5-2.2 ms before and 1.4-2.2 ms with this exception).
 ///
 /// Unlike `tokio::task::yield_now`, which waits for the next poll of the I/O driver (one more
@@ -750,7 +767,7 @@ mod tests {
     /// A driver over a broker with `config`, connections `conns` opened (from `peer`).
     fn driver_with(
         config: tern_core::Config,
-        conns: [(ConnId, Arc<Outbox>); 2],
+        conns: impl IntoIterator<Item = (ConnId, Arc<Outbox>)>,
         peer: SocketAddr,
         now: Instant,
     ) -> Driver {
@@ -837,9 +854,77 @@ mod tests {
         (driver, publisher)
     }
 
-    /// A publisher the core pauses (back-pressure) has what was already read from it kept
-    /// back, in order, and fed to the core once it is resumed; if it ends while paused, the
-    /// PUBLISHes kept back (none acknowledged) are dropped and its end is handled at once.
+    /// A turn that left its writes to the connections' tasks (more than `DIRECT_WRITES`
+    /// connections) keeps the next turn from going behind the queued tasks, once; a turn that
+    /// wrote to fewer, or to none, does not; nor does the driver go behind when more events wait
+    /// or after a pause.
+    #[test]
+    fn after_a_fan_out_the_next_turn_does_not_go_behind_the_writers() {
+        let now = Instant::now();
+        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(
+            "127.0.0.1:1883".parse().unwrap(),
+        ));
+        let subs = (DIRECT_WRITES + 1) as ConnId;
+        let publisher = subs + 1;
+        let conns: Vec<_> = (1..=publisher)
+            .map(|c| (c, Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()))))
+            .collect();
+        let outboxes: Vec<_> = conns.iter().map(|(_, o)| o.clone()).collect();
+        // What the connections' tasks do: take and write what is queued (a turn counts an
+        // outbox among its writes only when it gets its first bytes).
+        let write_all = || {
+            for o in &outboxes {
+                let mut batch = crate::outbox::Pending::default();
+                o.take(&mut batch);
+                o.sent(&batch);
+            }
+        };
+        let peer = "127.0.0.1:5000".parse().unwrap();
+        let mut driver = driver_with(Default::default(), conns, peer, now);
+        driver.last_turn_end = now; // busy: each turn below starts right after the last
+        let subscribe = |topic: &str| {
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters: vec![(ByteStr::from(topic), Default::default())],
+                properties: Default::default(),
+            })
+        };
+        for c in 1..=subs {
+            let id = format!("s{c}");
+            driver.handle(packets(c, vec![connect(&id), subscribe("t")]), now);
+        }
+        driver.handle(packets(1, vec![subscribe("few")]), now);
+        driver.handle(packets(publisher, vec![connect("pub")]), now);
+        driver.end_turn(); // CONNACKs and SUBACKs to more than DIRECT_WRITES connections
+        assert!(!driver.go_behind(false, now));
+        assert!(
+            driver.go_behind(false, now),
+            "only the next turn is kept from it"
+        );
+        write_all();
+
+        let to = |topic: &str| {
+            Packet::Publish(Publish {
+                topic: ByteStr::from(topic),
+                payload: bytes::Bytes::from_static(b"m"),
+                ..Default::default()
+            })
+        };
+        driver.handle(packets(publisher, vec![to("t")]), now);
+        driver.end_turn(); // a fan-out to DIRECT_WRITES + 1 subscribers
+        assert!(!driver.go_behind(false, now));
+        write_all();
+
+        driver.handle(packets(publisher, vec![to("few")]), now);
+        driver.end_turn(); // one delivery
+        assert!(driver.go_behind(false, now));
+        driver.handle(packets(publisher, vec![to("nobody")]), now);
+        driver.end_turn(); // nothing written
+        assert!(driver.go_behind(false, now));
+        assert!(!driver.go_behind(true, now), "not when more events wait");
+        assert!(!driver.go_behind(false, now + PAUSE), "not after a pause");
+    }
+
     /// The broker's runtime on one core: one worker, tasks woken by another task run next.
     #[test]
     fn the_driver_goes_behind_connections_woken_with_it() {
@@ -878,6 +963,9 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["connection", "driver"]);
     }
 
+    /// A publisher the core pauses (back-pressure) has what was already read from it kept
+    /// back, in order, and fed to the core once it is resumed; if it ends while paused, the
+    /// PUBLISHes kept back (none acknowledged) are dropped and its end is handled at once.
     #[tokio::test]
     async fn packets_of_a_paused_publisher_wait_until_it_is_resumed() {
         let now = Instant::now();
