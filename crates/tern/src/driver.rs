@@ -718,13 +718,14 @@ impl EncodeOnce {
 /// next (its "LIFO slot"), before the other connections that the same readiness poll woke. So
 /// each turn would take one connection's batch, and a subscriber fed by many publishers (a
 /// fan-in) would get one write per publisher's read. Going behind them once, when the channel
-/// holds nothing else yet, lets those connections hand in their batches first: one turn, one
-/// write per destination. Measured: fan-in at 40 k msg/s made 40 % of the writes, used 11 % less
-/// CPU, and its median latency fell from ~1 ms to ~0.2 ms at 80-160 k msg/s.
+/// holds nothing else yet and the broker is busy ([`Driver::go_behind`] says when), lets those
+/// connections hand in their batches first: one turn, one write per destination. Measured:
+/// fan-in at 40 k msg/s made 30-40 % of the writes and used 11-16 % less CPU, and its median
+/// latency fell from ~1 ms to ~0.2 ms at 80-160 k msg/s.
 ///
-/// The driver does not do it right after leaving writes to the connections' tasks (a fan-out;
-/// see [`Driver::go_behind`]): those may still be queued, and going behind them held each new
-/// message up for a whole round of their writes (in one sweep, fan-out's p99 at 500-1,000 publishes/s was 1.6-3.9 ms, against
+/// The driver does not do it right after leaving writes to the connections' tasks (a fan-out):
+/// those may still be queued, and going behind them held each new message up for a whole round
+/// of their writes (in one sweep, fan-out's p99 at 500-1,000 publishes/s was 1.6-3.9 ms, against
 /// 1.5-2.2 ms before and 1.4-2.2 ms with this exception).
 ///
 /// Unlike `tokio::task::yield_now`, which waits for the next poll of the I/O driver (one more
