@@ -483,7 +483,13 @@ impl Driver {
     /// CPU per message).
     fn go_behind(&mut self, more_waiting: bool, now: Instant) -> bool {
         let woke_writers = std::mem::take(&mut self.woke_writers);
-        !more_waiting && !woke_writers && now.saturating_duration_since(self.last_turn_end) < PAUSE
+        !more_waiting && !woke_writers && !self.after_pause(now)
+    }
+
+    /// Whether a turn of client events starting at `now` comes after a pause: the last one
+    /// ended at least [`PAUSE`] ago.
+    fn after_pause(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_turn_end) >= PAUSE
     }
 
     /// Starts a turn of client events with its first event, `ev`. Only this event may have its
@@ -491,7 +497,7 @@ impl Driver {
     /// at least [`PAUSE`] ago): back to back, the clients are awake anyway and the extra writes
     /// would cost ~20 % of a saturated QoS 1 loop's CPU.
     fn begin_turn(&mut self, ev: Event, now: Instant) {
-        self.first_of_turn = now.saturating_duration_since(self.last_turn_end) >= PAUSE;
+        self.first_of_turn = self.after_pause(now);
         self.handle(ev, now);
         self.first_of_turn = false;
     }
@@ -824,15 +830,22 @@ mod tests {
         })
     }
 
+    /// `n` outboxes of one listener's connections.
+    fn outboxes(n: usize) -> Vec<Arc<Outbox>> {
+        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(
+            "127.0.0.1:1883".parse().unwrap(),
+        ));
+        (0..n)
+            .map(|_| Arc::new(Outbox::new(1000, 1 << 20, metrics.clone())))
+            .collect()
+    }
+
     /// A driver with a QoS 1 subscriber (conn 1) that takes 2 at a time and a connected
     /// publisher (conn 2, its outbox returned): the subscriber's queue of 8 holds publishers
     /// back from 4 and pauses them at 6.
     fn pausing_driver(now: Instant) -> (Driver, Arc<Outbox>) {
-        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(
-            "127.0.0.1:1883".parse().unwrap(),
-        ));
-        let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
-        let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
+        let mut o = outboxes(2).into_iter();
+        let (sub, publisher) = (o.next().unwrap(), o.next().unwrap());
         let config = tern_core::Config {
             max_inflight: 2,
             max_queued_messages: 8,
@@ -862,15 +875,10 @@ mod tests {
     #[test]
     fn after_a_fan_out_the_next_turn_does_not_go_behind_the_writers() {
         let now = Instant::now();
-        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(
-            "127.0.0.1:1883".parse().unwrap(),
-        ));
         let subs = (DIRECT_WRITES + 1) as ConnId;
         let publisher = subs + 1;
-        let conns: Vec<_> = (1..=publisher)
-            .map(|c| (c, Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()))))
-            .collect();
-        let outboxes: Vec<_> = conns.iter().map(|(_, o)| o.clone()).collect();
+        let outboxes = outboxes(publisher as usize);
+        let conns: Vec<_> = (1..).zip(outboxes.iter().cloned()).collect();
         // What the connections' tasks do: take and write what is queued (a turn counts an
         // outbox among its writes only when it gets its first bytes).
         let write_all = || {
