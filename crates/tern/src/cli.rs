@@ -32,6 +32,10 @@ pub enum Command {
     Rr(crate::tools::RrArgs),
     /// Load generator for any MQTT broker on loopback.
     Bench(crate::bench::BenchArgs),
+    /// A relay with no broker logic (QoS 0 only), to run `tern bench` against: the latency the
+    /// machine itself gives. For benchmarks only.
+    #[command(hide = true)]
+    BenchFloor(crate::bench::FloorArgs),
     /// Manage a password file (like mosquitto_passwd).
     Passwd(crate::tools::PasswdArgs),
 }

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => cli::check_config(&file).map(|()| 0),
         Command::Passwd(args) => tern::tools::passwd(&args),
         Command::Serve(args) => cli::serve(args).map(|()| 0),
+        Command::BenchFloor(args) => tern::bench::run_floor(&args),
         Command::Bench(args) => {
             // While the process has one thread (see tern::fd_table); the bench works without.
             let _ = tern::fd_table::presize(
@@ -39,7 +40,10 @@ fn run_async(command: Command) -> anyhow::Result<u8> {
             Command::Sub(args) => tern::tools::subscribe(args).await,
             Command::Rr(args) => tern::tools::request_response(args).await,
             Command::Bench(args) => tern::bench::run(args).await,
-            Command::CheckConfig { .. } | Command::Passwd(_) | Command::Serve(_) => {
+            Command::CheckConfig { .. }
+            | Command::Passwd(_)
+            | Command::Serve(_)
+            | Command::BenchFloor(_) => {
                 unreachable!("handled in main")
             }
         }

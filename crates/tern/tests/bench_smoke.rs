@@ -279,3 +279,46 @@ fn refuses_non_loopback_targets() {
     let err = run_blocking(&args).unwrap_err();
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+/// `tern bench-floor`, the relay with no broker logic that `scripts/bench-compare` measures the
+/// machine with, relays what the benches send: 1→1 over MQTT 3.1.1 and 5, and 20 publishers
+/// into one wildcard subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_relay_delivers_everything() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port().to_string();
+    // The relay runs until the test process ends.
+    std::thread::spawn(move || tern::bench::floor_relay(listener));
+    for scenario in [
+        &["p2p", "--pairs", "2"][..],
+        &["p2p", "--pairs", "1", "--v5"],
+        &["fanin", "--pubs", "20"],
+        &["fanout", "--subs", "10"],
+    ] {
+        let mut argv: Vec<String> = scenario.iter().map(|s| s.to_string()).collect();
+        argv.extend(
+            [
+                "--qos",
+                "0",
+                "--rate",
+                "2000",
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0.2",
+                "--port",
+                &port,
+                "--quiet",
+            ]
+            .map(String::from),
+        );
+        let args = BenchArgs::from_args(argv).expect("valid bench options");
+        let r = tokio::task::spawn_blocking(move || run_blocking(&args))
+            .await
+            .expect("bench thread")
+            .expect("bench runs");
+        assert_eq!(r.errors, 0, "{scenario:?}: {:?}", r.error_messages);
+        assert!(r.sent > 0, "{scenario:?}: nothing sent");
+        assert_eq!(r.delivered, r.expected, "{scenario:?}: {r:?}");
+    }
+}

@@ -18,11 +18,14 @@
 //! Module map:
 //! - this file: options, validation, the orchestration of a run;
 //! - `load`: connection set-up and the publisher / subscriber loops;
-//! - `report`: shared counters, `/proc` readings, the report and its text and JSON forms.
+//! - `report`: shared counters, `/proc` readings, the report and its text and JSON forms;
+//! - `floor`: `tern bench-floor`, a relay with no broker logic to measure the machine against.
 
+mod floor;
 mod load;
 mod report;
 
+pub use floor::{FloorArgs, relay as floor_relay, run as run_floor};
 pub use report::{ConnectStats, Latency, ProcStats, Report};
 
 use anyhow::{Context, bail};
