@@ -83,10 +83,16 @@ impl ByteStr {
     }
 
     /// The string.
+    #[allow(unsafe_code)]
+    #[inline]
     pub fn as_str(&self) -> &str {
-        // The constructors only accept valid UTF-8; a failure here would be a bug in this module,
-        // and an empty string is a harmless answer to it.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        debug_assert!(std::str::from_utf8(&self.0).is_ok());
+        // SAFETY: every constructor of this type (`new`, `default`, `from_static`, `from_utf8`,
+        // `From<&str>`, `From<String>`) takes a Rust string or checks the bytes with
+        // `std::str::from_utf8`, the field is private to this module, and `Bytes` cannot be
+        // changed in place. Checking again here ran on every access: a topic was validated
+        // several times per message (7 % of the broker's time at 640 k msg/s 1→1).
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
     /// The underlying bytes.

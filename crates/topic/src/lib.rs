@@ -14,8 +14,9 @@
 //! - [`retained_trie`]: [`RetainedTrie`], topic name -> retained value, looked
 //!   up by topic filter on the subscribe path.
 //!
-//! Private helpers: `hash` (the process-wide keyed hasher used by the tries)
-//! and `stack` (the small inline stack used for non-recursive traversal).
+//! Private helpers: `children` (a node's children: a short vector, or a keyed
+//! map past eight), `hash` (the process-wide keyed hasher of those maps) and
+//! `stack` (the small inline stack used for non-recursive traversal).
 //!
 //! ```
 //! use tern_topic::{RetainedTrie, SubscriptionTrie, parse_shared, validate_topic_filter};
@@ -43,6 +44,7 @@
 //! None of the tries recurse: insertion, lookup, removal, pruning and drop are
 //! iterative, so topics with tens of thousands of levels are safe.
 
+mod children;
 mod hash;
 pub mod matching;
 pub mod retained_trie;

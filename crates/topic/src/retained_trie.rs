@@ -1,17 +1,16 @@
 //! The retained-message trie: topic name -> value, looked up by topic filter
 //! when a client subscribes.
 //!
-//! One node per topic level, children in a hash map keyed by the level
-//! string. A node holding a value also stores the full topic name, so a
+//! One node per topic level, children keyed by the level string (a short
+//! vector, or a hash map past eight: `children`). A node holding a value also stores the full topic name, so a
 //! match reports it without rebuilding it from the path. Matching uses an
 //! explicit stack of map iterators, so `#` over 100,000 retained messages
 //! is a plain traversal with memory bounded by the trie depth, and nothing
 //! recurses (topics can have 65,535 levels).
 
-use std::collections::hash_map;
 use std::fmt;
 
-use crate::hash::{Map, maybe_shrink};
+use crate::children::{self, Children};
 use crate::stack::InlineStack;
 
 struct Entry<V> {
@@ -20,14 +19,14 @@ struct Entry<V> {
 }
 
 struct Node<V> {
-    children: Map<Box<str>, Node<V>>,
+    children: Children<Node<V>>,
     entry: Option<Entry<V>>,
 }
 
 impl<V> Node<V> {
     fn new() -> Self {
         Self {
-            children: Map::default(),
+            children: Children::default(),
             entry: None,
         }
     }
@@ -37,12 +36,7 @@ impl<V> Node<V> {
     }
 
     fn child_or_insert(&mut self, level: &str) -> &mut Self {
-        if !self.children.contains_key(level) {
-            self.children.insert(level.into(), Node::new());
-        }
-        self.children
-            .get_mut(level)
-            .expect("child was just ensured to exist")
+        self.children.get_or_insert_with(level, Node::new)
     }
 }
 
@@ -63,15 +57,15 @@ fn dismantle<V>(node: Node<V>) {
     }
 }
 
-type Children<'a, V> = hash_map::Iter<'a, Box<str>, Node<V>>;
+type ChildIter<'a, V> = children::Iter<'a, Node<V>>;
 
 enum Frame<'a, V> {
     /// Match the filter from byte position `pos` at this node.
     At(&'a Node<V>, usize),
     /// Remaining children of a `+` level; each continues at `pos`.
-    Plus(Children<'a, V>, usize, bool),
+    Plus(ChildIter<'a, V>, usize, bool),
     /// Remaining children under a `#`: whole subtrees.
-    All(Children<'a, V>, bool),
+    All(ChildIter<'a, V>, bool),
 }
 
 /// Whether a child at the root must be skipped under a wildcard
@@ -187,7 +181,6 @@ impl<V> RetainedTrie<V> {
         if let Some(level) = it.next()
             && let Some(subtree) = node.children.remove(level)
         {
-            maybe_shrink(&mut node.children);
             dismantle(subtree);
         }
     }

@@ -1,8 +1,8 @@
 //! The subscription trie: topic filter -> many (key, value) pairs, looked up
 //! by topic name on the publish path.
 //!
-//! One node per filter level. A node has its literal children in a hash map
-//! keyed by the level string, a separate `+` child, and two entry maps: the
+//! One node per filter level. A node has its literal children keyed by the
+//! level string (a short vector, or a hash map past eight: `children`), a separate `+` child, and two entry maps: the
 //! entries of the filter that ends at the node, and those of the filter that
 //! is the node's path followed by `/#`. A lookup therefore visits only the
 //! branches that can match: its cost grows with the topic depth and the
@@ -15,12 +15,13 @@
 use std::fmt;
 use std::hash::Hash;
 
+use crate::children::Children;
 use crate::hash::{Map, maybe_shrink};
 use crate::stack::InlineStack;
 
 struct Node<K, V> {
     /// Literal levels.
-    children: Map<Box<str>, Node<K, V>>,
+    children: Children<Node<K, V>>,
     /// The `+` level.
     plus: Option<Box<Node<K, V>>>,
     /// Entries of the filters ending here; `None` when both maps are empty.
@@ -37,7 +38,7 @@ struct Subs<K, V> {
 impl<K, V> Node<K, V> {
     fn new() -> Self {
         Self {
-            children: Map::default(),
+            children: Children::default(),
             plus: None,
             subs: None,
         }
@@ -72,12 +73,7 @@ impl<K, V> Node<K, V> {
         if level == "+" {
             return self.plus.get_or_insert_with(|| Box::new(Node::new()));
         }
-        if !self.children.contains_key(level) {
-            self.children.insert(level.into(), Node::new());
-        }
-        self.children
-            .get_mut(level)
-            .expect("child was just ensured to exist")
+        self.children.get_or_insert_with(level, Node::new)
     }
 
     /// Detaches the edge `level`, returning the subtree.
@@ -85,9 +81,7 @@ impl<K, V> Node<K, V> {
         if level == "+" {
             self.plus.take().map(|b| *b)
         } else {
-            let taken = self.children.remove(level);
-            maybe_shrink(&mut self.children);
-            taken
+            self.children.remove(level)
         }
     }
 }
