@@ -281,8 +281,8 @@ fn refuses_non_loopback_targets() {
 }
 
 /// `tern bench-floor`, the relay with no broker logic that `scripts/bench-compare` measures the
-/// machine with, relays what the benches send: 1→1 over MQTT 3.1.1 and 5, and 20 publishers
-/// into one wildcard subscriber.
+/// machine with, relays what the benches send: two pairs over MQTT 3.1.1, one over MQTT 5, 20
+/// publishers into one wildcard subscriber, and one publisher to 10 subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_relay_delivers_everything() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

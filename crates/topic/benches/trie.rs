@@ -1,6 +1,7 @@
 //! Trie benchmarks: subscription lookup with 1,000,000 and 10,000
-//! subscriptions, subscribe/unsubscribe churn, and retained-message lookup
-//! over 100,000 topics. Tries are built once, outside the timed loops.
+//! subscriptions, subscribe/unsubscribe churn, retained-message lookup over
+//! 100,000 topics, and lookups through nodes with 1 to 16 children. Tries
+//! are built once, outside the timed loops.
 //!
 //! Run: `cargo bench -p tern-topic -- --warm-up-time 1 --measurement-time 2`
 
@@ -145,5 +146,28 @@ fn retained_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, subscription_benches, retained_benches);
+/// Lookups through nodes with few children (a vector up to eight, a keyed map past that):
+/// `home/room{i}/temp` for `n` rooms, looking up the last room added (the end of the vector).
+fn few_children_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("few_children");
+    for n in [1u32, 4, 8, 9, 16] {
+        let mut trie = SubscriptionTrie::new();
+        for i in 0..n {
+            trie.insert(&format!("home/room{i}/temp"), i, 0u8);
+        }
+        let topic = format!("home/room{}/temp", n - 1);
+        assert_eq!(count_sub_matches(&trie, &topic), 1);
+        group.bench_function(format!("match_{n}_rooms"), |b| {
+            b.iter(|| count_sub_matches(&trie, black_box(&topic)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    subscription_benches,
+    retained_benches,
+    few_children_benches
+);
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 //! bounded by `FEW`, so no input can make it long); a node with more switches to the keyed
 //! map, and back to the vector when it has shrunk to half of `FEW`.
 
-use crate::hash::{Map, maybe_shrink};
+use crate::hash::{GlobalState, Map, maybe_shrink};
 use std::collections::hash_map;
 
 /// Largest number of children kept in the vector.
@@ -57,7 +57,9 @@ impl<N> Children<N> {
             && v.len() == FEW
             && !v.iter().any(|(k, _)| **k == *level)
         {
-            let map: Map<Box<str>, N> = std::mem::take(v).into_iter().collect();
+            // Room for twice as many, so the child about to be added does not grow it at once.
+            let mut map: Map<Box<str>, N> = Map::with_capacity_and_hasher(2 * FEW, GlobalState);
+            map.extend(std::mem::take(v));
             *self = Self::Many(map);
         }
         match self {

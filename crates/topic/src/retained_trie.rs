@@ -2,9 +2,10 @@
 //! when a client subscribes.
 //!
 //! One node per topic level, children keyed by the level string (a short
-//! vector, or a hash map past eight: `children`). A node holding a value also stores the full topic name, so a
-//! match reports it without rebuilding it from the path. Matching uses an
-//! explicit stack of map iterators, so `#` over 100,000 retained messages
+//! vector, or a hash map past eight: `children`). A node holding a value
+//! also stores the full topic name, so a match reports it without rebuilding
+//! it from the path. Matching uses an explicit stack of iterators over
+//! children, so `#` over 100,000 retained messages
 //! is a plain traversal with memory bounded by the trie depth, and nothing
 //! recurses (topics can have 65,535 levels).
 

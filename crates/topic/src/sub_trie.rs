@@ -2,9 +2,10 @@
 //! by topic name on the publish path.
 //!
 //! One node per filter level. A node has its literal children keyed by the
-//! level string (a short vector, or a hash map past eight: `children`), a separate `+` child, and two entry maps: the
-//! entries of the filter that ends at the node, and those of the filter that
-//! is the node's path followed by `/#`. A lookup therefore visits only the
+//! level string (a short vector, or a hash map past eight: `children`), a
+//! separate `+` child, and two entry maps: the entries of the filter that
+//! ends at the node, and those of the filter that is the node's path
+//! followed by `/#`. A lookup therefore visits only the
 //! branches that can match: its cost grows with the topic depth and the
 //! number of matching branches, not with the number of subscriptions.
 //!

@@ -54,8 +54,11 @@ pub fn relay(listener: std::net::TcpListener) -> anyhow::Result<u8> {
         let listener = TcpListener::from_std(listener)?;
         let routes = Rc::new(RefCell::new(Routes::default()));
         for id in 0u64.. {
-            let (stream, _) = listener.accept().await?;
-            stream.set_nodelay(true)?;
+            // A failed accept (out of descriptors, a peer gone already) is that client's loss.
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
             let conn = Rc::new(Conn {
                 id,
                 stream,
@@ -172,7 +175,8 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                     Err(e) => return Err(e),
                 }
                 let mut at = 0;
-                while let Some((first, body, end)) = frame(&rbuf[at..]) {
+                let mut disconnect = false;
+                while let Some((first, body, end)) = frame(&rbuf[at..])? {
                     let packet = &rbuf[at..at + end];
                     let body = &packet[body..];
                     match first >> 4 {
@@ -200,16 +204,23 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                         }
                         8 | 10 => subscription(conn, routes, first >> 4 == 8, body, v5)?,
                         12 => conn.send(&[0xD0, 0]),
-                        14 => return Ok(()),
+                        14 => disconnect = true,
                         _ => {}
                     }
                     at += end;
+                    if disconnect {
+                        break;
+                    }
                 }
                 rbuf.drain(..at);
+                // What came before a DISCONNECT is relayed too.
                 for (sub, bytes) in out.drain(..) {
                     sub.send(&bytes);
                 }
                 slot.clear();
+                if disconnect {
+                    return Ok(());
+                }
             }
             r = conn.stream.writable(), if want_write => {
                 r?;
@@ -237,7 +248,7 @@ fn subscription(
     let pid = two(body)?;
     let mut i = 2;
     if v5 {
-        let (props, n) = varint(&body[2..]).ok_or_else(bad)?;
+        let (props, n) = varint(&body[2..])?.ok_or_else(bad)?;
         i += n + props;
     }
     let mut codes = Vec::new();
@@ -262,8 +273,11 @@ fn subscription(
     if sub || v5 {
         ack.extend_from_slice(&codes);
     }
-    // Fits in one byte of remaining length for any packet the benches send.
-    ack[1] = u8::try_from(ack.len() - 2).map_err(|_| bad())?;
+    // One byte of remaining length (up to 127) is enough for what the benches subscribe to.
+    ack[1] = u8::try_from(ack.len() - 2)
+        .ok()
+        .filter(|&n| n < 0x80)
+        .ok_or_else(bad)?;
     conn.send(&ack);
     Ok(())
 }
@@ -274,24 +288,39 @@ fn two(b: &[u8]) -> std::io::Result<[u8; 2]> {
         .ok_or_else(|| ErrorKind::InvalidData.into())
 }
 
-/// An MQTT variable byte integer: (value, bytes it took), or None if incomplete or too long.
-fn varint(b: &[u8]) -> Option<(usize, usize)> {
+/// Largest packet the floor takes (the benches send small ones).
+const MAX_PACKET: usize = 1 << 20;
+
+/// An MQTT variable byte integer: (value, bytes it took); `Ok(None)` while incomplete, an
+/// error when its fourth byte still says "more".
+fn varint(b: &[u8]) -> std::io::Result<Option<(usize, usize)>> {
     let mut v = 0usize;
     for (i, &byte) in b.iter().enumerate().take(4) {
         v |= usize::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some((v, i + 1));
+            return Ok(Some((v, i + 1)));
         }
     }
-    None
+    if b.len() >= 4 {
+        return Err(ErrorKind::InvalidData.into());
+    }
+    Ok(None)
 }
 
-/// The whole packet at the start of `buf`: (first byte, where its body starts, its length).
-fn frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let first = *buf.first()?;
-    let (len, n) = varint(&buf[1..])?;
+/// The whole packet at the start of `buf`: (first byte, where its body starts, its length);
+/// `Ok(None)` while incomplete, an error for a bad or oversized length.
+fn frame(buf: &[u8]) -> std::io::Result<Option<(u8, usize, usize)>> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let Some((len, n)) = varint(&buf[1..])? else {
+        return Ok(None);
+    };
+    if len > MAX_PACKET {
+        return Err(ErrorKind::InvalidData.into());
+    }
     let end = 1 + n + len;
-    (buf.len() >= end).then_some((first, 1 + n, end))
+    Ok((buf.len() >= end).then_some((first, 1 + n, end)))
 }
 
 #[cfg(test)]
@@ -300,12 +329,16 @@ mod tests {
 
     #[test]
     fn frames_and_varints() {
-        assert_eq!(varint(&[0x7F]), Some((127, 1)));
-        assert_eq!(varint(&[0x80, 0x01]), Some((128, 2)));
-        assert_eq!(varint(&[0x80]), None);
-        assert_eq!(varint(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]), None);
-        assert_eq!(frame(&[0xC0, 0x00]), Some((0xC0, 2, 2)));
-        assert_eq!(frame(&[0x30, 0x03, 0, 1]), None); // incomplete
-        assert_eq!(frame(&[0x30, 0x03, 0, 1, b'a', 0xC0]), Some((0x30, 2, 5)));
+        assert_eq!(varint(&[0x7F]).unwrap(), Some((127, 1)));
+        assert_eq!(varint(&[0x80, 0x01]).unwrap(), Some((128, 2)));
+        assert_eq!(varint(&[0x80]).unwrap(), None); // incomplete
+        assert!(varint(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]).is_err()); // five bytes
+        assert_eq!(frame(&[0xC0, 0x00]).unwrap(), Some((0xC0, 2, 2)));
+        assert_eq!(frame(&[0x30, 0x03, 0, 1]).unwrap(), None); // incomplete
+        assert_eq!(
+            frame(&[0x30, 0x03, 0, 1, b'a', 0xC0]).unwrap(),
+            Some((0x30, 2, 5))
+        );
+        assert!(frame(&[0x30, 0xFF, 0xFF, 0x7F]).is_err()); // 2 MiB: over MAX_PACKET
     }
 }
