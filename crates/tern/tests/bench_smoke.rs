@@ -7,7 +7,12 @@ use common::TestBroker;
 use tern::bench::{BenchArgs, run_blocking};
 
 async fn bench(broker: &TestBroker, args: &[&str]) -> tern::bench::Report {
-    let port = broker.addr.port().to_string();
+    bench_port(broker.addr.port(), args).await
+}
+
+/// `tern bench` with `args` against the broker (or relay) on 127.0.0.1:`port`.
+async fn bench_port(port: u16, args: &[&str]) -> tern::bench::Report {
+    let port = port.to_string();
     let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     argv.extend(["--port".into(), port, "--quiet".into()]);
     let args = BenchArgs::from_args(argv).expect("valid bench options");
@@ -286,7 +291,7 @@ fn refuses_non_loopback_targets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_relay_delivers_everything() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port().to_string();
+    let port = listener.local_addr().expect("address").port();
     // The relay runs until the test process ends.
     std::thread::spawn(move || tern::bench::floor_relay(listener));
     for scenario in [
@@ -295,28 +300,18 @@ async fn the_floor_relay_delivers_everything() {
         &["fanin", "--pubs", "20"],
         &["fanout", "--subs", "10"],
     ] {
-        let mut argv: Vec<String> = scenario.iter().map(|s| s.to_string()).collect();
-        argv.extend(
-            [
-                "--qos",
-                "0",
-                "--rate",
-                "2000",
-                "--duration",
-                "0.5",
-                "--warmup",
-                "0.2",
-                "--port",
-                &port,
-                "--quiet",
-            ]
-            .map(String::from),
-        );
-        let args = BenchArgs::from_args(argv).expect("valid bench options");
-        let r = tokio::task::spawn_blocking(move || run_blocking(&args))
-            .await
-            .expect("bench thread")
-            .expect("bench runs");
+        let mut args = scenario.to_vec();
+        args.extend([
+            "--qos",
+            "0",
+            "--rate",
+            "2000",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+        ]);
+        let r = bench_port(port, &args).await;
         assert_eq!(r.errors, 0, "{scenario:?}: {:?}", r.error_messages);
         assert!(r.sent > 0, "{scenario:?}: nothing sent");
         assert_eq!(r.delivered, r.expected, "{scenario:?}: {r:?}");

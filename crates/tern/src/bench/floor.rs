@@ -2,7 +2,8 @@
 //!
 //! It answers CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ, and copies every QoS 0 PUBLISH, byte
 //! for byte, to the connections whose filters match its topic: no sessions, no queues, no
-//! limits, no checks beyond the framing. Run in the place of a broker (`scripts/bench-compare`
+//! limits. A PUBLISH is only framed and its topic read, in place (`tern_codec::peek_publish`,
+//! as the load generator reads); the other packets go through the codec. Run in the place of a broker (`scripts/bench-compare`
 //! with `floor` in `BROKERS`), it shows what the machine, its kernel and its host give a broker
 //! that does next to nothing: latency above the floor's is the broker's, latency at it is the
 //! machine's (a host that takes the CPU away for milliseconds shows in both).
@@ -14,16 +15,24 @@
 //! loopback only.
 
 use anyhow::{Context, bail};
+use bytes::{Buf, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use tern_codec::{
+    ConnAck, Packet, Peeked, ProtocolVersion, QoS, SubAck, UnsubAck, decode_packet, encode_packet,
+    peek_publish,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 /// A subscriber whose socket does not take this much is dropped.
 const MAX_PENDING: usize = 64 << 20;
+
+/// Largest packet the floor takes (the benches send small ones).
+const MAX_PACKET: usize = 1 << 20;
 
 /// `tern bench-floor` options.
 #[derive(Debug, clap::Args)]
@@ -153,10 +162,11 @@ impl Routes {
 }
 
 /// Reads, answers and relays until the peer closes, sends DISCONNECT or something the floor
-/// does not handle.
+/// does not handle. A PUBLISH is read in place ([`peek_publish`]) and relayed as it came; the
+/// other packets go through the codec.
 async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()> {
-    let mut rbuf: Vec<u8> = Vec::with_capacity(64 << 10);
-    let mut v5 = false;
+    let mut rbuf = BytesMut::with_capacity(64 << 10);
+    let mut version = ProtocolVersion::V3_1_1;
     // What one read carries for each subscriber, written once when the read is handled.
     let mut out: Vec<(Rc<Conn>, Vec<u8>)> = Vec::new();
     let mut slot: HashMap<u64, usize> = HashMap::new();
@@ -174,26 +184,17 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                     Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
                 }
-                let mut at = 0;
                 let mut disconnect = false;
-                while let Some((first, body, end)) = frame(&rbuf[at..])? {
-                    let packet = &rbuf[at..at + end];
-                    let body = &packet[body..];
-                    match first >> 4 {
-                        1 => {
-                            // CONNECT: protocol name, then the level (5 for MQTT 5).
-                            let name = usize::from(u16::from_be_bytes(two(body)?));
-                            v5 = body.get(2 + name) == Some(&5);
-                            let ack: &[u8] = if v5 { &[0x20, 3, 0, 0, 0] } else { &[0x20, 2, 0, 0] };
-                            conn.send(ack);
-                        }
-                        3 => {
-                            if first & 0x06 != 0 {
-                                return Err(ErrorKind::Unsupported.into()); // QoS 1/2
+                while !disconnect {
+                    match peek_publish(&rbuf, version).map_err(invalid)? {
+                        Peeked::Incomplete if rbuf.len() > MAX_PACKET => return Err(invalid("too large")),
+                        Peeked::Incomplete => break,
+                        Peeked::Publish { view, len } => {
+                            if view.qos != QoS::AtMostOnce {
+                                return Err(ErrorKind::Unsupported.into());
                             }
-                            let len = usize::from(u16::from_be_bytes(two(body)?));
-                            let topic = body.get(2..2 + len).ok_or(ErrorKind::InvalidData)?;
-                            let topic = std::str::from_utf8(topic).map_err(|_| ErrorKind::InvalidData)?;
+                            let topic = std::str::from_utf8(view.topic).map_err(invalid)?;
+                            let packet = &rbuf[..len];
                             routes.borrow().each_match(topic, |sub| {
                                 let i = *slot.entry(sub.id).or_insert_with(|| {
                                     out.push((sub.clone(), Vec::new()));
@@ -201,18 +202,20 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                                 });
                                 out[i].1.extend_from_slice(packet);
                             });
+                            rbuf.advance(len);
                         }
-                        8 | 10 => subscription(conn, routes, first >> 4 == 8, body, v5)?,
-                        12 => conn.send(&[0xD0, 0]),
-                        14 => disconnect = true,
-                        _ => {}
-                    }
-                    at += end;
-                    if disconnect {
-                        break;
+                        Peeked::Other => {
+                            let max = u32::try_from(MAX_PACKET).unwrap_or(u32::MAX);
+                            let Some(packet) = decode_packet(&mut rbuf, version, max).map_err(invalid)? else {
+                                break;
+                            };
+                            match answer(conn, routes, packet, &mut version)? {
+                                Some(reply) => send_packet(conn, &reply, version)?,
+                                None => disconnect = true,
+                            }
+                        }
                     }
                 }
-                rbuf.drain(..at);
                 // What came before a DISCONNECT is relayed too.
                 for (sub, bytes) in out.drain(..) {
                     sub.send(&bytes);
@@ -236,109 +239,55 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
     }
 }
 
-/// SUBSCRIBE (`sub`) or UNSUBSCRIBE: every filter granted at QoS 0 (removed), then the answer.
-fn subscription(
+/// The answer to a packet other than PUBLISH: `Ok(None)` for DISCONNECT, an error for one the
+/// floor does not take. SUBSCRIBE grants every filter at QoS 0.
+fn answer(
     conn: &Rc<Conn>,
     routes: &RefCell<Routes>,
-    sub: bool,
-    body: &[u8],
-    v5: bool,
-) -> std::io::Result<()> {
-    let bad = || std::io::Error::from(ErrorKind::InvalidData);
-    let pid = two(body)?;
-    let mut i = 2;
-    if v5 {
-        let (props, n) = varint(&body[2..])?.ok_or_else(bad)?;
-        i += n + props;
-    }
-    let mut codes = Vec::new();
-    while i < body.len() {
-        let len = usize::from(u16::from_be_bytes(two(&body[i..])?));
-        let filter = body.get(i + 2..i + 2 + len).ok_or_else(bad)?;
-        let filter = String::from_utf8(filter.to_vec()).map_err(|_| bad())?;
-        i += 2 + len;
-        if sub {
-            i += 1; // subscription options
-            routes.borrow_mut().add(filter, conn);
-        } else {
-            routes.borrow_mut().unsubscribe(&filter, conn.id);
+    packet: Packet,
+    version: &mut ProtocolVersion,
+) -> std::io::Result<Option<Packet>> {
+    Ok(Some(match packet {
+        Packet::Connect(c) => {
+            *version = c.protocol;
+            Packet::ConnAck(ConnAck::default())
         }
-        codes.push(0u8);
-    }
-    let kind = if sub { 0x90 } else { 0xB0 };
-    let mut ack = vec![kind, 0, pid[0], pid[1]];
-    if v5 {
-        ack.push(0); // no properties
-    }
-    if sub || v5 {
-        ack.extend_from_slice(&codes);
-    }
-    // One byte of remaining length (up to 127) is enough for what the benches subscribe to.
-    ack[1] = u8::try_from(ack.len() - 2)
-        .ok()
-        .filter(|&n| n < 0x80)
-        .ok_or_else(bad)?;
-    conn.send(&ack);
+        Packet::Subscribe(s) => {
+            let mut routes = routes.borrow_mut();
+            for (filter, _) in &s.filters {
+                routes.add(filter.to_string(), conn);
+            }
+            Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                reasons: vec![0; s.filters.len()],
+                properties: Default::default(),
+            })
+        }
+        Packet::Unsubscribe(u) => {
+            let mut routes = routes.borrow_mut();
+            for filter in &u.filters {
+                routes.unsubscribe(filter, conn.id);
+            }
+            let n = if version.is_v5() { u.filters.len() } else { 0 };
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                reasons: vec![0; n],
+                properties: Default::default(),
+            })
+        }
+        Packet::PingReq => Packet::PingResp,
+        Packet::Disconnect(_) => return Ok(None),
+        _ => return Err(ErrorKind::Unsupported.into()),
+    }))
+}
+
+fn send_packet(conn: &Conn, packet: &Packet, version: ProtocolVersion) -> std::io::Result<()> {
+    let mut b = BytesMut::new();
+    encode_packet(packet, version, &mut b).map_err(invalid)?;
+    conn.send(&b);
     Ok(())
 }
 
-fn two(b: &[u8]) -> std::io::Result<[u8; 2]> {
-    b.get(..2)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| ErrorKind::InvalidData.into())
-}
-
-/// Largest packet the floor takes (the benches send small ones).
-const MAX_PACKET: usize = 1 << 20;
-
-/// An MQTT variable byte integer: (value, bytes it took); `Ok(None)` while incomplete, an
-/// error when its fourth byte still says "more".
-fn varint(b: &[u8]) -> std::io::Result<Option<(usize, usize)>> {
-    let mut v = 0usize;
-    for (i, &byte) in b.iter().enumerate().take(4) {
-        v |= usize::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((v, i + 1)));
-        }
-    }
-    if b.len() >= 4 {
-        return Err(ErrorKind::InvalidData.into());
-    }
-    Ok(None)
-}
-
-/// The whole packet at the start of `buf`: (first byte, where its body starts, its length);
-/// `Ok(None)` while incomplete, an error for a bad or oversized length.
-fn frame(buf: &[u8]) -> std::io::Result<Option<(u8, usize, usize)>> {
-    let Some(&first) = buf.first() else {
-        return Ok(None);
-    };
-    let Some((len, n)) = varint(&buf[1..])? else {
-        return Ok(None);
-    };
-    if len > MAX_PACKET {
-        return Err(ErrorKind::InvalidData.into());
-    }
-    let end = 1 + n + len;
-    Ok((buf.len() >= end).then_some((first, 1 + n, end)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_and_varints() {
-        assert_eq!(varint(&[0x7F]).unwrap(), Some((127, 1)));
-        assert_eq!(varint(&[0x80, 0x01]).unwrap(), Some((128, 2)));
-        assert_eq!(varint(&[0x80]).unwrap(), None); // incomplete
-        assert!(varint(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]).is_err()); // five bytes
-        assert_eq!(frame(&[0xC0, 0x00]).unwrap(), Some((0xC0, 2, 2)));
-        assert_eq!(frame(&[0x30, 0x03, 0, 1]).unwrap(), None); // incomplete
-        assert_eq!(
-            frame(&[0x30, 0x03, 0, 1, b'a', 0xC0]).unwrap(),
-            Some((0x30, 2, 5))
-        );
-        assert!(frame(&[0x30, 0xFF, 0xFF, 0x7F]).is_err()); // 2 MiB: over MAX_PACKET
-    }
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> std::io::Error {
+    std::io::Error::new(ErrorKind::InvalidData, e)
 }
