@@ -37,15 +37,15 @@ impl Broker {
                 aliases.incoming.insert(alias, p.topic.clone());
             }
         }
-        if tern_topic::validate_topic_name(&p.topic).is_err() {
+        let Ok(levels) = tern_topic::topic_name_levels(&p.topic) else {
             // [MQTT-3.3.2-2] No wildcards in a topic name; [MQTT-4.7.3-1] not empty.
             return self.protocol_failure(conn, reason::TOPIC_NAME_INVALID, now, out);
-        }
-        if topic_levels(&p.topic) > self.config.max_topic_levels {
+        };
+        if levels > self.config.max_topic_levels {
             self.stats.limit_topic_levels += 1;
             tracing::info!(
                 conn,
-                levels = topic_levels(&p.topic),
+                levels,
                 max = self.config.max_topic_levels,
                 "topic has too many levels (limits.max_topic_levels)"
             );

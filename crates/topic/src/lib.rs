@@ -57,4 +57,6 @@ pub use matching::matches;
 pub use retained_trie::RetainedTrie;
 pub use shared::{SharedFilter, parse_shared};
 pub use sub_trie::SubscriptionTrie;
-pub use validate::{MAX_TOPIC_LEN, TopicError, validate_topic_filter, validate_topic_name};
+pub use validate::{
+    MAX_TOPIC_LEN, TopicError, topic_name_levels, validate_topic_filter, validate_topic_name,
+};

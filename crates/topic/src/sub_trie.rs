@@ -299,8 +299,8 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
     /// A key subscribed through several matching filters is reported once
     /// per filter; deduplication (e.g. highest QoS wins) is up to the caller.
     /// Returns the number of filters that matched: with one (or none), every
-    /// key was reported once. Does not allocate unless more than 32 branches
-    /// are pending at once.
+    /// key was reported once. Does not allocate unless more than 16 `+`
+    /// branches are pending at once.
     pub fn for_each_match<F: FnMut(&K, &V)>(&self, topic: &str, mut f: F) -> usize {
         let bytes = topic.as_bytes();
         // Positions index the start of the next level; `end` means "all
@@ -308,8 +308,10 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
         // empty, last level).
         let end = topic.len() + 1;
         let dollar = topic.starts_with('$');
-        let mut stack: InlineStack<(&Node<K, V>, usize), 32> = InlineStack::new();
-        stack.push((&self.root, 0));
+        // The walk follows the literal child down without touching the stack, which only
+        // keeps the `+` branches to come back to: most topics never push anything.
+        let mut stack: InlineStack<(&Node<K, V>, usize), 16> = InlineStack::new();
+        let mut next_node = Some((&self.root, 0));
         // Each filter's entries come from one map, whose keys are distinct.
         let mut filters = 0;
         let mut visit = |m: &Map<K, V>| {
@@ -318,7 +320,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
                 m.iter().for_each(|(k, v)| f(k, v));
             }
         };
-        while let Some((node, pos)) = stack.pop() {
+        while let Some((node, pos)) = next_node.take().or_else(|| stack.pop()) {
             if pos >= end {
                 if let Some(subs) = node.subs.as_deref() {
                     visit(&subs.exact);
@@ -339,9 +341,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
             if wildcards && let Some(plus) = node.plus.as_deref() {
                 stack.push((plus, next));
             }
-            if let Some(child) = node.children.get(level) {
-                stack.push((child, next));
-            }
+            next_node = node.children.get(level).map(|child| (child, next));
         }
         filters
     }

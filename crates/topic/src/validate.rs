@@ -66,11 +66,77 @@ fn check_common(s: &str) -> Result<(), TopicError> {
 /// Topic names starting with `$` are valid here; whether a client may
 /// publish to them is broker policy.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    check_common(name)?;
-    if name.bytes().any(|b| b == b'+' || b == b'#') {
+    topic_name_levels(name).map(|_| ())
+}
+
+/// Validates a topic name as [`validate_topic_name`] does and returns its number of levels
+/// (`"a/b"` has two), in one pass over the bytes: the broker does both for every PUBLISH,
+/// and the separate scans (the null check, the wildcard check, the level count) were 4 % of
+/// its time in a 1→1 profile.
+pub fn topic_name_levels(name: &str) -> Result<usize, TopicError> {
+    if name.is_empty() {
+        // [MQTT-4.7.3-1]
+        return Err(TopicError::Empty);
+    }
+    if name.len() > MAX_TOPIC_LEN {
+        // [MQTT-4.7.3-3]
+        return Err(TopicError::TooLong);
+    }
+    // Eight bytes at a time, in a `u64` (topics are short: a byte loop was 12 instructions a
+    // byte, too short for the compiler's vector loop). A bad name then takes the slower path
+    // below to tell which rule it breaks.
+    let bytes = name.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    let mut separators = 0u64;
+    let mut bad = 0u64;
+    let mut scan = |word: u64| {
+        separators += count_marked(zero_bytes(word ^ splat(b'/')));
+        bad |= zero_bytes(word) | zero_bytes(word ^ splat(b'+')) | zero_bytes(word ^ splat(b'#'));
+    };
+    for chunk in &mut chunks {
+        scan(u64::from_le_bytes(
+            chunk.try_into().expect("chunks of eight"),
+        ));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // The last eight bytes, with those already scanned (the low ones) replaced by a byte
+        // no rule is about; a name shorter than eight bytes is padded with it.
+        let word = if let Some(last) = bytes.last_chunk::<8>() {
+            let seen = (1u64 << (8 * (8 - rest.len()))) - 1;
+            (u64::from_le_bytes(*last) & !seen) | (splat(b'a') & seen)
+        } else {
+            let mut padded = [b'a'; 8];
+            padded[..rest.len()].copy_from_slice(rest);
+            u64::from_le_bytes(padded)
+        };
+        scan(word);
+    }
+    if bad != 0 {
+        check_common(name)?;
+        // [MQTT-4.7.1-1], [MQTT-3.3.2-2]
         return Err(TopicError::WildcardInName);
     }
-    Ok(())
+    Ok(separators as usize + 1)
+}
+
+/// `byte` in each of the eight bytes of a word.
+const fn splat(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// The top bit of each byte that is zero in `word`, and no other bit. Exact (unlike the
+/// shorter `(w - 0x01..) & !w & 0x80..`, which can also mark a 0x01 byte above a zero byte),
+/// since the bytes are counted.
+const fn zero_bytes(word: u64) -> u64 {
+    const LOW7: u64 = splat(0x7F);
+    !(((word & LOW7).wrapping_add(LOW7)) | word | LOW7)
+}
+
+/// How many bytes [`zero_bytes`] marked (at most eight per word).
+const fn count_marked(marks: u64) -> u64 {
+    // Each marked byte becomes a 1 in its byte; the multiplication sums them into the top byte.
+    ((marks >> 7).wrapping_mul(splat(1))) >> 56
 }
 
 /// Validates a topic filter as used in SUBSCRIBE and UNSUBSCRIBE.
@@ -179,6 +245,36 @@ mod tests {
             validate_topic_name(&"é".repeat(32_768)),
             Err(TopicError::TooLong)
         );
+    }
+
+    #[test]
+    fn name_levels() {
+        for (n, levels) in [("a", 1), ("/", 2), ("a//b", 3), ("tern-bench/4242/p/0", 4)] {
+            assert_eq!(topic_name_levels(n), Ok(levels), "{n:?}");
+        }
+        // The rule broken first is reported, as `check_common` orders them.
+        assert_eq!(topic_name_levels("a/+/\0"), Err(TopicError::Null));
+        assert_eq!(topic_name_levels(""), Err(TopicError::Empty));
+    }
+
+    proptest::proptest! {
+        /// The one-pass check agrees with the rules checked one by one, on names long enough
+        /// for the vectorised loop and its tail, over an alphabet with every special byte.
+        #[test]
+        fn name_levels_agree_with_the_rules(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'/', b'+', b'#', 0u8, 0xC3]), 0..70),
+        ) {
+            let name: String = bytes.iter().map(|&b| if b == 0xC3 { 'é' } else { char::from(b) }).collect();
+            let expected = check_common(&name).and_then(|()| {
+                if name.contains(['+', '#']) {
+                    Err(TopicError::WildcardInName)
+                } else {
+                    Ok(name.split('/').count())
+                }
+            });
+            proptest::prop_assert_eq!(topic_name_levels(&name), expected);
+        }
     }
 
     // ---- topic filters ----
