@@ -101,6 +101,7 @@ pub(crate) async fn run(
         partial_deadline: None,
         cert_username,
         done: false,
+        batch_hint: 0,
     };
     serve(&mut reader, &mut wr, &outbox, &events, &settings).await;
     // The driver may have written to the socket itself: take it back before closing.
@@ -492,7 +493,15 @@ struct Reader {
     cert_username: Option<Option<String>>,
     /// Nothing more is read (end of stream, a bad packet, a timeout).
     done: bool,
+    /// Packets in the last batch (at most [`MAX_BATCH_HINT`]): the next batch's vector starts
+    /// with room for as many. Grown from empty, a batch of 64 PUBLISHes was reallocated seven
+    /// times.
+    batch_hint: u16,
 }
+
+/// Bound of [`Reader::batch_hint`], so one large batch does not make every later one
+/// allocate for it.
+const MAX_BATCH_HINT: u16 = 256;
 
 impl Reader {
     /// Moves the reader's deadlines on by `by` (the time reading was held back).
@@ -536,6 +545,10 @@ impl Reader {
                         self.keep_alive =
                             (granted > 0).then(|| Duration::from_millis(u64::from(granted) * 1500));
                     }
+                    if packets.is_empty() {
+                        // Not before: a read that completes no packet allocates nothing.
+                        packets.reserve(usize::from(self.batch_hint));
+                    }
                     packets.push(packet);
                 }
                 Ok(None) => break,
@@ -549,6 +562,11 @@ impl Reader {
                     break;
                 }
             }
+        }
+        if !packets.is_empty() {
+            self.batch_hint = u16::try_from(packets.len())
+                .unwrap_or(MAX_BATCH_HINT)
+                .min(MAX_BATCH_HINT);
         }
         let m = &settings.metrics;
         m.packets_received
@@ -800,6 +818,7 @@ pub(crate) mod tests {
             partial_deadline: None,
             cert_username: None,
             done: false,
+            batch_hint: 0,
         };
         // The driver's channel is full.
         let (tx, mut rx) = mpsc::channel(1);

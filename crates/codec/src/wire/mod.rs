@@ -21,7 +21,7 @@ pub use publish::{Peeked, PublishView, peek as peek_publish};
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::Packet;
 use crate::types::ProtocolVersion;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use primitives::{Counter, Reader, Sink, put_var_int, read_var_int, var_int_len};
 
 /// The largest remaining length a variable byte integer can express (MQTT 5.0 section 1.5.5).
@@ -131,8 +131,9 @@ pub fn decode_packet(
     if buf.len() < total {
         return Ok(None);
     }
-    let mut packet = buf.split_to(total).freeze();
-    let body = packet.split_off(header.header_len);
+    // `advance`, not `split_off`: one reference to the buffer to count instead of two.
+    let mut body = buf.split_to(total).freeze();
+    body.advance(header.header_len);
     decode_body(&header, body, version).map(Some)
 }
 
