@@ -1,8 +1,9 @@
 //! What the core asks of the I/O layer.
 
 use crate::broker::ConnId;
+use crate::message::Message;
 use std::sync::Arc;
-use tern_codec::{Packet, Publish};
+use tern_codec::{Packet, ProtocolVersion, Publish};
 
 /// One instruction for the I/O layer, in the order it must be carried out per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,10 +12,8 @@ pub enum Action {
     /// a few words: the core's action vectors move millions of them per second.)
     Send(ConnId, Box<Packet>),
     /// Send a QoS 0 PUBLISH that the I/O layer may drop (and count) when the connection's output
-    /// is backed up: the slow reader loses messages, the publisher does not stall. Shared: the
-    /// subscribers of a message that get it unchanged get the same `Arc`, so the I/O layer can
-    /// encode it once.
-    SendDroppable(ConnId, Arc<Publish>),
+    /// is backed up: the slow reader loses messages, the publisher does not stall.
+    SendDroppable(ConnId, Droppable),
     /// Write a record to the durable store. Packets that follow it in the same batch must not
     /// be sent before the record is durable (group commit; see `persist.rs`).
     Persist(Box<tern_store::Record>),
@@ -40,6 +39,42 @@ impl Action {
     /// `Persist(record)`.
     pub fn persist(record: tern_store::Record) -> Self {
         Action::Persist(Box::new(record))
+    }
+}
+
+/// A QoS 0 PUBLISH the I/O layer may drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Droppable {
+    /// A message as it was published, to a subscriber that gets it unchanged (no topic alias,
+    /// no subscription identifier). Every such subscriber gets the same message and flags, so
+    /// the I/O layer can encode it once per protocol version ([`Forward::same`]).
+    Forward(Forward),
+    /// A PUBLISH made for one subscriber.
+    Own(Box<Publish>),
+}
+
+/// A message forwarded unchanged, at QoS 0. It carries the message itself rather than a PUBLISH
+/// made from it: building and sharing one (an `Arc<Publish>`) cost an allocation per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub msg: Arc<Message>,
+    /// The RETAIN flag sent (Retain As Published keeps the message's; otherwise 0).
+    pub retain: bool,
+    /// Message Expiry Interval left when it was routed, in seconds (sent to MQTT 5 clients).
+    pub expiry: Option<u32>,
+}
+
+impl Forward {
+    /// The PUBLISH for a connection of `version`.
+    pub fn publish(&self, version: ProtocolVersion) -> Publish {
+        crate::delivery::forwarded(&self.msg, self.retain, self.expiry, version)
+    }
+
+    /// Whether `other` encodes to the same bytes (for the same protocol version).
+    pub fn same(&self, other: &Forward) -> bool {
+        Arc::ptr_eq(&self.msg, &other.msg)
+            && self.retain == other.retain
+            && self.expiry == other.expiry
     }
 }
 

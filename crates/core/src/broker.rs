@@ -59,7 +59,6 @@ pub struct Broker {
     pub(crate) pending_auth: HashMap<ConnId, crate::auth::PendingAuth>,
     pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
     pub(crate) pager: crate::pager::Pager,
-    pub(crate) shared_publish: crate::delivery::SharedPublish,
     pub(crate) throttle: crate::throttle::Throttle,
 }
 

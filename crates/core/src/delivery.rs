@@ -1,7 +1,7 @@
 //! Routing a message to the sessions whose subscriptions match it, and moving each delivery
 //! through the session's in-flight window and queue.
 
-use crate::action::Action;
+use crate::action::{Action, Droppable, Forward};
 use crate::broker::{Broker, SessionId};
 use crate::message::Message;
 use crate::session::{Delivery, Inflight, OutState, Session};
@@ -121,28 +121,37 @@ impl Broker {
                 self.stats.dropped_qos0_offline += 1;
                 return;
             };
-            // Fan-out: subscribers without topic aliases or subscription identifiers get the
-            // very same PUBLISH; it is built once and shared.
+            // Subscribers without topic aliases or subscription identifiers get the message
+            // as it is, and the I/O layer encodes it once for all of them (a fan-out).
             if session.alias_out_max == 0 && delivery.sub_ids.is_empty() {
-                let v5 = session.version.is_v5();
-                if let Some(p) = self.shared_publish.get(&delivery, v5, now, &mut self.stats)
-                    && fits_client(&p, session, &mut self.stats)
-                {
-                    self.stats.count_sent(&p);
-                    out.push(Action::SendDroppable(conn, p));
+                if expired(&delivery, now, &mut self.stats) {
+                    return;
                 }
+                let forward = Forward {
+                    expiry: delivery.msg.remaining_expiry(now),
+                    retain: delivery.retain,
+                    msg: delivery.msg,
+                };
+                if session.max_packet_size.is_some()
+                    && !fits_client(&forward.publish(session.version), session, &mut self.stats)
+                {
+                    return;
+                }
+                self.stats
+                    .count_sent(QoS::AtMostOnce, forward.msg.payload.len());
+                out.push(Action::SendDroppable(conn, Droppable::Forward(forward)));
                 return;
             }
             if let Some((p, new_alias)) =
                 build_publish(&delivery, None, now, session, &mut self.stats)
             {
-                self.stats.count_sent(&p);
+                self.stats.count_sent(p.qos, p.payload.len());
                 // The PUBLISH that sets up a topic alias must reach the client, or the ones
                 // after it would name an alias it never saw.
                 out.push(if new_alias {
                     Action::send(conn, Packet::Publish(p))
                 } else {
-                    Action::SendDroppable(conn, Arc::new(p))
+                    Action::SendDroppable(conn, Droppable::Own(Box::new(p)))
                 });
             }
             return;
@@ -191,7 +200,7 @@ impl Broker {
         let Some(conn) = session.conn else { return };
         if delivery.qos == QoS::AtMostOnce {
             if let Some((p, _)) = build_publish(&delivery, None, now, session, &mut self.stats) {
-                self.stats.count_sent(&p);
+                self.stats.count_sent(p.qos, p.payload.len());
                 out.push(Action::send(conn, Packet::Publish(p)));
             }
         } else if session.queue.is_empty() && session.inflight.len() < usize::from(session.window) {
@@ -221,7 +230,7 @@ impl Broker {
         if let Some((p, _)) =
             build_publish(&delivery, Some(packet_id), now, session, &mut self.stats)
         {
-            self.stats.count_sent(&p);
+            self.stats.count_sent(p.qos, p.payload.len());
             self.persist.sent(session, &delivery, packet_id, out);
             session.inflight.push_back(Inflight {
                 packet_id,
@@ -302,46 +311,6 @@ impl Broker {
     }
 }
 
-/// The QoS 0 PUBLISH last built for a message, shared by every subscriber that gets it
-/// unchanged (no topic alias, no subscription identifier): one per message, retain flag and
-/// protocol family, instead of one per subscriber.
-#[derive(Default)]
-pub(crate) struct SharedPublish {
-    /// The message it was built from (held, so its address cannot be reused meanwhile), the
-    /// retain flag, v5 or not, and when.
-    key: Option<(Arc<Message>, bool, bool, Instant)>,
-    publish: Option<Arc<Publish>>,
-}
-
-impl SharedPublish {
-    /// The shared PUBLISH for `d`, or `None` when the message expired (counted).
-    fn get(
-        &mut self,
-        d: &Delivery,
-        v5: bool,
-        now: Instant,
-        stats: &mut crate::stats::Stats,
-    ) -> Option<Arc<Publish>> {
-        if expired(d, now, stats) {
-            return None;
-        }
-        let hit = self.key.as_ref().is_some_and(|(m, retain, is_v5, at)| {
-            Arc::ptr_eq(m, &d.msg) && *retain == d.retain && *is_v5 == v5 && *at == now
-        });
-        if !hit {
-            let version = if v5 {
-                ProtocolVersion::V5
-            } else {
-                ProtocolVersion::V3_1_1
-            };
-            let p = publish_fields(d, None, false, now, version);
-            self.key = Some((d.msg.clone(), d.retain, v5, now));
-            self.publish = Some(Arc::new(p));
-        }
-        self.publish.clone()
-    }
-}
-
 /// Builds the PUBLISH for a delivery, or `None` when it expired or exceeds the client's Maximum
 /// Packet Size (counted in `stats`). Uses a topic alias towards v5 clients that allow them; the
 /// flag tells whether this packet sets a new alias up.
@@ -413,36 +382,55 @@ fn publish_fields(
     now: Instant,
     version: ProtocolVersion,
 ) -> Publish {
+    let mut expiry = d.msg.remaining_expiry(now);
+    if dup {
+        // A resend (the only DUP) must complete even if the message expired meanwhile.
+        expiry = expiry.map(|s| s.max(1));
+    }
+    let mut p = forwarded(&d.msg, d.retain, expiry, version);
+    p.dup = dup;
+    p.qos = d.qos;
+    p.packet_id = packet_id;
+    // Not `if d.sub_ids != ...`: comparing two empty vectors calls `memcmp` with their
+    // dangling pointers, and glibc's AVX-512 `memcmp` does a masked load there, which on
+    // this project's CPUs (AMD EPYC) takes a slow assist: a fifth of the broker's time in a
+    // profile of v5 QoS 0 at 1 M msg/s.
+    if version.is_v5() && !d.sub_ids.is_empty() {
+        p.properties.subscription_identifiers.clone_from(&d.sub_ids);
+    }
+    p
+}
+
+/// The QoS 0 PUBLISH of `msg` as forwarded: its topic, payload and (MQTT 5) properties, with
+/// `expiry` as the Message Expiry Interval, and no subscription identifier.
+pub(crate) fn forwarded(
+    msg: &Message,
+    retain: bool,
+    expiry: Option<u32>,
+    version: ProtocolVersion,
+) -> Publish {
     let mut properties = if version.is_v5() {
-        d.msg.properties.clone()
+        msg.properties.clone()
     } else {
         Default::default()
     };
     if version.is_v5() {
         // Written only when there is something to write: the first write allocates the set.
-        let mut expiry = d.msg.remaining_expiry(now);
-        if dup {
-            // A resend (the only DUP) must complete even if the message expired meanwhile.
-            expiry = expiry.map(|s| s.max(1));
-        }
         if expiry != properties.message_expiry_interval {
             properties.message_expiry_interval = expiry;
         }
-        // Not `if d.sub_ids != ...`: comparing two empty vectors calls `memcmp` with their
-        // dangling pointers, and glibc's AVX-512 `memcmp` does a masked load there, which on
-        // this project's CPUs (AMD EPYC) takes a slow assist: a fifth of the broker's time in a
-        // profile of v5 QoS 0 at 1 M msg/s. `clone_from` of an empty vector is free.
-        if !d.sub_ids.is_empty() || !properties.subscription_identifiers.is_empty() {
-            properties.subscription_identifiers.clone_from(&d.sub_ids);
+        // Subscription identifiers belong to one hop (see `strip_per_hop`).
+        if !properties.subscription_identifiers.is_empty() {
+            properties.subscription_identifiers.clear();
         }
     }
     Publish {
-        dup,
-        qos: d.qos,
-        retain: d.retain,
-        topic: d.msg.topic.clone(),
-        packet_id,
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain,
+        topic: msg.topic.clone(),
+        packet_id: None,
         properties,
-        payload: d.msg.payload.clone(),
+        payload: msg.payload.clone(),
     }
 }

@@ -62,7 +62,7 @@ mod throttle;
 mod will;
 
 pub use access::{AccessControl, AuthDecision, ClientInfo};
-pub use action::{Action, CloseReason};
+pub use action::{Action, CloseReason, Droppable, Forward};
 pub use auth::{AuthExchange, AuthStep, EnhancedAuth};
 pub use broker::{Broker, ConnId, SessionId};
 pub use config::{Config, SharedStrategy};

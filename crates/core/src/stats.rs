@@ -57,9 +57,9 @@ pub struct Stats {
 
 impl Stats {
     /// Counts one PUBLISH sent to a client.
-    pub(crate) fn count_sent(&mut self, p: &tern_codec::Publish) {
+    pub(crate) fn count_sent(&mut self, qos: tern_codec::QoS, payload_len: usize) {
         self.publish_sent += 1;
-        self.publish_sent_by_qos[p.qos as usize] += 1;
-        self.bytes_payload_sent += p.payload.len() as u64;
+        self.publish_sent_by_qos[qos as usize] += 1;
+        self.bytes_payload_sent += payload_len as u64;
     }
 }

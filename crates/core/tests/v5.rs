@@ -250,6 +250,60 @@ fn packet_too_large_for_the_client_is_not_sent() {
 }
 
 #[test]
+fn packet_too_large_for_the_client_is_not_sent_at_qos_0() {
+    // [MQTT-3.1.2-24] (v5): a message forwarded unchanged to several subscribers is measured
+    // for each of them; the one with the limit loses only what exceeds it.
+    let mut h = Harness::new(Config::default());
+    let mut c = connect(V5, "s", true);
+    c.properties.maximum_packet_size = Some(64);
+    let (s, _) = h.connect_with(c);
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    let other = h.connect(V5, "o", true, None);
+    h.subscribe(other, "t", QoS::AtMostOnce);
+    let p = h.connect(V5, "p", true, None);
+    h.publish(p, "t", &"x".repeat(100), QoS::AtMostOnce, false, None);
+    h.publish(p, "t", "small", QoS::AtMostOnce, false, None);
+    let got = h.publishes(s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"small");
+    assert_eq!(h.publishes(other).len(), 2);
+    assert_eq!(h.broker.stats().dropped_too_large, 1);
+}
+
+#[test]
+fn qos_0_forward_carries_the_expiry_to_v5_and_no_properties_to_v3() {
+    // [MQTT-3.3.2-6] The Message Expiry Interval is forwarded (what is left of it); an MQTT
+    // 3.1.1 subscriber of the same message gets a PUBLISH without properties. Both subscribers
+    // get the one message the core routes, built for each protocol.
+    let mut h = Harness::new(Config::default());
+    let s5 = h.connect(V5, "s5", true, None);
+    h.subscribe(s5, "t", QoS::AtMostOnce);
+    let s3 = h.connect(V3_1_1, "s3", true, None);
+    h.subscribe(s3, "t", QoS::AtMostOnce);
+    let p = h.connect(V5, "p", true, None);
+    let properties: Properties = PropertyValues {
+        message_expiry_interval: Some(30),
+        content_type: Some(ByteStr::from("text/plain")),
+        ..Default::default()
+    }
+    .into();
+    h.publish_props(p, "t", "m", QoS::AtMostOnce, true, None, properties);
+    let got5 = h.publishes(s5);
+    assert_eq!(got5.len(), 1);
+    assert_eq!(got5[0].properties.message_expiry_interval, Some(30));
+    assert_eq!(
+        got5[0].properties.content_type.as_deref(),
+        Some("text/plain")
+    );
+    // [MQTT-3.3.1-12] A live message is forwarded with RETAIN 0 (no Retain As Published).
+    assert!(!got5[0].retain);
+    let got3 = h.publishes(s3);
+    assert_eq!(got3.len(), 1);
+    assert_eq!(got3[0].properties, Properties::default());
+    assert_eq!(&got3[0].payload[..], b"m");
+}
+
+#[test]
 fn no_local_retain_as_published_and_retain_handling() {
     let mut h = Harness::new(Config::default());
     let c = h.connect(V5, "c", true, None);

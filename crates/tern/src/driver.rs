@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_codec::{DecodeError, Packet};
-use tern_core::{Action, Broker, ConnId};
+use tern_core::{Action, Broker, ConnId, Droppable, Forward};
 use tokio::sync::{mpsc, watch};
 
 /// Most events handled before the driver carries out their actions, so outboxes fill in bursts.
@@ -639,9 +639,9 @@ impl Driver {
                         dirty.push(e.outbox.clone());
                     }
                 }
-                Action::SendDroppable(conn, publish) => {
+                Action::SendDroppable(conn, droppable) => {
                     if let Some(e) = self.conns.get(&conn)
-                        && let Some(encoded) = self.encoded.get(&publish, e.outbox.version())
+                        && let Some(encoded) = self.encoded.get(&droppable, e.outbox.version())
                     {
                         match e.outbox.push_droppable(encoded) {
                             None => self.dropped_slow += 1,
@@ -681,37 +681,41 @@ impl Driver {
 }
 
 /// The last QoS 0 PUBLISH encoded, and its bytes: the core hands every subscriber that gets a
-/// message unchanged the same `Arc<Publish>`, so a fanned-out message is encoded once per
+/// message unchanged the same [`Forward`], so a fanned-out message is encoded once per
 /// protocol version and copied into each subscriber's outbox.
 #[derive(Default)]
 pub(crate) struct EncodeOnce {
-    /// The PUBLISH (held, so its address cannot be reused while it is the key) and the version.
-    key: Option<(
-        std::sync::Arc<tern_codec::Publish>,
-        tern_codec::ProtocolVersion,
-    )>,
+    /// The message forwarded (held, so its address cannot be reused while it is the key) and
+    /// the version; `None` after a PUBLISH made for one subscriber.
+    key: Option<(Forward, tern_codec::ProtocolVersion)>,
     bytes: bytes::BytesMut,
 }
 
 impl EncodeOnce {
-    /// The encoding of `p` for `version`, or `None` if it cannot be encoded (logged).
-    fn get(
-        &mut self,
-        p: &std::sync::Arc<tern_codec::Publish>,
-        version: tern_codec::ProtocolVersion,
-    ) -> Option<&[u8]> {
-        let hit = self
-            .key
-            .as_ref()
-            .is_some_and(|(k, v)| std::sync::Arc::ptr_eq(k, p) && *v == version);
-        if !hit {
-            self.bytes.clear();
-            self.key = None;
-            if let Err(e) = tern_codec::encode_publish(p, version, &mut self.bytes) {
-                tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent");
-                return None;
+    /// The encoding of `d` for `version`, or `None` if it cannot be encoded (logged).
+    fn get(&mut self, d: &Droppable, version: tern_codec::ProtocolVersion) -> Option<&[u8]> {
+        let publish = match d {
+            Droppable::Forward(f) => {
+                if self
+                    .key
+                    .as_ref()
+                    .is_some_and(|(k, v)| k.same(f) && *v == version)
+                {
+                    return Some(&self.bytes);
+                }
+                self.key = Some((f.clone(), version));
+                std::borrow::Cow::Owned(f.publish(version))
             }
-            self.key = Some((p.clone(), version));
+            Droppable::Own(p) => {
+                self.key = None;
+                std::borrow::Cow::Borrowed(&**p)
+            }
+        };
+        self.bytes.clear();
+        if let Err(e) = tern_codec::encode_publish(&publish, version, &mut self.bytes) {
+            tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent");
+            self.key = None;
+            return None;
         }
         Some(&self.bytes)
     }

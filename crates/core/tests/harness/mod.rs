@@ -7,13 +7,16 @@ use tern_codec::{
     Ack, ByteStr, ConnAck, Connect, Packet, Properties, PropertyValues, ProtocolVersion, Publish,
     QoS, Subscribe, SubscriptionOptions, Will,
 };
-use tern_core::{Action, Broker, Config, ConnId};
+use tern_core::{Action, Broker, Config, ConnId, Droppable};
 
 pub struct Harness {
     pub broker: Broker,
     pub now: Instant,
     pub out: Vec<Action>,
     next_conn: ConnId,
+    /// The protocol version each connection sent CONNECT with, to build the PUBLISH of a
+    /// forwarded message as the I/O layer would.
+    versions: std::collections::HashMap<ConnId, ProtocolVersion>,
 }
 
 impl Harness {
@@ -23,6 +26,7 @@ impl Harness {
             now: Instant::now(),
             out: Vec::new(),
             next_conn: 1,
+            versions: Default::default(),
         }
     }
 
@@ -55,6 +59,9 @@ impl Harness {
     }
 
     pub fn packet(&mut self, conn: ConnId, p: Packet) {
+        if let Packet::Connect(c) = &p {
+            self.versions.insert(conn, c.protocol);
+        }
         self.broker.handle_packet(conn, p, self.now, &mut self.out);
     }
 
@@ -187,14 +194,22 @@ impl Harness {
 
     /// Removes and returns the packets sent to `conn` so far (droppable ones included).
     pub fn take(&mut self, conn: ConnId) -> Vec<Packet> {
+        let version = self
+            .versions
+            .get(&conn)
+            .copied()
+            .unwrap_or(ProtocolVersion::V5);
         let mut mine = Vec::new();
         self.out.retain(|a| match a {
             Action::Send(c, p) if *c == conn => {
                 mine.push((**p).clone());
                 false
             }
-            Action::SendDroppable(c, p) if *c == conn => {
-                mine.push(Packet::Publish((**p).clone()));
+            Action::SendDroppable(c, d) if *c == conn => {
+                mine.push(Packet::Publish(match d {
+                    Droppable::Forward(f) => f.publish(version),
+                    Droppable::Own(p) => (**p).clone(),
+                }));
                 false
             }
             _ => true,
