@@ -42,6 +42,9 @@ impl Action {
     }
 }
 
+// An action stays a few words (see `Action::Send`); `Forward` made it 32 bytes, from 24.
+const _: () = assert!(std::mem::size_of::<Action>() <= 32);
+
 /// A QoS 0 PUBLISH the I/O layer may drop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Droppable {

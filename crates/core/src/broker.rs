@@ -59,6 +59,7 @@ pub struct Broker {
     pub(crate) pending_auth: HashMap<ConnId, crate::auth::PendingAuth>,
     pub(crate) reauth: HashMap<ConnId, Box<dyn crate::auth::AuthExchange>>,
     pub(crate) pager: crate::pager::Pager,
+    pub(crate) forward_size: crate::delivery::ForwardSize,
     pub(crate) throttle: crate::throttle::Throttle,
 }
 

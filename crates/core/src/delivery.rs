@@ -132,9 +132,11 @@ impl Broker {
                     retain: delivery.retain,
                     msg: delivery.msg,
                 };
-                if session.max_packet_size.is_some()
-                    && !fits_client(&forward.publish(session.version), session, &mut self.stats)
+                if let Some(max) = session.max_packet_size
+                    && self.forward_size.get(&forward, session.version) > max as usize
                 {
+                    // [MQTT-3.1.2-24] (v5 numbering): discarded as if delivered.
+                    self.stats.dropped_too_large += 1;
                     return;
                 }
                 self.stats
@@ -308,6 +310,29 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// The encoded size of the last forwarded message measured against a client's Maximum Packet
+/// Size, so that a fan-out to clients that set one builds and measures its PUBLISH once per
+/// protocol version, not once per subscriber.
+#[derive(Default)]
+pub(crate) struct ForwardSize {
+    last: Option<(Forward, ProtocolVersion, usize)>,
+}
+
+impl ForwardSize {
+    fn get(&mut self, f: &Forward, version: ProtocolVersion) -> usize {
+        if let Some((k, v, len)) = &self.last
+            && k.same(f)
+            && *v == version
+        {
+            return *len;
+        }
+        let len =
+            tern_codec::publish_encoded_len(&f.publish(version), version).unwrap_or(usize::MAX);
+        self.last = Some((f.clone(), version, len));
+        len
     }
 }
 

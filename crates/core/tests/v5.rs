@@ -254,20 +254,30 @@ fn packet_too_large_for_the_client_is_not_sent_at_qos_0() {
     // [MQTT-3.1.2-24] (v5): a message forwarded unchanged to several subscribers is measured
     // for each of them; the one with the limit loses only what exceeds it.
     let mut h = Harness::new(Config::default());
-    let mut c = connect(V5, "s", true);
-    c.properties.maximum_packet_size = Some(64);
-    let (s, _) = h.connect_with(c);
-    h.subscribe(s, "t", QoS::AtMostOnce);
+    let mut limited = Vec::new();
+    for (id, version) in [("s1", V5), ("s2", V5), ("s3", V3_1_1)] {
+        let mut c = connect(version, id, true);
+        if version == V5 {
+            c.properties.maximum_packet_size = Some(64);
+        }
+        let (s, _) = h.connect_with(c);
+        h.subscribe(s, "t", QoS::AtMostOnce);
+        limited.push(s);
+    }
     let other = h.connect(V5, "o", true, None);
     h.subscribe(other, "t", QoS::AtMostOnce);
     let p = h.connect(V5, "p", true, None);
     h.publish(p, "t", &"x".repeat(100), QoS::AtMostOnce, false, None);
     h.publish(p, "t", "small", QoS::AtMostOnce, false, None);
-    let got = h.publishes(s);
-    assert_eq!(got.len(), 1);
-    assert_eq!(&got[0].payload[..], b"small");
+    for s in &limited[..2] {
+        let got = h.publishes(*s);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].payload[..], b"small");
+    }
+    // The 3.1.1 subscriber has no Maximum Packet Size to send.
+    assert_eq!(h.publishes(limited[2]).len(), 2);
     assert_eq!(h.publishes(other).len(), 2);
-    assert_eq!(h.broker.stats().dropped_too_large, 1);
+    assert_eq!(h.broker.stats().dropped_too_large, 2);
 }
 
 #[test]

@@ -501,7 +501,7 @@ struct Reader {
 
 /// Bound of [`Reader::batch_hint`], so one large batch does not make every later one
 /// allocate for it.
-const MAX_BATCH_HINT: u16 = 256;
+const MAX_BATCH_HINT: u16 = 64;
 
 impl Reader {
     /// Moves the reader's deadlines on by `by` (the time reading was held back).

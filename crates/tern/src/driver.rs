@@ -680,21 +680,24 @@ impl Driver {
     }
 }
 
-/// The last QoS 0 PUBLISH encoded, and its bytes: the core hands every subscriber that gets a
-/// message unchanged the same [`Forward`], so a fanned-out message is encoded once per
-/// protocol version and copied into each subscriber's outbox.
+/// The last QoS 0 message forwarded, and its bytes: the core hands every subscriber that gets a
+/// message unchanged the same [`Forward`], so a fanned-out message is encoded once (once per
+/// run of subscribers of one protocol version) and copied into each subscriber's outbox.
 #[derive(Default)]
 pub(crate) struct EncodeOnce {
     /// The message forwarded (held, so its address cannot be reused while it is the key) and
-    /// the version; `None` after a PUBLISH made for one subscriber.
+    /// the version it was encoded for.
     key: Option<(Forward, tern_codec::ProtocolVersion)>,
     bytes: bytes::BytesMut,
+    /// A PUBLISH made for one subscriber, encoded apart so that the forwarded message's bytes
+    /// stay for the subscribers after it.
+    own: bytes::BytesMut,
 }
 
 impl EncodeOnce {
     /// The encoding of `d` for `version`, or `None` if it cannot be encoded (logged).
     fn get(&mut self, d: &Droppable, version: tern_codec::ProtocolVersion) -> Option<&[u8]> {
-        let publish = match d {
+        let (publish, buf) = match d {
             Droppable::Forward(f) => {
                 if self
                     .key
@@ -704,20 +707,19 @@ impl EncodeOnce {
                     return Some(&self.bytes);
                 }
                 self.key = Some((f.clone(), version));
-                std::borrow::Cow::Owned(f.publish(version))
+                (std::borrow::Cow::Owned(f.publish(version)), &mut self.bytes)
             }
-            Droppable::Own(p) => {
-                self.key = None;
-                std::borrow::Cow::Borrowed(&**p)
-            }
+            Droppable::Own(p) => (std::borrow::Cow::Borrowed(&**p), &mut self.own),
         };
-        self.bytes.clear();
-        if let Err(e) = tern_codec::encode_publish(&publish, version, &mut self.bytes) {
+        buf.clear();
+        if let Err(e) = tern_codec::encode_publish(&publish, version, buf) {
             tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent");
-            self.key = None;
+            if matches!(d, Droppable::Forward(_)) {
+                self.key = None;
+            }
             return None;
         }
-        Some(&self.bytes)
+        Some(buf)
     }
 }
 
@@ -1139,5 +1141,78 @@ mod tests {
         );
         driver.end_turn();
         expect_messages(&mut client, 6..=10, "the last five").await;
+    }
+
+    #[test]
+    fn encode_once_gives_each_message_flags_and_version_its_own_bytes() {
+        use tern_codec::{Properties, PropertyValues};
+        let message = |properties: Properties| {
+            Arc::new(tern_core::Message {
+                id: 1,
+                topic: ByteStr::from("t/1"),
+                payload: bytes::Bytes::from_static(b"hello"),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties,
+                expires_at: None,
+                origin: None,
+            })
+        };
+        let typed: Properties = PropertyValues {
+            content_type: Some(ByteStr::from("text/plain")),
+            ..Default::default()
+        }
+        .into();
+        let m = message(typed.clone());
+        let plain = Forward {
+            msg: m.clone(),
+            retain: false,
+            expiry: None,
+        };
+        let own = Publish {
+            topic: ByteStr::from("own"),
+            payload: bytes::Bytes::from_static(b"o"),
+            ..Default::default()
+        };
+        let (v3, v5) = (ProtocolVersion::V3_1_1, ProtocolVersion::V5);
+        let cases = [
+            (Droppable::Forward(plain.clone()), v5),
+            (Droppable::Forward(plain.clone()), v5),
+            (Droppable::Forward(plain.clone()), v3),
+            (
+                Droppable::Forward(Forward {
+                    retain: true,
+                    ..plain.clone()
+                }),
+                v3,
+            ),
+            (
+                Droppable::Forward(Forward {
+                    expiry: Some(5),
+                    ..plain.clone()
+                }),
+                v5,
+            ),
+            (Droppable::Own(Box::new(own)), v5),
+            (Droppable::Forward(plain.clone()), v5),
+            // An equal message that is another one: its own key.
+            (
+                Droppable::Forward(Forward {
+                    msg: message(Properties::default()),
+                    ..plain.clone()
+                }),
+                v5,
+            ),
+        ];
+        let mut encoded = EncodeOnce::default();
+        for (i, (d, version)) in cases.iter().enumerate() {
+            let publish = match d {
+                Droppable::Forward(f) => f.publish(*version),
+                Droppable::Own(p) => (**p).clone(),
+            };
+            let mut expected = bytes::BytesMut::new();
+            tern_codec::encode_publish(&publish, *version, &mut expected).unwrap();
+            assert_eq!(encoded.get(d, *version), Some(&expected[..]), "case {i}");
+        }
     }
 }

@@ -60,31 +60,15 @@ pub(crate) fn var_int_len(v: usize) -> usize {
 /// [MQTT-1.5.4-2]. Other control and non-characters are allowed by the spec (the receiver may
 /// choose to refuse them, which the broker can do on top of this).
 pub(crate) fn to_byte_str(bytes: Bytes) -> Result<ByteStr, DecodeError> {
-    if ascii_without_nul(&bytes) {
-        // The usual topic, client id or user name: one pass instead of two below.
-        return Ok(ByteStr::from_ascii(bytes));
-    }
+    let bytes = match ByteStr::try_ascii_without_nul(bytes) {
+        Ok(s) => return Ok(s),
+        Err(bytes) => bytes,
+    };
     // In UTF-8 the byte 0x00 only ever encodes U+0000.
     if bytes.contains(&0) {
         return Err(DecodeError::InvalidString("string contains U+0000"));
     }
     ByteStr::from_utf8(bytes).ok_or(DecodeError::InvalidString("string is not valid UTF-8"))
-}
-
-/// True when every byte is ASCII and none is 0x00, eight bytes at a time (a topic was checked
-/// twice, for U+0000 and for UTF-8, on every PUBLISH).
-fn ascii_without_nul(bytes: &[u8]) -> bool {
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const LOW7: u64 = u64::from_ne_bytes([0x7F; 8]);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut marks = 0u64;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of eight"));
-        // A byte's top bit is set in `word` when it is not ASCII, and in the complement of
-        // `(low seven bits) + 0x7F` when it is zero (the sum cannot carry into the next byte).
-        marks |= word | !((word & LOW7).wrapping_add(LOW7));
-    }
-    marks & HIGH == 0 && chunks.remainder().iter().all(|&b| b != 0 && b.is_ascii())
 }
 
 const TRUNCATED: DecodeError = DecodeError::Malformed("packet shorter than its fields");
@@ -339,19 +323,25 @@ mod tests {
     }
 
     #[test]
-    fn ascii_check_finds_every_bad_byte() {
-        // Every position in and after the eight-byte words, every kind of byte.
-        for len in 0..20 {
-            assert!(ascii_without_nul(&vec![b'a'; len]), "{len}");
+    fn strings_are_checked_whole_at_every_byte_and_position() {
+        // [MQTT-1.5.4-1], [MQTT-1.5.4-2]: the ASCII fast path and the full check agree for
+        // every byte value at every position in and after the eight-byte words.
+        for len in 1..20usize {
             for at in 0..len {
-                for bad in [0x00, 0x80, 0xC3, 0xFF] {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = bad;
-                    assert!(!ascii_without_nul(&bytes), "{len} {at} {bad:#x}");
+                for byte in 0..=255u8 {
+                    let mut body = vec![0, len as u8];
+                    body.extend(std::iter::repeat_n(b'a', len));
+                    body[2 + at] = byte;
+                    let got = Reader::new(Bytes::from(body.clone())).string();
+                    let text = std::str::from_utf8(&body[2..]);
+                    match text {
+                        Ok(t) if byte != 0 => assert_eq!(got.unwrap(), t),
+                        _ => assert!(
+                            matches!(got, Err(DecodeError::InvalidString(_))),
+                            "{len} {at} {byte:#x}"
+                        ),
+                    }
                 }
-                let mut bytes = vec![b'a'; len];
-                bytes[at] = 0x7F;
-                assert!(ascii_without_nul(&bytes), "{len} {at} 0x7f");
             }
         }
         let mut r = Reader::new(Bytes::from_static(b"\x00\x04a/\xC3\xA9"));

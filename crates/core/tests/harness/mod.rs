@@ -194,11 +194,10 @@ impl Harness {
 
     /// Removes and returns the packets sent to `conn` so far (droppable ones included).
     pub fn take(&mut self, conn: ConnId) -> Vec<Packet> {
-        let version = self
+        let version = *self
             .versions
             .get(&conn)
-            .copied()
-            .unwrap_or(ProtocolVersion::V5);
+            .expect("take: a connection that sent CONNECT through Harness::packet");
         let mut mine = Vec::new();
         self.out.retain(|a| match a {
             Action::Send(c, p) if *c == conn => {
