@@ -8,92 +8,35 @@
 //! Run: `cargo bench -p tern-core --bench publish -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use tern_codec::{
-    ByteStr, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscriptionOptions,
-};
-use tern_core::{Action, Broker, Config, ConnId};
+use tern_codec::{ByteStr, Packet, Properties, ProtocolVersion, Publish, QoS};
+use tern_core::{Action, Config, ConnId};
 
-/// A broker with connected clients, and the conversation so far.
-struct Setup {
-    broker: Broker,
-    now: Instant,
-    out: Vec<Action>,
-    next: ConnId,
-    version: ProtocolVersion,
+// The core tests' deterministic driver: clients connect and subscribe through it.
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+use harness::Harness;
+
+/// A broker with the clients of one case connected.
+fn setup() -> Harness {
+    Harness::new(Config::default())
 }
 
-impl Setup {
-    fn new(version: ProtocolVersion) -> Self {
-        Self {
-            broker: Broker::new(Config::default()),
-            now: Instant::now(),
-            out: Vec::new(),
-            next: 1,
-            version,
-        }
-    }
-
-    fn connect(&mut self, id: &str) -> ConnId {
-        let conn = self.next;
-        self.next += 1;
-        let connect = Connect {
-            protocol: self.version,
-            clean_start: true,
-            keep_alive: 60,
-            client_id: ByteStr::from(id),
-            will: None,
-            username: None,
-            password: None,
-            properties: Properties::default(),
-        };
-        self.broker.handle_packet(
-            conn,
-            Packet::Connect(Box::new(connect)),
-            self.now,
-            &mut self.out,
-        );
-        assert!(
-            self.out
-                .iter()
-                .any(|a| matches!(a, Action::Send(c, p) if *c == conn && matches!(**p, Packet::ConnAck(ref a) if a.code == 0))),
-            "CONNACK 0 for {id}"
-        );
-        self.out.clear();
-        conn
-    }
-
-    fn subscribe(&mut self, conn: ConnId, filter: &str) {
-        let subscribe = Subscribe {
-            packet_id: 1,
-            filters: vec![(ByteStr::from(filter), SubscriptionOptions::default())],
-            properties: Properties::default(),
-        };
-        self.broker
-            .handle_packet(conn, Packet::Subscribe(subscribe), self.now, &mut self.out);
-        self.out.clear();
-    }
-
-    /// Handles `publish` from `conn` and returns how many deliveries it produced.
-    fn publish(&mut self, conn: ConnId, publish: &Publish) -> usize {
-        self.broker.handle_packet(
-            conn,
-            Packet::Publish(publish.clone()),
-            self.now,
-            &mut self.out,
-        );
-        let n = self
-            .out
-            .iter()
-            .filter(|a| matches!(a, Action::SendDroppable(..)))
-            .count();
-        self.out.clear();
-        n
-    }
+/// Handles `publish` from `conn` and returns how many deliveries it produced. (Named for
+/// `scripts/bench-instructions`, which counts the instructions under this function.)
+#[inline(never)]
+fn publish_once(h: &mut Harness, conn: ConnId, publish: &Publish) -> usize {
+    h.broker
+        .handle_packet(conn, Packet::Publish(publish.clone()), h.now, &mut h.out);
+    let n = h
+        .out
+        .iter()
+        .filter(|a| matches!(a, Action::SendDroppable(..)))
+        .count();
+    h.out.clear();
+    n
 }
 
 /// A QoS 0 PUBLISH with `tern bench`'s topic shape and a 16-byte payload.
@@ -119,14 +62,14 @@ fn versions() -> [(ProtocolVersion, &'static str); 2] {
 fn one_to_one(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish_1to1");
     for (version, name) in versions() {
-        let mut s = Setup::new(version);
-        let sub = s.connect("sub");
-        s.subscribe(sub, "tern-bench/4242/p/0");
-        let publisher = s.connect("pub");
+        let mut h = setup();
+        let sub = h.connect(version, "sub", true, None);
+        h.subscribe(sub, "tern-bench/4242/p/0", QoS::AtMostOnce);
+        let publisher = h.connect(version, "pub", true, None);
         let p = publish("tern-bench/4242/p/0");
-        assert_eq!(s.publish(publisher, &p), 1);
+        assert_eq!(publish_once(&mut h, publisher, &p), 1);
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| black_box(s.publish(publisher, black_box(&p))))
+            b.iter(|| black_box(publish_once(&mut h, publisher, black_box(&p))))
         });
     }
     group.finish();
@@ -135,16 +78,16 @@ fn one_to_one(c: &mut Criterion) {
 fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish_fanout100");
     for (version, name) in versions() {
-        let mut s = Setup::new(version);
+        let mut h = setup();
         for i in 0..100 {
-            let sub = s.connect(&format!("sub{i}"));
-            s.subscribe(sub, "tern-bench/4242/t");
+            let sub = h.connect(version, &format!("sub{i}"), true, None);
+            h.subscribe(sub, "tern-bench/4242/t", QoS::AtMostOnce);
         }
-        let publisher = s.connect("pub");
+        let publisher = h.connect(version, "pub", true, None);
         let p = publish("tern-bench/4242/t");
-        assert_eq!(s.publish(publisher, &p), 100);
+        assert_eq!(publish_once(&mut h, publisher, &p), 100);
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| black_box(s.publish(publisher, black_box(&p))))
+            b.iter(|| black_box(publish_once(&mut h, publisher, black_box(&p))))
         });
     }
     group.finish();
@@ -153,17 +96,17 @@ fn fan_out(c: &mut Criterion) {
 fn fan_in(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish_fanin100");
     for (version, name) in versions() {
-        let mut s = Setup::new(version);
-        let sub = s.connect("sub");
-        s.subscribe(sub, "tern-bench/4242/#");
+        let mut h = setup();
+        let sub = h.connect(version, "sub", true, None);
+        h.subscribe(sub, "tern-bench/4242/#", QoS::AtMostOnce);
         let publishers: Vec<(ConnId, Publish)> = (0..100)
             .map(|i| {
-                let conn = s.connect(&format!("pub{i}"));
+                let conn = h.connect(version, &format!("pub{i}"), true, None);
                 (conn, publish(&format!("tern-bench/4242/p/{i}")))
             })
             .collect();
         for (conn, p) in &publishers {
-            assert_eq!(s.publish(*conn, p), 1);
+            assert_eq!(publish_once(&mut h, *conn, p), 1);
         }
         let mut next = 0;
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
@@ -171,7 +114,7 @@ fn fan_in(c: &mut Criterion) {
                 // The publishers take turns, as they do on the network.
                 let (conn, p) = &publishers[next];
                 next = (next + 1) % publishers.len();
-                black_box(s.publish(*conn, black_box(p)))
+                black_box(publish_once(&mut h, *conn, black_box(p)))
             })
         });
     }
