@@ -697,30 +697,37 @@ pub(crate) struct EncodeOnce {
 impl EncodeOnce {
     /// The encoding of `d` for `version`, or `None` if it cannot be encoded (logged).
     fn get(&mut self, d: &Droppable, version: tern_codec::ProtocolVersion) -> Option<&[u8]> {
-        let (publish, buf) = match d {
+        match d {
             Droppable::Forward(f) => {
-                if self
+                let hit = self
                     .key
                     .as_ref()
-                    .is_some_and(|(k, v)| k.same(f) && *v == version)
-                {
-                    return Some(&self.bytes);
+                    .is_some_and(|(k, v)| k.same(f) && *v == version);
+                if !hit {
+                    self.key = None;
+                    encode_into(&f.publish(version), version, &mut self.bytes)?;
+                    self.key = Some((f.clone(), version));
                 }
-                self.key = Some((f.clone(), version));
-                (std::borrow::Cow::Owned(f.publish(version)), &mut self.bytes)
+                Some(&self.bytes)
             }
-            Droppable::Own(p) => (std::borrow::Cow::Borrowed(&**p), &mut self.own),
-        };
-        buf.clear();
-        if let Err(e) = tern_codec::encode_publish(&publish, version, buf) {
-            tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent");
-            if matches!(d, Droppable::Forward(_)) {
-                self.key = None;
+            Droppable::Own(p) => {
+                encode_into(p, version, &mut self.own)?;
+                Some(&self.own)
             }
-            return None;
         }
-        Some(buf)
     }
+}
+
+/// Encodes `p` into `buf` (cleared first); `None`, logged, if it cannot be encoded.
+fn encode_into(
+    p: &tern_codec::Publish,
+    version: tern_codec::ProtocolVersion,
+    buf: &mut bytes::BytesMut,
+) -> Option<()> {
+    buf.clear();
+    tern_codec::encode_publish(p, version, buf)
+        .map_err(|e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"))
+        .ok()
 }
 
 /// Puts the calling task at the back of its worker's run queue, so that the tasks already
