@@ -39,7 +39,7 @@ impl<N> Children<N> {
     #[inline]
     pub(crate) fn get(&self, level: &str) -> Option<&N> {
         match self {
-            Self::Few(v) => v.iter().find(|(k, _)| **k == *level).map(|(_, n)| n),
+            Self::Few(v) => v.iter().find(|(k, _)| same(k, level)).map(|(_, n)| n),
             Self::Many(m) => m.get(level),
         }
     }
@@ -133,6 +133,30 @@ impl<N> Children<N> {
     }
 }
 
+/// Whether two level strings are equal. Levels are short, and comparing them with `==` called
+/// the C library's `memcmp` once per child looked at; here up to 16 bytes are compared as two
+/// overlapping loads of each string.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Two reads of `N` bytes, at the start and at the end: together they cover `2 * N`
+    // bytes at most and `N` at least, overlapping in the middle.
+    fn ends<const N: usize>(s: &[u8]) -> Option<(&[u8; N], &[u8; N])> {
+        Some((s.first_chunk::<N>()?, s.last_chunk::<N>()?))
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=8 => ends::<4>(a) == ends::<4>(b),
+        9..=16 => ends::<8>(a) == ends::<8>(b),
+        _ => a == b,
+    }
+}
+
 /// The children with their level strings, in no particular order.
 pub(crate) enum Iter<'a, N> {
     Few(std::slice::Iter<'a, (Box<str>, N)>),
@@ -156,6 +180,28 @@ mod tests {
 
     fn many<N>(c: &Children<N>) -> bool {
         matches!(c, Children::Many(_))
+    }
+
+    #[test]
+    fn same_compares_every_byte() {
+        // Every length up to 24, one byte changed at every position (or none), against `==`.
+        for n in 0..=24usize {
+            let a: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            assert!(super::same(&a, &a));
+            for i in 0..n {
+                for c in ['A', 'b', '/', '\u{7f}'] {
+                    let mut b = a.clone().into_bytes();
+                    b[i] = c as u8;
+                    let b = String::from_utf8(b).expect("ASCII");
+                    assert_eq!(super::same(&a, &b), a == b, "{a:?} {b:?}");
+                    assert_eq!(super::same(&b, &a), a == b, "{b:?} {a:?}");
+                }
+            }
+            // Same bytes, other length.
+            let longer = format!("{a}x");
+            assert!(!super::same(&a, &longer));
+            assert!(!super::same(&longer, &a));
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::fmt;
 
 use crate::children::{self, Children};
 use crate::stack::InlineStack;
+use crate::validate::next_separator;
 
 struct Entry<V> {
     topic: Box<str>,
@@ -219,8 +220,8 @@ impl<V> RetainedTrie<V> {
                         emit(node);
                         continue;
                     }
-                    let (level, next) = match bytes[pos..].iter().position(|&b| b == b'/') {
-                        Some(i) => (&filter[pos..pos + i], pos + i + 1),
+                    let (level, next) = match next_separator(bytes, pos) {
+                        Some(i) => (&filter[pos..i], i + 1),
                         None => (&filter[pos..], end),
                     };
                     // Only the root is visited at position 0.

@@ -19,6 +19,7 @@ use std::hash::Hash;
 use crate::children::Children;
 use crate::hash::{Map, maybe_shrink};
 use crate::stack::InlineStack;
+use crate::validate::next_separator;
 
 struct Node<K, V> {
     /// Literal levels.
@@ -334,8 +335,8 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
             if wildcards && let Some(subs) = node.subs.as_deref() {
                 visit(&subs.multi);
             }
-            let (level, next) = match bytes[pos..].iter().position(|&b| b == b'/') {
-                Some(i) => (&topic[pos..pos + i], pos + i + 1),
+            let (level, next) = match next_separator(bytes, pos) {
+                Some(i) => (&topic[pos..i], i + 1),
                 None => (&topic[pos..], end),
             };
             if wildcards && let Some(plus) = node.plus.as_deref() {

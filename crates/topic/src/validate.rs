@@ -120,6 +120,32 @@ pub fn topic_name_levels(name: &str) -> Result<usize, TopicError> {
     Ok(separators as usize + 1)
 }
 
+/// Index of the first `/` in `bytes` at or after `from`, eight bytes at a time. The trie
+/// walks call it once per level of every PUBLISH's topic: a byte loop there ended each level
+/// on a mispredicted branch and took a quarter of the walk (1→1 at 1.28 M msg/s).
+#[inline]
+pub(crate) fn next_separator(bytes: &[u8], mut from: usize) -> Option<usize> {
+    while let Some(rest) = bytes.get(from..).filter(|r| !r.is_empty()) {
+        let word = if let Some(word) = rest.first_chunk::<8>() {
+            u64::from_le_bytes(*word)
+        } else if let Some(last) = bytes.last_chunk::<8>() {
+            // The last eight bytes, shifted so that `rest` starts the word; the bytes shifted
+            // in are zeros, which are not `/`.
+            u64::from_le_bytes(*last) >> (8 * (8 - rest.len()))
+        } else {
+            rest.iter()
+                .rev()
+                .fold(0u64, |word, &b| (word << 8) | u64::from(b))
+        };
+        let marks = zero_bytes(word ^ splat(b'/'));
+        if marks != 0 {
+            return Some(from + (marks.trailing_zeros() / 8) as usize);
+        }
+        from += 8;
+    }
+    None
+}
+
 /// `byte` in each of the eight bytes of a word.
 const fn splat(byte: u8) -> u64 {
     u64::from_ne_bytes([byte; 8])
@@ -281,6 +307,38 @@ mod tests {
                 }
             });
             proptest::prop_assert_eq!(topic_name_levels(&name), expected);
+        }
+    }
+
+    #[test]
+    fn next_separator_finds_the_first_slash_at_or_after_the_start() {
+        // Every length up to 20, a slash (or none) at every position, every start: against
+        // the byte loop it replaces. Fillers include bytes one bit away from `/`.
+        for len in 0..=20usize {
+            for slash in (0..len).map(Some).chain([None]) {
+                for fill in [b'a', b'.', b'/' ^ 0x80, b'/' ^ 1, 0x00, 0xFF] {
+                    let mut bytes = vec![fill; len];
+                    if let Some(i) = slash {
+                        bytes[i] = b'/';
+                    }
+                    for second in [None, Some(len.saturating_sub(1))] {
+                        if let Some(j) = second.filter(|_| len > 0) {
+                            bytes[j] = b'/';
+                        }
+                        for from in 0..=len + 1 {
+                            let want = bytes
+                                .get(from..)
+                                .and_then(|r| r.iter().position(|&b| b == b'/'))
+                                .map(|i| from + i);
+                            assert_eq!(
+                                super::next_separator(&bytes, from),
+                                want,
+                                "{bytes:?} from {from}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
