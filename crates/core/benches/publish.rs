@@ -12,7 +12,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tern_codec::{ByteStr, Packet, Properties, ProtocolVersion, Publish, QoS};
-use tern_core::{Action, Config, ConnId};
+use tern_core::{Action, Config, ConnId, Droppable};
 
 // The core tests' deterministic driver: clients connect and subscribe through it.
 #[path = "../tests/harness/mod.rs"]
@@ -24,18 +24,26 @@ fn setup() -> Harness {
     Harness::new(Config::default())
 }
 
-/// Handles `publish` from `conn` and returns how many deliveries it produced. (Named for
+/// Handles `publish` from `conn` and returns how many deliveries it produced; like the broker's
+/// driver, gives the message back for reuse once its deliveries are dropped. (Named for
 /// `scripts/bench-instructions`, which counts the instructions under this function.)
 #[inline(never)]
 fn publish_once(h: &mut Harness, conn: ConnId, publish: &Publish) -> usize {
     h.broker
         .handle_packet(conn, Packet::Publish(publish.clone()), h.now, &mut h.out);
-    let n = h
-        .out
-        .iter()
-        .filter(|a| matches!(a, Action::SendDroppable(..)))
-        .count();
-    h.out.clear();
+    let mut n = 0;
+    let mut forwarded = None;
+    for action in h.out.drain(..) {
+        if let Action::SendDroppable(_, d) = action {
+            n += 1;
+            if let Droppable::Forward(f) = d {
+                forwarded = Some(f.msg);
+            }
+        }
+    }
+    if let Some(msg) = forwarded {
+        h.broker.recycle(msg);
+    }
     n
 }
 

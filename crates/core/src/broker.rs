@@ -61,6 +61,8 @@ pub struct Broker {
     pub(crate) pager: crate::pager::Pager,
     pub(crate) forward_size: crate::delivery::ForwardSize,
     pub(crate) throttle: crate::throttle::Throttle,
+    /// Spare `Arc<Message>` allocations (see `message_pool`).
+    pub(crate) messages: crate::message_pool::MessagePool,
 }
 
 impl Broker {

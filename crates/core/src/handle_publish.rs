@@ -3,7 +3,6 @@
 use crate::action::Action;
 use crate::broker::{Broker, Conn, ConnId};
 use crate::message::Message;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_codec::{Ack, Packet, Properties, Publish, QoS, reason};
 
@@ -167,7 +166,8 @@ impl Broker {
             origin: Some(c.session),
         };
         // Routing notes a connected subscriber whose queue is long (back-pressure, `throttle`).
-        self.publish_message(Arc::new(msg), now, out);
+        let msg = self.messages.share(msg);
+        self.publish_message(msg, now, out);
 
         match qos {
             QoS::AtMostOnce => {}

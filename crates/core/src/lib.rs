@@ -9,7 +9,8 @@
 //! - [`config`]: limits and defaults ([`Config`]).
 //! - [`access`]: the authentication / ACL hooks ([`AccessControl`]) the security layer plugs in.
 //! - [`action`]: what the core asks the I/O layer to do ([`Action`]).
-//! - [`message`]: an application message shared by every delivery of it ([`Message`]).
+//! - [`message`]: an application message shared by every delivery of it ([`Message`]);
+//!   `message_pool`: spare allocations of them, given back by the I/O layer ([`Broker::recycle`]).
 //! - [`session`]: per-client session state: subscriptions, in-flight window, offline queue.
 //! - [`queue`]: a session's queue, in memory or paged out; `pager`: the memory budget of all
 //!   queues and the page format ([`PagerStats`]).
@@ -49,6 +50,7 @@ mod handle_unsubscribe;
 pub mod idmap;
 pub mod inspect;
 pub mod message;
+mod message_pool;
 mod pager;
 mod persist;
 pub mod queue;

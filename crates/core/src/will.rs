@@ -4,7 +4,6 @@
 use crate::action::Action;
 use crate::broker::{Broker, SessionId};
 use crate::message::Message;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_codec::Will;
 
@@ -129,6 +128,7 @@ impl Broker {
             expires_at,
             origin: None,
         };
-        self.publish_message(Arc::new(msg), now, out);
+        let msg = self.messages.share(msg);
+        self.publish_message(msg, now, out);
     }
 }

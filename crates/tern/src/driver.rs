@@ -649,6 +649,9 @@ impl Driver {
                             Some(false) => {}
                         }
                     }
+                    if let Some(msg) = self.encoded.evicted.take() {
+                        self.broker.recycle(msg);
+                    }
                 }
                 // Only reached without a store (persistence is then off in the core).
                 Action::Persist(_) => {}
@@ -692,6 +695,9 @@ pub(crate) struct EncodeOnce {
     /// A PUBLISH made for one subscriber, encoded apart so that the forwarded message's bytes
     /// stay for the subscribers after it.
     own: bytes::BytesMut,
+    /// The message the last new key replaced, for the core to reuse its allocation
+    /// ([`Broker::recycle`]; it does so only if this was the last reference).
+    evicted: Option<Arc<tern_core::message::Message>>,
 }
 
 impl EncodeOnce {
@@ -704,7 +710,7 @@ impl EncodeOnce {
                     .as_ref()
                     .is_some_and(|(k, v)| k.same(f) && *v == version);
                 if !hit {
-                    self.key = None;
+                    self.evicted = self.key.take().map(|(k, _)| k.msg);
                     encode_into(&f.publish(version), version, &mut self.bytes)?;
                     self.key = Some((f.clone(), version));
                 }
@@ -1221,5 +1227,47 @@ mod tests {
             tern_codec::encode_publish(&publish, *version, &mut expected).unwrap();
             assert_eq!(encoded.get(d, *version), Some(&expected[..]), "case {i}");
         }
+    }
+
+    /// The message a new key replaces is handed on for the core to reuse (see
+    /// `Broker::recycle`); a hit replaces nothing.
+    #[test]
+    fn encode_once_hands_on_the_message_it_stops_holding() {
+        let forward = |payload: &'static [u8]| {
+            Droppable::Forward(Forward {
+                msg: Arc::new(tern_core::Message {
+                    id: 1,
+                    topic: ByteStr::from("t/1"),
+                    payload: bytes::Bytes::from_static(payload),
+                    qos: QoS::AtMostOnce,
+                    retain: false,
+                    properties: Default::default(),
+                    expires_at: None,
+                    origin: None,
+                }),
+                retain: false,
+                expiry: None,
+            })
+        };
+        let msg = |d: &Droppable| match d {
+            Droppable::Forward(f) => f.msg.clone(),
+            Droppable::Own(_) => unreachable!(),
+        };
+        let (a, b) = (forward(b"a"), forward(b"b"));
+        let v = ProtocolVersion::V3_1_1;
+        let mut encoded = EncodeOnce::default();
+        encoded.get(&a, v);
+        assert!(encoded.evicted.is_none());
+        encoded.get(&a, v);
+        assert!(encoded.evicted.is_none(), "a hit replaces nothing");
+        encoded.get(&b, v);
+        let evicted = encoded.evicted.take().expect("a replaced");
+        assert!(Arc::ptr_eq(&evicted, &msg(&a)));
+        drop(a);
+        assert_eq!(
+            Arc::strong_count(&evicted),
+            1,
+            "the key held the last reference but this one: the core can reuse it"
+        );
     }
 }
