@@ -1229,6 +1229,52 @@ mod tests {
         }
     }
 
+    /// What `execute` does with the messages its encode cache lets go of: they reach the core's
+    /// spares, and the next PUBLISH reuses one and is delivered with its own payload.
+    #[test]
+    fn forwarded_messages_are_recycled_and_reused() {
+        let now = Instant::now();
+        let boxes = outboxes(2);
+        let conns: Vec<_> = (1..).zip(boxes.iter().cloned()).collect();
+        let peer = "127.0.0.1:5000".parse().unwrap();
+        let mut driver = driver_with(Default::default(), conns, peer, now);
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteStr::from("t"), Default::default())],
+            properties: Default::default(),
+        });
+        driver.handle(packets(1, vec![connect("s"), subscribe]), now);
+        driver.handle(packets(2, vec![connect("p")]), now);
+        driver.end_turn();
+        let delivered = |o: &Outbox| {
+            let mut batch = crate::outbox::Pending::default();
+            o.take(&mut batch);
+            o.sent(&batch);
+            let mut payloads = Vec::new();
+            while let Some(p) =
+                tern_codec::decode_packet(&mut batch.bytes, ProtocolVersion::V3_1_1, u32::MAX)
+                    .unwrap()
+            {
+                if let Packet::Publish(p) = p {
+                    payloads.push(p.payload[0]);
+                }
+            }
+            payloads
+        };
+        delivered(&boxes[0]); // CONNACK, SUBACK
+        assert_eq!(driver.broker.spare_messages(), 0);
+        // One turn: the first two messages are let go of when the next one is encoded.
+        driver.handle(packets(2, vec![publish(1), publish(2), publish(3)]), now);
+        driver.end_turn();
+        assert_eq!(delivered(&boxes[0]), [1, 2, 3]);
+        assert_eq!(driver.broker.spare_messages(), 2);
+        // The next two reuse them (and let go of the third and fourth).
+        driver.handle(packets(2, vec![publish(4), publish(5)]), now);
+        driver.end_turn();
+        assert_eq!(delivered(&boxes[0]), [4, 5]);
+        assert_eq!(driver.broker.spare_messages(), 2);
+    }
+
     /// The message a new key replaces is handed on for the core to reuse (see
     /// `Broker::recycle`); a hit replaces nothing.
     #[test]

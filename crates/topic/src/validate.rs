@@ -316,7 +316,7 @@ mod tests {
         // the byte loop it replaces. Fillers include bytes one bit away from `/`.
         for len in 0..=20usize {
             for slash in (0..len).map(Some).chain([None]) {
-                for fill in [b'a', b'.', b'/' ^ 0x80, b'/' ^ 1, 0x00, 0xFF] {
+                for fill in [b'a', b'.', b'/' ^ 0x80, b'/' ^ 0x10, 0x00, 0xFF] {
                     let mut bytes = vec![fill; len];
                     if let Some(i) = slash {
                         bytes[i] = b'/';
