@@ -831,6 +831,15 @@ mod tests {
         }))
     }
 
+    /// SUBSCRIBE to `topic` at QoS 0.
+    fn subscribe(topic: &str) -> Packet {
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteStr::from(topic), Default::default())],
+            properties: Default::default(),
+        })
+    }
+
     fn publish(n: u8) -> Packet {
         Packet::Publish(Publish {
             topic: ByteStr::from("t"),
@@ -910,13 +919,6 @@ mod tests {
         let peer = "127.0.0.1:5000".parse().unwrap();
         let mut driver = driver_with(Default::default(), conns, peer, now);
         driver.last_turn_end = now; // busy: each turn below starts right after the last
-        let subscribe = |topic: &str| {
-            Packet::Subscribe(Subscribe {
-                packet_id: 1,
-                filters: vec![(ByteStr::from(topic), Default::default())],
-                properties: Default::default(),
-            })
-        };
         for c in 1..=subs {
             let id = format!("s{c}");
             driver.handle(packets(c, vec![connect(&id), subscribe("t")]), now);
@@ -1097,12 +1099,7 @@ mod tests {
         let now = Instant::now();
         let conns = [(1, sub.clone()), (2, publisher.clone())];
         let mut driver = driver_with(Default::default(), conns, peer, now);
-        let subscribe = Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![(ByteStr::from("t"), Default::default())],
-            properties: Default::default(),
-        });
-        driver.handle(packets(1, vec![connect("sub"), subscribe]), now);
+        driver.handle(packets(1, vec![connect("sub"), subscribe("t")]), now);
         driver.handle(packets(2, vec![connect("pub")]), now);
         driver.end_turn();
         let mut acks = [0u8; 9]; // CONNACK (4 bytes) and SUBACK (5)
@@ -1238,12 +1235,7 @@ mod tests {
         let conns: Vec<_> = (1..).zip(boxes.iter().cloned()).collect();
         let peer = "127.0.0.1:5000".parse().unwrap();
         let mut driver = driver_with(Default::default(), conns, peer, now);
-        let subscribe = Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![(ByteStr::from("t"), Default::default())],
-            properties: Default::default(),
-        });
-        driver.handle(packets(1, vec![connect("s"), subscribe]), now);
+        driver.handle(packets(1, vec![connect("s"), subscribe("t")]), now);
         driver.handle(packets(2, vec![connect("p")]), now);
         driver.end_turn();
         let delivered = |o: &Outbox| {

@@ -46,7 +46,7 @@ impl<N> Children<N> {
 
     pub(crate) fn get_mut(&mut self, level: &str) -> Option<&mut N> {
         match self {
-            Self::Few(v) => v.iter_mut().find(|(k, _)| **k == *level).map(|(_, n)| n),
+            Self::Few(v) => v.iter_mut().find(|(k, _)| same(k, level)).map(|(_, n)| n),
             Self::Many(m) => m.get_mut(level),
         }
     }
@@ -55,7 +55,7 @@ impl<N> Children<N> {
     pub(crate) fn get_or_insert_with(&mut self, level: &str, new: impl FnOnce() -> N) -> &mut N {
         if let Self::Few(v) = self
             && v.len() == FEW
-            && !v.iter().any(|(k, _)| **k == *level)
+            && !v.iter().any(|(k, _)| same(k, level))
         {
             // Room for twice as many, so the child about to be added does not grow it at once.
             let mut map: Map<Box<str>, N> = Map::with_capacity_and_hasher(2 * FEW, GlobalState);
@@ -64,7 +64,7 @@ impl<N> Children<N> {
         }
         match self {
             Self::Few(v) => {
-                let i = match v.iter().position(|(k, _)| **k == *level) {
+                let i = match v.iter().position(|(k, _)| same(k, level)) {
                     Some(i) => i,
                     None => {
                         v.push((level.into(), new()));
@@ -86,7 +86,7 @@ impl<N> Children<N> {
     pub(crate) fn remove(&mut self, level: &str) -> Option<N> {
         match self {
             Self::Few(v) => {
-                let i = v.iter().position(|(k, _)| **k == *level)?;
+                let i = v.iter().position(|(k, _)| same(k, level))?;
                 let (_, n) = v.swap_remove(i);
                 if v.capacity() > 2 * v.len().max(2) {
                     v.shrink_to_fit();
@@ -133,9 +133,9 @@ impl<N> Children<N> {
     }
 }
 
-/// Whether two level strings are equal. Levels are short, and comparing them with `==` called
-/// the C library's `memcmp` once per child looked at; here up to 16 bytes are compared as two
-/// overlapping loads of each string.
+/// Whether two level strings are equal (every lookup of a child uses it). Levels are short,
+/// and comparing them with `==` called the C library's `memcmp` once per child looked at; here
+/// up to 16 bytes are compared as two overlapping loads of each string.
 #[inline]
 fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

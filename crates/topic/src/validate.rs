@@ -129,8 +129,10 @@ pub(crate) fn next_separator(bytes: &[u8], mut from: usize) -> Option<usize> {
         let word = if let Some(word) = rest.first_chunk::<8>() {
             u64::from_le_bytes(*word)
         } else if let Some(last) = bytes.last_chunk::<8>() {
-            // The last eight bytes, shifted so that `rest` starts the word; the bytes shifted
-            // in are zeros, which are not `/`.
+            // The last eight bytes, shifted so that `rest` starts the word (positions count
+            // here, unlike in `topic_name_levels`, which masks the bytes it has seen instead:
+            // sharing one tail loader cost the publish path 1 % of its instructions); the
+            // bytes shifted in are zeros, which are not `/`.
             u64::from_le_bytes(*last) >> (8 * (8 - rest.len()))
         } else {
             rest.iter()
