@@ -93,12 +93,13 @@ cases = []
 for (case, _, _) in vals:
     if case not in cases:
         cases.append(case)
-# `floor` (BROKERS="... floor"): `tern bench-floor`, a relay with no broker logic.
-has_floor = any(k[1] == "floor" for k in vals)
-floor_head = " floor |" if has_floor else ""
+# `floor` and `floorc` (BROKERS="... floor floorc"): `tern bench-floor`, a relay with no broker
+# logic, writing per read and (`floorc`) once per round.
+floors = [f for f in ("floor", "floorc") if any(k[1] == f for k in vals)]
+floor_head = "".join(f" {f} |" for f in floors)
 print()
 print(f"| scenario | metric | tern | mosquitto | tern / mosquitto |{floor_head} n |")
-print("|---|---|---|---|---|---|" + ("---|" if has_floor else ""))
+print("|---|---|---|---|---|---|" + "---|" * len(floors))
 for case in cases:
     metrics = []
     for (c, br, m) in vals:
@@ -108,14 +109,14 @@ for case in cases:
         for m in metrics:
             one = [k for k in vals if k[0] == case and k[2] == m]
             for k in sorted(one):
-                fl = " |" if has_floor else ""
+                fl = " |" * len(floors)
                 print(f"| {case} | {m} ({k[1]}) | {fmt(med(*k))} | | |{fl} {len(vals[k])} |")
         continue
     for m in metrics:
         t, mo = med(case, "tern", m), med(case, "mosquitto", m)
         ratio = f"{t / mo:.2f}x" if t is not None and mo not in (None, 0) else "-"
         n = len(vals.get((case, "tern", m), []))
-        fl = f" {fmt(med(case, 'floor', m))} |" if has_floor else ""
+        fl = "".join(f" {fmt(med(case, f, m))} |" for f in floors)
         print(f"| {case} | {m} | {fmt(t)} | {fmt(mo)} | {ratio} |{fl} {n} |")
 
 # The goals, as ratios against mosquitto in the same run.
@@ -178,25 +179,29 @@ for j in rows:
 for case, w in worst.items():
     goal(f"{case}: worst p99 of passing steps (µs)", w, "≤ 2000 µs", lambda v: v <= 2000)
 
-# With the floor in the run: of tern's passing steps over 2 ms, how many the relay with no
+# With a floor in the run: of tern's passing steps over 2 ms, how many the relay with no
 # broker logic also had over 2 ms at the same rate in the same repetition, or could not
 # sustain (it failed a step at or below that rate). Steps the floor's ladder did not reach
 # (the extra step at 1.4x the last pass) are not compared.
-if has_floor:
-    floor_steps = defaultdict(dict)  # (case, rep) -> rate -> report
+if floors:
+    floor_steps = defaultdict(dict)  # (floor, case, rep) -> rate -> report
     for j in rows:
-        if "step_rate" in j and j.get("broker") == "floor":
-            floor_steps[(j["case"], j.get("rep"))][j["step_rate"]] = j
+        if "step_rate" in j and j.get("broker") in floors:
+            floor_steps[(j["broker"], j["case"], j.get("rep"))][j["step_rate"]] = j
     print()
-    print("| sweep | tern's passing steps | of them p99 > 2 ms | of those, the floor also > 2 ms or failing |")
-    print("|---|---|---|---|")
+    head = "".join(f" of those, {f} also > 2 ms or failing |" for f in floors)
+    print(f"| sweep | tern's passing steps | of them p99 > 2 ms |{head}")
+    print("|---|---|---|" + "---|" * len(floors))
     for case, n in steps.items():
-        both = compared = 0
-        for j in over[case]:
-            fl = floor_steps.get((case, j.get("rep")), {})
-            rate = j["step_rate"]
-            failed_below = any(r <= rate and not step_passes(f) for r, f in fl.items())
-            if rate in fl or failed_below:
-                compared += 1
-                both += failed_below or p99(fl[rate]) > 2000
-        print(f"| {case} | {n} | {len(over[case])} | {both} of {compared} compared |")
+        cells = ""
+        for f in floors:
+            both = compared = 0
+            for j in over[case]:
+                fl = floor_steps.get((f, case, j.get("rep")), {})
+                rate = j["step_rate"]
+                failed_below = any(r <= rate and not step_passes(x) for r, x in fl.items())
+                if rate in fl or failed_below:
+                    compared += 1
+                    both += failed_below or p99(fl[rate]) > 2000
+            cells += f" {both} of {compared} compared |"
+        print(f"| {case} | {n} | {len(over[case])} |{cells}")

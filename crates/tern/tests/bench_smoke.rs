@@ -286,34 +286,38 @@ fn refuses_non_loopback_targets() {
 }
 
 /// `tern bench-floor`, the relay with no broker logic that `scripts/bench-compare` measures the
-/// machine with, relays what the benches send: two pairs over MQTT 3.1.1, one over MQTT 5, 20
-/// publishers into one wildcard subscriber, and one publisher to 10 subscribers.
+/// machine with, relays what the benches send, writing at once and coalescing (`--coalesce`):
+/// two pairs over MQTT 3.1.1, one over MQTT 5, 20 publishers into one wildcard subscriber, and
+/// one publisher to 10 subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_relay_delivers_everything() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    // The relay runs until the test process ends.
-    std::thread::spawn(move || tern::bench::floor_relay(listener));
-    for scenario in [
-        &["p2p", "--pairs", "2"][..],
-        &["p2p", "--pairs", "1", "--v5"],
-        &["fanin", "--pubs", "20"],
-        &["fanout", "--subs", "10"],
-    ] {
-        let mut args = scenario.to_vec();
-        args.extend([
-            "--qos",
-            "0",
-            "--rate",
-            "2000",
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0.2",
-        ]);
-        let r = bench_port(port, &args).await;
-        assert_eq!(r.errors, 0, "{scenario:?}: {:?}", r.error_messages);
-        assert!(r.sent > 0, "{scenario:?}: nothing sent");
-        assert_eq!(r.delivered, r.expected, "{scenario:?}: {r:?}");
+    for coalesce in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        // The relay runs until the test process ends.
+        std::thread::spawn(move || tern::bench::floor_relay(listener, coalesce));
+        for scenario in [
+            &["p2p", "--pairs", "2"][..],
+            &["p2p", "--pairs", "1", "--v5"],
+            &["fanin", "--pubs", "20"],
+            &["fanout", "--subs", "10"],
+        ] {
+            let mut args = scenario.to_vec();
+            args.extend([
+                "--qos",
+                "0",
+                "--rate",
+                "2000",
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0.2",
+            ]);
+            let r = bench_port(port, &args).await;
+            let what = (coalesce, scenario);
+            assert_eq!(r.errors, 0, "{what:?}: {:?}", r.error_messages);
+            assert!(r.sent > 0, "{what:?}: nothing sent");
+            assert_eq!(r.delivered, r.expected, "{what:?}: {r:?}");
+        }
     }
 }

@@ -10,7 +10,10 @@
 //!
 //! One thread. What a publisher's read carries is written to each matching subscriber at once,
 //! one write per subscriber per read; it is kept in memory only while that subscriber's socket
-//! is full (up to [`MAX_PENDING`], then the subscriber is dropped). It is not a broker: QoS 1
+//! is full (up to [`MAX_PENDING`], then the subscriber is dropped). With `--coalesce` it is
+//! always kept, and written by the subscriber's own task, which runs after the other
+//! connections the same wake-up made ready: one write per subscriber for all the reads of a
+//! round, as a broker batches across publishers (`floorc` in `scripts/bench-compare`). It is not a broker: QoS 1
 //! and 2 publishes close the connection, there is no authentication, and it listens on
 //! loopback only.
 
@@ -40,6 +43,10 @@ pub struct FloorArgs {
     /// Listen on HOST:PORT (loopback only).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
     pub listen: SocketAddr,
+    /// Leave each subscriber's bytes for its own task to write, after the other reads of the
+    /// same wake-up: one write per subscriber per round instead of per read.
+    #[arg(long)]
+    pub coalesce: bool,
 }
 
 /// Runs the relay until the process is killed.
@@ -49,11 +56,11 @@ pub fn run(args: &FloorArgs) -> anyhow::Result<u8> {
     }
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    relay(listener)
+    relay(listener, args.coalesce)
 }
 
 /// Relays on `listener` (on this thread) until the process ends.
-pub fn relay(listener: std::net::TcpListener) -> anyhow::Result<u8> {
+pub fn relay(listener: std::net::TcpListener, coalesce: bool) -> anyhow::Result<u8> {
     listener.set_nonblocking(true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -72,6 +79,7 @@ pub fn relay(listener: std::net::TcpListener) -> anyhow::Result<u8> {
                 id,
                 stream,
                 pending: RefCell::default(),
+                coalesce,
                 dropped: Cell::new(false),
                 wake: Notify::new(),
             });
@@ -90,18 +98,20 @@ struct Conn {
     stream: TcpStream,
     /// Bytes its socket did not take yet; written by the connection's own task, in order.
     pending: RefCell<Vec<u8>>,
+    /// Never write in [`Conn::send`]: always leave the bytes to the connection's task.
+    coalesce: bool,
     /// It took too long to read what it was sent.
     dropped: Cell<bool>,
     wake: Notify,
 }
 
 impl Conn {
-    /// Writes `bytes` now if nothing is waiting, else (and whatever the socket does not take)
-    /// behind what waits, for the connection's task to write.
+    /// Writes `bytes` now if nothing is waiting (and the relay does not coalesce), else (and
+    /// whatever the socket does not take) behind what waits, for the connection's task to write.
     fn send(&self, bytes: &[u8]) {
         let mut pending = self.pending.borrow_mut();
         let mut rest = bytes;
-        if pending.is_empty() {
+        if pending.is_empty() && !self.coalesce {
             match self.stream.try_write(bytes) {
                 Ok(n) => rest = &bytes[n..],
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
