@@ -3,19 +3,20 @@
 //! It answers CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ, and copies every QoS 0 PUBLISH, byte
 //! for byte, to the connections whose filters match its topic: no sessions, no queues, no
 //! limits. A PUBLISH is only framed and its topic read, in place (`tern_codec::peek_publish`,
-//! as the load generator reads); the other packets go through the codec. Run in the place of a broker (`scripts/bench-compare`
-//! with `floor` in `BROKERS`), it shows what the machine, its kernel and its host give a broker
-//! that does next to nothing: latency above the floor's is the broker's, latency at it is the
-//! machine's (a host that takes the CPU away for milliseconds shows in both).
+//! as the load generator reads); the other packets go through the codec. Run in the place of a
+//! broker (`scripts/bench-compare` with `floor` in `BROKERS`), it shows what the machine, its
+//! kernel and its host give a broker that does next to nothing: latency above the floor's is
+//! the broker's, latency at it is the machine's (a host that takes the CPU away for
+//! milliseconds shows in both).
 //!
 //! One thread. What a publisher's read carries is written to each matching subscriber at once,
 //! one write per subscriber per read; it is kept in memory only while that subscriber's socket
 //! is full (up to [`MAX_PENDING`], then the subscriber is dropped). With `--coalesce` it is
-//! always kept, and written by the subscriber's own task, which runs after the other
-//! connections the same wake-up made ready: one write per subscriber for all the reads of a
-//! round, as a broker batches across publishers (`floorc` in `scripts/bench-compare`). It is not a broker: QoS 1
-//! and 2 publishes close the connection, there is no authentication, and it listens on
-//! loopback only.
+//! kept (up to [`COALESCE_MAX`]) and written by the subscriber's own task, which runs after
+//! the other connections the same wake-up made ready: one write per subscriber for all the
+//! reads of a round, as a broker batches across publishers (`floorc` in
+//! `scripts/bench-compare`). It is not a broker: QoS 1 and 2 publishes close the connection,
+//! there is no authentication, and it listens on loopback only.
 
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
@@ -33,6 +34,12 @@ use tokio::sync::Notify;
 
 /// A subscriber whose socket does not take this much is dropped.
 const MAX_PENDING: usize = 64 << 20;
+
+/// Most bytes a coalescing relay leaves for a subscriber's task. A publisher's task reads
+/// until tokio makes it yield (about 128 reads of up to 64 KiB), so without a bound a
+/// fan-out under overload piled up megabytes per subscriber before any was written, and the
+/// relay delivered nothing.
+const COALESCE_MAX: usize = 64 << 10;
 
 /// Largest packet the floor takes (the benches send small ones).
 const MAX_PACKET: usize = 1 << 20;
@@ -97,7 +104,7 @@ struct Conn {
     id: u64,
     stream: TcpStream,
     /// Bytes its socket did not take yet; written by the connection's own task, in order.
-    pending: RefCell<Vec<u8>>,
+    pending: RefCell<BytesMut>,
     /// Never write in [`Conn::send`]: always leave the bytes to the connection's task.
     coalesce: bool,
     /// It took too long to read what it was sent.
@@ -106,16 +113,30 @@ struct Conn {
 }
 
 impl Conn {
-    /// Writes `bytes` now if nothing is waiting (and the relay does not coalesce), else (and
-    /// whatever the socket does not take) behind what waits, for the connection's task to write.
+    /// Writes `bytes` now if nothing is waiting, else (and whatever the socket does not take)
+    /// behind what waits, for the connection's task to write. A coalescing relay leaves them
+    /// all to the task, up to [`COALESCE_MAX`]; past that it writes what waits and `bytes` now.
     fn send(&self, bytes: &[u8]) {
         let mut pending = self.pending.borrow_mut();
         let mut rest = bytes;
-        if pending.is_empty() && !self.coalesce {
-            match self.stream.try_write(bytes) {
-                Ok(n) => rest = &bytes[n..],
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => return, // its task finds the error
+        let write_now = if self.coalesce {
+            pending.len() + bytes.len() >= COALESCE_MAX
+        } else {
+            pending.is_empty()
+        };
+        if write_now {
+            // What waits goes first, and `bytes` only if all of it went.
+            if !pending.is_empty() {
+                let Some(n) = self.write_some(&pending) else {
+                    return;
+                };
+                pending.advance(n);
+            }
+            if pending.is_empty() {
+                let Some(n) = self.write_some(bytes) else {
+                    return;
+                };
+                rest = &bytes[n..];
             }
         }
         if rest.is_empty() {
@@ -127,6 +148,16 @@ impl Conn {
             pending.extend_from_slice(rest);
         }
         self.wake.notify_one();
+    }
+
+    /// Writes what the socket takes of `bytes` now (0 when it is full); `None` on an error,
+    /// which the connection's task finds.
+    fn write_some(&self, bytes: &[u8]) -> Option<usize> {
+        match self.stream.try_write(bytes) {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Some(0),
+            Err(_) => None,
+        }
     }
 }
 
@@ -239,7 +270,7 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                 r?;
                 let mut pending = conn.pending.borrow_mut();
                 match conn.stream.try_write(&pending) {
-                    Ok(n) => drop(pending.drain(..n)),
+                    Ok(n) => pending.advance(n),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
