@@ -50,8 +50,8 @@ pub struct FloorArgs {
     /// Listen on HOST:PORT (loopback only).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
     pub listen: SocketAddr,
-    /// Leave each subscriber's bytes for its own task to write, after the other reads of the
-    /// same wake-up: one write per subscriber per round instead of per read.
+    /// Leave each subscriber's bytes (up to 64 KiB) for its own task to write, after the other
+    /// reads of the same wake-up: one write per subscriber per round instead of per read.
     #[arg(long)]
     pub coalesce: bool,
 }
@@ -105,7 +105,7 @@ struct Conn {
     stream: TcpStream,
     /// Bytes its socket did not take yet; written by the connection's own task, in order.
     pending: RefCell<BytesMut>,
-    /// Never write in [`Conn::send`]: always leave the bytes to the connection's task.
+    /// [`Conn::send`] leaves the bytes to the connection's task, up to [`COALESCE_MAX`].
     coalesce: bool,
     /// It took too long to read what it was sent.
     dropped: Cell<bool>,
