@@ -103,7 +103,8 @@ pub fn relay(listener: std::net::TcpListener, coalesce: bool) -> anyhow::Result<
 struct Conn {
     id: u64,
     stream: TcpStream,
-    /// Bytes its socket did not take yet; written by the connection's own task, in order.
+    /// Bytes waiting for its socket, in order: what the socket did not take, and with
+    /// `coalesce` what was left for the connection's own task (see [`Conn::send`]).
     pending: RefCell<BytesMut>,
     /// [`Conn::send`] leaves the bytes to the connection's task, up to [`COALESCE_MAX`].
     coalesce: bool,
