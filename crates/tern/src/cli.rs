@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Seconds between $SYS publications (0: off).
     #[arg(long, value_name = "SECS")]
     pub sys_interval: Option<u64>,
+    /// Worker threads (0: one per CPU the process may use).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Listen for MQTT over TLS on HOST:PORT (needs --cert and --key); repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     pub tls_listen: Vec<SocketAddr>,
@@ -145,6 +148,9 @@ impl ServeArgs {
         }
         if let Some(s) = self.sys_interval {
             config.sys_interval_secs = s;
+        }
+        if let Some(w) = self.workers {
+            config.workers = w;
         }
         if let Some(c) = &self.cert {
             config.tls.cert = Some(c.clone());
@@ -231,10 +237,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(descriptors = n, "descriptor table grown at start"),
         Err(e) => tracing::warn!(error = %e, "cannot grow the descriptor table at start"),
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(config))
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.workers > 0 {
+        runtime.worker_threads(config.workers);
+    }
+    runtime.enable_all().build()?.block_on(run(config))
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -249,7 +256,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!(%addr, "tern listens on {addr} beyond loopback with NO authentication: anyone who can reach it can connect");
         }
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "tern started");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), workers, "tern started");
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

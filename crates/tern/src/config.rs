@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Most worker threads `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The whole configuration. Every field has a default, so an empty file is a valid config.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +30,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Seconds between publications of the `$SYS` tree (Mosquitto's `sys_interval`); 0: off.
     pub sys_interval_secs: u64,
+    /// Threads that run connections and the broker; 0: one per CPU the process may use.
+    pub workers: usize,
     /// More listeners, each with its own transport and security (`[[listener]]` tables).
     pub listener: Vec<ListenerConfig>,
     /// Default certificate, key and CA for TLS / WSS listeners that do not set their own.
@@ -236,6 +241,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             log_format: LogFormat::Text,
             sys_interval_secs: 10,
+            workers: 0,
             listener: Vec::new(),
             tls: TlsDefaults::default(),
             password_file: None,
@@ -343,6 +349,12 @@ impl Config {
         };
         if let Err(e) = self.durability.parse::<tern_store::Durability>() {
             return invalid("durability", &e);
+        }
+        if self.workers > MAX_WORKERS {
+            return invalid(
+                "workers",
+                &format!("at most {MAX_WORKERS} (0: one per CPU)"),
+            );
         }
         if self.listen.is_empty() && self.listener.is_empty() {
             return invalid("listen", "at least one listener is needed");
@@ -622,6 +634,9 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.sys_interval_secs, 0);
         assert!(Config::from_toml("log_format = \"xml\"\n").is_err());
+        assert_eq!(Config::from_toml("workers = 1\n").unwrap().workers, 1);
+        let e = Config::from_toml("workers = 1025\n").unwrap_err();
+        assert!(e.to_string().contains("`workers`"), "{e}");
     }
 
     #[test]

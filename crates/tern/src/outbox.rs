@@ -5,7 +5,8 @@
 //! It is bounded: droppable QoS 0 messages are dropped past `max_outbox_packets` /
 //! `max_outbox_bytes`, and the connection stops reading from a client whose own answers pile
 //! up. For plain TCP the driver may also write to the socket itself when the connection's task
-//! is not writing (one task wake-up less per message at low rates).
+//! is not writing (one task wake-up less per message at low rates, and every write of a fan-out
+//! on a runtime with one worker).
 
 use bytes::{Buf, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -122,12 +123,12 @@ impl Outbox {
 
     /// Sends what is queued: written to the socket right here when `direct` is allowed, the
     /// transport is plain TCP and the connection's task is not writing (and the kernel takes it
-    /// all), else handed to the connection's task.
-    pub(crate) fn flush(&self, direct: bool) {
+    /// all), else handed to the connection's task. Returns how many packets were written here.
+    pub(crate) fn flush(&self, direct: bool) -> usize {
         {
             let mut q = lock(&self.queue);
             if q.pending.packets == 0 || q.busy {
-                return; // nothing to do, or the task will find it when it has written its batch
+                return 0; // nothing to do, or the task will find it when it has written its batch
             }
             if direct && let Some(w) = q.direct.clone() {
                 let total = q.pending.bytes.len();
@@ -142,8 +143,8 @@ impl Outbox {
                 let m = &self.metrics;
                 m.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
                 if written == total {
-                    m.packets_sent
-                        .fetch_add(q.pending.packets as u64, Ordering::Relaxed);
+                    let packets = q.pending.packets;
+                    m.packets_sent.fetch_add(packets as u64, Ordering::Relaxed);
                     if q.pending.bytes.capacity() > KEEP_CAPACITY {
                         // A burst's buffer is not kept for a connection the driver writes to.
                         q.pending = Pending::default();
@@ -151,13 +152,14 @@ impl Outbox {
                         q.pending.bytes.clear();
                         q.pending.packets = 0;
                     }
-                    return;
+                    return packets;
                 }
                 // The rest (from the middle of a packet) is the task's to finish.
                 q.pending.bytes.advance(written);
             }
         }
         self.wake();
+        0
     }
 
     fn wake(&self) {
@@ -253,6 +255,12 @@ impl Outbox {
         let mut q = lock(&self.queue);
         q.direct = w;
         q.busy = false;
+    }
+
+    /// Packets waiting to be written. For tests.
+    #[cfg(test)]
+    pub(crate) fn pending_packets(&self) -> usize {
+        lock(&self.queue).pending.packets
     }
 
     pub(crate) fn version(&self) -> ProtocolVersion {
