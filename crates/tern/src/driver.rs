@@ -35,9 +35,9 @@ const DIRECT_WRITES: usize = 4;
 /// Measured against 4, 16 and 32 at 16,000 and 32,000 publishes/s to 100 subscribers: 4
 /// polls for events more often than it helps, 32 lets a round's early subscribers wait longer.
 const WRITE_CHUNK: usize = 8;
-/// A driver's write that carried this many packets or more means the broker is behind:
-/// events then wait until the round of writes is done (see [`Driver::write_some`]).
-const HEAVY: usize = 1024;
+/// An outbox that holds this many packets when the driver comes to write it means the broker
+/// is behind: events then wait until the round of writes is done (see [`Driver::write_some`]).
+const HEAVY_WRITE: usize = 1024;
 /// A turn that starts after the driver has waited this long for events may write its first
 /// delivery early (see [`Driver::flush_first`]): its clients have probably gone to sleep too.
 const PAUSE: Duration = Duration::from_micros(100);
@@ -116,19 +116,23 @@ pub(crate) struct Driver {
     closing: HashSet<ConnId>,
     compacting: bool,
     /// Set when a turn leaves its writes to the connections' tasks (it wrote to more than
-    /// [`DIRECT_WRITES`] connections: a fan-out, or acknowledgements to many publishers);
-    /// cleared when the next turn of client events starts. See [`Driver::go_behind`].
+    /// [`DIRECT_WRITES`] connections: a fan-out, or acknowledgements to many publishers, on a
+    /// runtime with several workers); cleared when the next turn of client events starts. See
+    /// [`Driver::go_behind`].
     woke_writers: bool,
     /// Set when a turn starts after a pause; see [`Driver::flush_first`].
     first_of_turn: bool,
-    /// The runtime has one worker: the driver writes a fan-out's connections itself
-    /// (`writes`) rather than waking their tasks; see [`Driver::write_some`].
-    rolling: bool,
+    /// The runtime has one worker (a current-thread runtime counts as one): the driver writes
+    /// a fan-out's connections itself (`writes`) rather than waking their tasks; see
+    /// [`Driver::write_some`].
+    one_worker: bool,
     /// Connections with bytes waiting that the driver writes next, oldest first.
     writes: VecDeque<Arc<Outbox>>,
-    /// A write of this round of `writes` carried [`HEAVY`] packets or more: no events are
-    /// taken until the round is done.
+    /// An outbox of this round of `writes` held [`HEAVY_WRITE`] packets or more: no events
+    /// are taken until the round is done.
     hold_events: bool,
+    /// How often the core's timers run ([`Broker::tick`]): a second (longer in tests).
+    tick_period: Duration,
     /// When the last turn of client events ended.
     last_turn_end: Instant,
     /// Admin commands, `$SYS`, connection events (see `admin::handler`).
@@ -169,9 +173,10 @@ impl Driver {
             closing: HashSet::new(),
             compacting: false,
             first_of_turn: false,
-            rolling: false,
+            one_worker: false,
             writes: VecDeque::new(),
             hold_events: false,
+            tick_period: Duration::from_secs(1),
             woke_writers: false,
             last_turn_end: Instant::now(),
             deferred: Default::default(),
@@ -189,9 +194,9 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut admin_open = true;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(self.tick_period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.rolling = tokio::runtime::Handle::current().metrics().num_workers() == 1;
+        self.one_worker = tokio::runtime::Handle::current().metrics().num_workers() == 1;
         let mut committed = self
             .store
             .as_mut()
@@ -199,6 +204,8 @@ impl Driver {
         loop {
             if !self.writes.is_empty() {
                 self.write_some();
+                // Writing is not waiting: a turn right after it is not one after a pause.
+                self.last_turn_end = Instant::now();
                 if !self.writes.is_empty() {
                     // Waits for the runtime's next poll of the sockets: connections with new
                     // packets hand them in before the next chunk.
@@ -272,7 +279,7 @@ impl Driver {
             self.feed_resumed();
         }
         // From here on the connections' tasks write what is left.
-        self.rolling = false;
+        self.one_worker = false;
         for outbox in self.writes.drain(..) {
             outbox.flush(false);
         }
@@ -541,8 +548,9 @@ impl Driver {
     /// before the rest of the batch is handled. A receiver that sleeps takes tens
     /// of microseconds to wake up (more than the broker needs for a dozen small messages); woken
     /// by the first delivery, it wakes while the broker works through the rest, instead of
-    /// after. It costs one write per turn and only where it can help: never for a fan-out (the
-    /// connections' tasks write those) or durable records (they would split a group commit).
+    /// after. It costs one write per turn and only where it can help: never for a fan-out
+    /// (written after the turn, by the driver a chunk at a time or by the connections' tasks)
+    /// or durable records (they would split a group commit).
     fn flush_first(&mut self) {
         self.first_of_turn = false;
         let small = !self.actions.is_empty()
@@ -712,8 +720,15 @@ impl Driver {
             for outbox in dirty.drain(..) {
                 outbox.flush(true);
             }
-        } else if self.rolling {
-            self.writes.extend(dirty.drain(..));
+        } else if self.one_worker {
+            for outbox in dirty.drain(..) {
+                if outbox.is_direct() {
+                    self.writes.push_back(outbox);
+                } else {
+                    // TLS or WebSocket: only its task can write; no reason to wait for a chunk.
+                    outbox.flush(false);
+                }
+            }
         } else {
             self.woke_writers = true;
             for outbox in dirty.drain(..) {
@@ -735,14 +750,16 @@ impl Driver {
     ///
     /// When the broker falls behind, taking events between chunks would read faster than the
     /// round writes (an unthrottled fan-out then filled the outboxes to their limit and
-    /// delivered a third of what the tasks did): a write of [`HEAVY`] packets or more holds
-    /// events back until the round is done, as the tasks' round did.
+    /// delivered a third of what the tasks did): an outbox of [`HEAVY_WRITE`] packets or more holds
+    /// events back until the round is done, as the tasks' round did. (With thousands of
+    /// subscribers a round costs one poll of the sockets per chunk: about a microsecond or two
+    /// against eight writes of several each.)
     fn write_some(&mut self) {
         for _ in 0..WRITE_CHUNK {
             let Some(outbox) = self.writes.pop_front() else {
                 break;
             };
-            if outbox.flush(true) >= HEAVY {
+            if outbox.flush(true) >= HEAVY_WRITE {
                 self.hold_events = true;
             }
         }
@@ -1222,14 +1239,12 @@ mod tests {
         expect_messages(&mut client, 6..=10, "the last five").await;
     }
 
-    /// `n` subscribers on loopback sockets that the driver writes to itself (conns 1..=n, each
-    /// subscribed to "t", CONNACK and SUBACK read) and a publisher (conn n + 1) without one,
-    /// on a driver that writes fan-outs itself ([`Driver::write_some`]).
-    async fn rolling_fan_out(
+    /// `n` subscribers' outboxes on loopback sockets that the driver writes to itself, the
+    /// clients' ends of those sockets, and a last outbox without a socket (the publisher's).
+    async fn socket_outboxes(
         n: usize,
         outbox_limit: usize,
-        now: Instant,
-    ) -> (Driver, Vec<Arc<Outbox>>, Vec<tokio::net::TcpStream>) {
+    ) -> (Vec<Arc<Outbox>>, Vec<tokio::net::TcpStream>, SocketAddr) {
         let mut outboxes = Vec::new();
         let mut clients = Vec::new();
         let mut peer = None;
@@ -1243,11 +1258,35 @@ mod tests {
             outboxes.push(outbox);
             clients.push(client);
         }
-        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(peer.unwrap()));
+        let peer = peer.unwrap();
+        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(peer));
         outboxes.push(Arc::new(Outbox::new(outbox_limit, 64 << 20, metrics)));
+        (outboxes, clients, peer)
+    }
+
+    /// Reads each client's CONNACK and SUBACK.
+    async fn read_acks(clients: &mut [tokio::net::TcpStream]) {
+        for client in clients {
+            let mut acks = [0u8; 9];
+            tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut acks))
+                .await
+                .expect("CONNACK and SUBACK")
+                .unwrap();
+        }
+    }
+
+    /// `n` subscribers on loopback sockets that the driver writes to itself (conns 1..=n, each
+    /// subscribed to "t", CONNACK and SUBACK read) and a publisher (conn n + 1) without one,
+    /// on a driver that writes fan-outs itself ([`Driver::write_some`]).
+    async fn one_worker_fan_out(
+        n: usize,
+        outbox_limit: usize,
+        now: Instant,
+    ) -> (Driver, Vec<Arc<Outbox>>, Vec<tokio::net::TcpStream>) {
+        let (outboxes, mut clients, peer) = socket_outboxes(n, outbox_limit).await;
         let conns: Vec<_> = (1..).zip(outboxes.iter().cloned()).collect();
-        let mut driver = driver_with(Default::default(), conns, peer.unwrap(), now);
-        driver.rolling = true;
+        let mut driver = driver_with(Default::default(), conns, peer, now);
+        driver.one_worker = true;
         for c in 1..=n as ConnId {
             let id = format!("s{c}");
             driver.handle(packets(c, vec![connect(&id), subscribe("t")]), now);
@@ -1257,13 +1296,7 @@ mod tests {
         while !driver.writes.is_empty() {
             driver.write_some();
         }
-        for client in &mut clients {
-            let mut acks = [0u8; 9];
-            tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut acks))
-                .await
-                .expect("CONNACK and SUBACK")
-                .unwrap();
-        }
+        read_acks(&mut clients).await;
         (driver, outboxes, clients)
     }
 
@@ -1276,7 +1309,7 @@ mod tests {
         let now = Instant::now();
         let n = 2 * WRITE_CHUNK + 1;
         let publisher = n as ConnId + 1;
-        let (mut driver, outboxes, mut clients) = rolling_fan_out(n, 1000, now).await;
+        let (mut driver, outboxes, mut clients) = one_worker_fan_out(n, 1000, now).await;
 
         let position = |o: &Arc<Outbox>| outboxes.iter().position(|x| Arc::ptr_eq(x, o)).unwrap();
         driver.handle(packets(publisher, vec![publish(1)]), now);
@@ -1317,25 +1350,25 @@ mod tests {
         }
     }
 
-    /// A write of [`HEAVY`] packets or more (the broker is behind) holds events back until the
+    /// A write of [`HEAVY_WRITE`] packets or more (the broker is behind) holds events back until the
     /// round of writes is done; a round of lighter writes does not.
     #[tokio::test]
     async fn on_one_worker_a_heavy_write_holds_events_until_the_round_is_written() {
         let now = Instant::now();
         let n = WRITE_CHUNK + 1;
         let publisher = n as ConnId + 1;
-        let (mut driver, _outboxes, _clients) = rolling_fan_out(n, 4 * HEAVY, now).await;
+        let (mut driver, _outboxes, _clients) = one_worker_fan_out(n, 4 * HEAVY_WRITE, now).await;
         let burst = |k: usize| packets(publisher, (0..k).map(|i| publish(i as u8)).collect());
 
-        driver.handle(burst(HEAVY - 1), now);
+        driver.handle(burst(HEAVY_WRITE - 1), now);
         driver.end_turn();
         driver.write_some();
-        assert!(!driver.hold_events, "{} packets per write", HEAVY - 1);
+        assert!(!driver.hold_events, "{} packets per write", HEAVY_WRITE - 1);
         while !driver.writes.is_empty() {
             driver.write_some();
         }
 
-        driver.handle(burst(HEAVY), now);
+        driver.handle(burst(HEAVY_WRITE), now);
         driver.end_turn();
         let chunk: Vec<Arc<Outbox>> = driver.writes.iter().take(WRITE_CHUNK).cloned().collect();
         driver.write_some();
@@ -1343,11 +1376,97 @@ mod tests {
             chunk.iter().all(|o| o.pending_packets() == 0),
             "written whole"
         );
-        assert!(driver.hold_events, "{HEAVY} packets per write");
+        assert!(driver.hold_events, "{HEAVY_WRITE} packets per write");
         assert!(!driver.writes.is_empty());
         driver.write_some();
         assert!(driver.writes.is_empty());
         assert!(!driver.hold_events, "the round is done");
+    }
+
+    /// Waits until one of `clients` is readable.
+    async fn any_readable(clients: &[tokio::net::TcpStream]) {
+        use futures_util::FutureExt;
+        let (ready, ..) =
+            futures_util::future::select_all(clients.iter().map(|c| c.readable().boxed())).await;
+        ready.expect("readiness");
+    }
+
+    /// Through [`Driver::run`] on a current-thread runtime (one worker): a burst that leaves
+    /// [`HEAVY_WRITE`] packets for each of 33 subscribers is written a chunk at a time with no
+    /// other event to wake the driver (its timers' tick is an hour away), and an event sent
+    /// after the first chunk is taken only once the whole round has been written.
+    #[tokio::test]
+    async fn run_writes_a_heavy_round_whole_before_taking_the_next_event() {
+        let n = 4 * WRITE_CHUNK + 1;
+        let publisher = n as ConnId + 1;
+        let (outboxes, mut clients, peer) = socket_outboxes(n, 4 * HEAVY_WRITE).await;
+        let now = Instant::now();
+        let conns: Vec<_> = (1..).zip(outboxes.iter().cloned()).collect();
+        let mut driver = driver_with(Default::default(), conns, peer, now);
+        driver.tick_period = Duration::from_secs(3600);
+        let (tx, rx) = mpsc::channel(16);
+        let (_admin_tx, admin_rx) = mpsc::channel(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let run = tokio::spawn(driver.run(rx, admin_rx, stop_rx));
+        for c in 1..=n as ConnId {
+            let id = format!("s{c}");
+            tx.send(packets(c, vec![connect(&id), subscribe("t")]))
+                .await
+                .unwrap();
+        }
+        tx.send(packets(publisher, vec![connect("pub")]))
+            .await
+            .unwrap();
+        read_acks(&mut clients).await;
+
+        // Each QoS 0 PUBLISH of one byte to "t" is 6 bytes on the wire.
+        let burst = 6 * HEAVY_WRITE;
+        let publishes = (0..HEAVY_WRITE).map(|i| publish(i as u8)).collect();
+        tx.send(packets(publisher, publishes)).await.unwrap();
+        // Reads what the clients have, adding it up.
+        let mut got = vec![0usize; n];
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut drain = |clients: &mut [tokio::net::TcpStream], got: &mut [usize]| {
+            for (client, got) in clients.iter_mut().zip(got.iter_mut()) {
+                while let Ok(k) = client.try_read(&mut buf) {
+                    assert!(k > 0, "the driver closed a connection");
+                    *got += k;
+                }
+            }
+        };
+        // Once a client has bytes, the first chunk is written; then the next event goes in.
+        while got.iter().all(|&g| g == 0) {
+            any_readable(&clients).await;
+            drain(&mut clients, &mut got);
+        }
+        tx.send(packets(publisher, vec![publish(0xEE)]))
+            .await
+            .unwrap();
+
+        let all = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                drain(&mut clients, &mut got);
+                if tx.capacity() == tx.max_capacity() {
+                    // The driver has taken the last event: the round before it was all written.
+                    assert!(
+                        got.iter().all(|&g| g >= burst),
+                        "the event was taken with a round under way: {got:?}"
+                    );
+                }
+                if got.iter().all(|&g| g == burst + 6) {
+                    break;
+                }
+                any_readable(&clients).await;
+            }
+        })
+        .await;
+        assert!(
+            all.is_ok(),
+            "not everything arrived: {got:?} of {}",
+            burst + 6
+        );
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
     }
 
     #[test]

@@ -123,12 +123,15 @@ impl Outbox {
 
     /// Sends what is queued: written to the socket right here when `direct` is allowed, the
     /// transport is plain TCP and the connection's task is not writing (and the kernel takes it
-    /// all), else handed to the connection's task. Returns how many packets were written here.
+    /// all), else handed to the connection's task. Returns how many packets were waiting (a
+    /// measure of how far behind the writes are).
     pub(crate) fn flush(&self, direct: bool) -> usize {
+        let waiting;
         {
             let mut q = lock(&self.queue);
-            if q.pending.packets == 0 || q.busy {
-                return 0; // nothing to do, or the task will find it when it has written its batch
+            waiting = q.pending.packets;
+            if waiting == 0 || q.busy {
+                return waiting; // nothing to do, or the task will find it when it has written its batch
             }
             if direct && let Some(w) = q.direct.clone() {
                 let total = q.pending.bytes.len();
@@ -143,8 +146,7 @@ impl Outbox {
                 let m = &self.metrics;
                 m.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
                 if written == total {
-                    let packets = q.pending.packets;
-                    m.packets_sent.fetch_add(packets as u64, Ordering::Relaxed);
+                    m.packets_sent.fetch_add(waiting as u64, Ordering::Relaxed);
                     if q.pending.bytes.capacity() > KEEP_CAPACITY {
                         // A burst's buffer is not kept for a connection the driver writes to.
                         q.pending = Pending::default();
@@ -152,14 +154,14 @@ impl Outbox {
                         q.pending.bytes.clear();
                         q.pending.packets = 0;
                     }
-                    return packets;
+                    return waiting;
                 }
                 // The rest (from the middle of a packet) is the task's to finish.
                 q.pending.bytes.advance(written);
             }
         }
         self.wake();
-        0
+        waiting
     }
 
     fn wake(&self) {
@@ -255,6 +257,11 @@ impl Outbox {
         let mut q = lock(&self.queue);
         q.direct = w;
         q.busy = false;
+    }
+
+    /// Whether the driver can write to the socket itself (plain TCP, while the task runs).
+    pub(crate) fn is_direct(&self) -> bool {
+        lock(&self.queue).direct.is_some()
     }
 
     /// Packets waiting to be written. For tests.

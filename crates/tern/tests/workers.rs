@@ -1,8 +1,8 @@
-//! `tern serve --workers 1`: the runtime has one worker thread, and the broker writes a
-//! fan-out to its subscribers itself, a few at a time, taking new messages between (see
-//! `Driver::write_some`). A fan-out to more subscribers than one such chunk, with messages
-//! published back to back so that they arrive while a round is being written, reaches every
-//! subscriber whole and in order, at QoS 0 and QoS 1.
+//! `tern serve --workers N`. With one worker the broker writes a fan-out to its subscribers
+//! itself, a few at a time, taking new messages between (see `Driver::write_some`); with two,
+//! the connections' tasks write it. Either way a fan-out to more subscribers than one such
+//! chunk, with messages published back to back so that they arrive while a round is being
+//! written, reaches every subscriber whole and in order, at QoS 0 and QoS 1.
 
 mod admin_support;
 
@@ -31,7 +31,17 @@ async fn connect(addr: std::net::SocketAddr, id: &str) -> Connection {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_on_one_worker_reaches_every_subscriber_in_order() {
-    let tern = TernProcess::start(&["--workers", "1"]).await;
+    fan_out(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_on_two_workers_reaches_every_subscriber_in_order() {
+    fan_out(2).await;
+}
+
+async fn fan_out(workers: u64) {
+    let arg = workers.to_string();
+    let tern = TernProcess::start(&["--workers", &arg]).await;
     let started = eventually("the start line", || {
         let lines = tern.log_lines();
         async move {
@@ -41,7 +51,7 @@ async fn a_fan_out_on_one_worker_reaches_every_subscriber_in_order() {
         }
     })
     .await;
-    assert_eq!(started["fields"]["workers"], 1, "{started}");
+    assert_eq!(started["fields"]["workers"], workers, "{started}");
 
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
         let topic = format!("fan/{}", qos as u8);
