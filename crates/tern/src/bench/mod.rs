@@ -591,18 +591,9 @@ impl Ctx {
         let snap0 = snap0.unwrap_or_else(|| snap1.clone());
         progress.finish();
 
-        // Stop publishing, then wait for deliveries to settle (stable for 300 ms, at most 5 s).
+        // Stop publishing, then wait for the window's deliveries.
         shared.stop_publishers();
-        let drain_until = Instant::now() + Duration::from_secs(5);
-        let mut last = shared.recv_total();
-        while Instant::now() < drain_until {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = shared.recv_total();
-            if now == last {
-                break;
-            }
-            last = now;
-        }
+        shared.drain(fan as u64).await;
         shared.stop_subscribers();
         let mut hist = report::new_histogram();
         for t in pub_tasks {
