@@ -750,10 +750,10 @@ impl Driver {
     ///
     /// When the broker falls behind, taking events between chunks would read faster than the
     /// round writes (an unthrottled fan-out then filled the outboxes to their limit and
-    /// delivered a third of what the tasks did): an outbox of [`HEAVY_WRITE`] packets or more holds
-    /// events back until the round is done, as the tasks' round did. (With thousands of
+    /// delivered a third of what the tasks did): an outbox of [`HEAVY_WRITE`] packets or more
+    /// holds events back until the round is done, as the tasks' round did. (With thousands of
     /// subscribers a round costs one poll of the sockets per chunk: about a microsecond or two
-    /// against eight writes of several each.)
+    /// against eight writes of several microseconds each.)
     fn write_some(&mut self) {
         for _ in 0..WRITE_CHUNK {
             let Some(outbox) = self.writes.pop_front() else {
