@@ -44,6 +44,8 @@ pub struct Broker {
     pub(crate) stats: Stats,
     /// Reused by routing so a publish does not allocate a match list each time.
     pub(crate) scratch: Vec<(SubKey, SubEntry)>,
+    /// The matches of the last topic routed (see `route_cache`).
+    pub(crate) route_cache: crate::route_cache::RouteCache,
     pub(crate) last_retained_sweep: Option<Instant>,
     pub(crate) persist: crate::persist::Persistence,
     /// Client ids of sessions with a durable pending will (the session may be gone when the will

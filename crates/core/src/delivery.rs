@@ -51,12 +51,13 @@ impl Broker {
     ) -> usize {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
-        let filters = self.subs.for_each_match(&msg.topic, |key, entry| {
-            // [MQTT-3.8.3-3] No Local: not back to the publishing session.
-            if !(entry.options.no_local && SubKey::Session(msg.origin.unwrap_or(0)) == *key) {
-                matches.push((*key, *entry));
-            }
-        });
+        let (all, filters) = self.route_cache.matches(&self.subs, &msg.topic);
+        // [MQTT-3.8.3-3] No Local: not back to the publishing session.
+        let origin = msg.origin.map(SubKey::Session);
+        matches.extend(
+            all.iter()
+                .filter(|(key, entry)| !(entry.options.no_local && origin == Some(*key))),
+        );
         // A session with several matching filters gets one delivery ([MQTT-3.3.4-2]): sorted,
         // each key's entries end up adjacent. One filter's keys are distinct already (the usual
         // fan-out: a sort of 100 subscribers per message was 5 % of the broker's time).

@@ -17,7 +17,8 @@
 //! - `broker`: the [`Broker`] struct, its connection table and the packet dispatch.
 //! - `handle_connect`, `handle_publish`, `handle_acks`, `handle_subscribe`, `handle_unsubscribe`,
 //!   `handle_disconnect`: one file per packet (or packet family) received from a client.
-//! - `delivery`: routing a message to matching sessions, the in-flight window and the queue.
+//! - `delivery`: routing a message to matching sessions, the in-flight window and the queue;
+//!   `route_cache`: the matches of the last topic routed, reused while the trie is unchanged.
 //! - `shared`: shared subscriptions (`$share/{group}/{filter}`): groups, member choice, hand-over.
 //! - `subscriptions`: adding/removing one subscription across trie, groups and session.
 //! - `will`: will messages, including MQTT 5 will delay.
@@ -55,6 +56,7 @@ mod pager;
 mod persist;
 pub mod queue;
 mod restore;
+mod route_cache;
 pub mod session;
 mod shared;
 pub mod stats;

@@ -144,6 +144,8 @@ pub struct SubscriptionTrie<K, V> {
     root: Node<K, V>,
     len: usize,
     filters: usize,
+    /// Bumped by every change (see [`SubscriptionTrie::generation`]).
+    generation: u64,
 }
 
 impl<K: Eq + Hash + Clone, V> Default for SubscriptionTrie<K, V> {
@@ -174,12 +176,21 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
             root: Node::new(),
             len: 0,
             filters: 0,
+            generation: 0,
         }
+    }
+
+    /// A number that changes whenever an entry is added, replaced or removed: a caller that
+    /// keeps the result of [`SubscriptionTrie::for_each_match`] for a topic may reuse it while
+    /// the generation is the one it was computed at.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Adds `(key, value)` under `filter`. If `filter` already had an entry
     /// for `key`, its value is replaced and the old one returned.
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> Option<V> {
+        self.generation += 1;
         let (path, multi) = split_filter(filter);
         let mut node = &mut self.root;
         for level in levels(path) {
@@ -211,6 +222,8 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
     /// empty. O(filter depth), independent of how many other keys share the
     /// filter.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
+        // Bumped even if nothing is removed: simpler than tracking every early return.
+        self.generation += 1;
         let (path, multi) = split_filter(filter);
         let mut node = &mut self.root;
         for level in levels(path) {
@@ -364,6 +377,7 @@ impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
 
     /// Removes every entry.
     pub fn clear(&mut self) {
+        self.generation += 1;
         dismantle(std::mem::replace(&mut self.root, Node::new()));
         self.len = 0;
         self.filters = 0;
