@@ -42,9 +42,8 @@ pub struct Broker {
     pub(crate) next_session: SessionId,
     pub(crate) next_assigned_id: u64,
     pub(crate) stats: Stats,
-    /// Reused by routing so a publish does not allocate a match list each time.
-    pub(crate) scratch: Vec<(SubKey, SubEntry)>,
-    /// The matches of the last topic routed (see `route_cache`).
+    /// The matches of the last topic routed (see `route_cache`); its list is reused, so a
+    /// publish does not allocate one each time.
     pub(crate) route_cache: crate::route_cache::RouteCache,
     pub(crate) last_retained_sweep: Option<Instant>,
     pub(crate) persist: crate::persist::Persistence,
