@@ -49,12 +49,11 @@ impl Broker {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> usize {
-        let cache = self.route_cache.take(&self.subs, &msg.topic);
+        let (matches, _) = self.route_cache.take(&self.subs, &msg.topic);
         // [MQTT-3.8.3-3] No Local: not back to the publishing session.
         let origin = msg.origin.map(SubKey::Session);
         // A session with several matching filters gets one delivery ([MQTT-3.3.4-2]): the list
         // is sorted when several filters matched, so each key's entries are adjacent.
-        let matches = &cache.matches;
         let mut routed = 0;
         let mut i = 0;
         while i < matches.len() {
@@ -93,7 +92,7 @@ impl Broker {
             }
             routed += 1;
         }
-        self.route_cache.put_back(cache);
+        self.route_cache.put_back(matches);
         routed
     }
 

@@ -22,21 +22,24 @@ pub(crate) struct RouteCache {
     /// Every (key, entry) the trie reported for `topic`, before No Local (which depends on the
     /// publisher); sorted by key when several filters matched, so that a session's entries are
     /// adjacent.
-    pub(crate) matches: Vec<(SubKey, SubEntry)>,
+    matches: Vec<(SubKey, SubEntry)>,
     /// Number of filters that matched (see [`SubscriptionTrie::for_each_match`]).
     filters: usize,
+    /// While `matches` is lent out by [`RouteCache::take`]: the generation it was computed at.
+    lent_at: Option<u64>,
 }
 
 impl RouteCache {
-    /// The cache, current for `topic` in `trie` (from a walk of the trie unless it held `topic`
-    /// at the trie's current generation), moved out of `self`: routing calls into the broker
-    /// while it goes through the list, and gives it back with [`RouteCache::put_back`]. Until
-    /// then `self` is empty, so a route inside that one would walk the trie itself.
+    /// The list of matches for `topic` in `trie` (from a walk of the trie unless the cache held
+    /// `topic` at the trie's current generation), moved out of the cache with the number of
+    /// filters that matched: routing calls into the broker while it goes through the list, and
+    /// gives it back with [`RouteCache::put_back`]. Until then the cache is marked empty, so a
+    /// route inside that one would walk the trie itself.
     pub(crate) fn take(
         &mut self,
         trie: &SubscriptionTrie<SubKey, SubEntry>,
         topic: &str,
-    ) -> RouteCache {
+    ) -> (Vec<(SubKey, SubEntry)>, usize) {
         let generation = trie.generation();
         if self.generation != Some(generation) || self.topic != topic {
             self.matches.clear();
@@ -49,19 +52,27 @@ impl RouteCache {
             }
             self.topic.clear();
             self.topic.push_str(topic);
-            self.generation = Some(generation);
             // A fan-out to many subscribers can leave a long list; one that is not needed any
             // more is given back, as the trie's own maps are.
             if self.matches.capacity() > 1024 && self.matches.len() < self.matches.capacity() / 4 {
                 self.matches.shrink_to(self.matches.len().max(64));
             }
         }
-        std::mem::take(self)
+        // Lent out: `put_back` restores the generation. Only the list moves, not the whole
+        // cache (moving that out and back cost more than the lookup).
+        self.generation = None;
+        self.lent_at = Some(generation);
+        (std::mem::take(&mut self.matches), self.filters)
     }
 
-    /// Puts back what [`RouteCache::take`] moved out.
-    pub(crate) fn put_back(&mut self, taken: RouteCache) {
-        *self = taken;
+    /// Gives back the list [`RouteCache::take`] lent, which is current again for the cache's
+    /// topic. If the cache was refilled meanwhile (a route inside the one that took it), the
+    /// newer entry stays and the list is dropped.
+    pub(crate) fn put_back(&mut self, matches: Vec<(SubKey, SubEntry)>) {
+        if let Some(generation) = self.lent_at.take() {
+            self.matches = matches;
+            self.generation = Some(generation);
+        }
     }
 }
 
@@ -86,9 +97,9 @@ mod tests {
         trie: &SubscriptionTrie<SubKey, SubEntry>,
         topic: &str,
     ) -> (Vec<(SubKey, SubEntry)>, usize) {
-        let taken = cache.take(trie, topic);
-        let out = (taken.matches.clone(), taken.filters);
-        cache.put_back(taken);
+        let (list, filters) = cache.take(trie, topic);
+        let out = (list.clone(), filters);
+        cache.put_back(list);
         out
     }
 
