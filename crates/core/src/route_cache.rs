@@ -5,8 +5,10 @@
 //! an event stream), and the I/O layer hands the core each connection's reads as one batch: in
 //! fan-in from 100 publishers at 640 k msg/s, six of seven messages had the topic of the one
 //! before. For those the trie walk (5-6 % of the broker's time there) becomes a comparison of
-//! two short strings and a copy of the match list. The cache is one entry: no memory to bound,
-//! nothing to evict, and a miss costs one copy of the list the walk produced anyway.
+//! two short strings. Routing goes through the cached list itself (lent out and given back), so
+//! a hit copies nothing. The cache is one entry: nothing to evict, and its memory is one topic
+//! and one match list. A miss costs the topic's comparison and copy (about 110 instructions per
+//! message when every message has a new topic).
 
 use crate::session::SubEntry;
 use crate::shared::SubKey;
@@ -109,15 +111,21 @@ mod tests {
         k
     }
 
+    /// The sorted keys `cache` gives for `topic`.
+    fn keys_for(
+        cache: &mut RouteCache,
+        trie: &SubscriptionTrie<SubKey, SubEntry>,
+        topic: &str,
+    ) -> Vec<SubKey> {
+        keys(&matches(cache, trie, topic).0)
+    }
+
     #[test]
     fn a_change_to_the_trie_is_seen_at_once() {
         let mut trie = SubscriptionTrie::new();
         let mut cache = RouteCache::default();
         trie.insert("a/#", SubKey::Session(1), entry(QoS::AtMostOnce));
-        assert_eq!(
-            keys(&matches(&mut cache, &trie, "a/b").0),
-            [SubKey::Session(1)]
-        );
+        assert_eq!(keys_for(&mut cache, &trie, "a/b"), [SubKey::Session(1)]);
         // Same topic, new subscription: not the cached list.
         trie.insert("a/b", SubKey::Session(2), entry(QoS::AtMostOnce));
         let (list, filters) = matches(&mut cache, &trie, "a/b");
@@ -129,10 +137,7 @@ mod tests {
         let two = list.iter().find(|(k, _)| *k == SubKey::Session(2)).unwrap();
         assert_eq!(two.1.options.qos, QoS::AtLeastOnce);
         trie.remove("a/#", &SubKey::Session(1));
-        assert_eq!(
-            keys(&matches(&mut cache, &trie, "a/b").0),
-            [SubKey::Session(2)]
-        );
+        assert_eq!(keys_for(&mut cache, &trie, "a/b"), [SubKey::Session(2)]);
         trie.clear();
         assert!(matches(&mut cache, &trie, "a/b").0.is_empty());
     }
@@ -143,18 +148,12 @@ mod tests {
         let mut cache = RouteCache::default();
         trie.insert("a/+", SubKey::Session(1), entry(QoS::AtMostOnce));
         trie.insert("a/c", SubKey::Session(2), entry(QoS::AtMostOnce));
+        assert_eq!(keys_for(&mut cache, &trie, "a/b"), [SubKey::Session(1)]);
         assert_eq!(
-            keys(&matches(&mut cache, &trie, "a/b").0),
-            [SubKey::Session(1)]
-        );
-        assert_eq!(
-            keys(&matches(&mut cache, &trie, "a/c").0),
+            keys_for(&mut cache, &trie, "a/c"),
             [SubKey::Session(1), SubKey::Session(2)]
         );
-        assert_eq!(
-            keys(&matches(&mut cache, &trie, "a/b").0),
-            [SubKey::Session(1)]
-        );
+        assert_eq!(keys_for(&mut cache, &trie, "a/b"), [SubKey::Session(1)]);
         assert!(matches(&mut cache, &trie, "b").0.is_empty());
         // [MQTT-4.7.2-1] still applies to what is cached: `$` topics do not match `+`.
         assert!(matches(&mut cache, &trie, "$SYS").0.is_empty());

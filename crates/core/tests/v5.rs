@@ -316,6 +316,34 @@ fn qos_0_forward_carries_the_expiry_to_v5_and_no_properties_to_v3() {
     assert_eq!(&got3[0].payload[..], b"m");
 }
 
+/// [MQTT-3.8.3-3] No Local depends on the publisher, not only on the topic: the core reuses the
+/// last topic's matches (`route_cache`), and one list must serve a publisher that is excluded
+/// and one that is not, in either order, and a session with a second filter that is not
+/// No Local still gets one copy ([MQTT-3.3.4-2]).
+#[test]
+fn no_local_applies_per_publisher_when_a_topic_is_routed_again() {
+    let mut h = Harness::new(Config::default());
+    let c = h.connect(V5, "c", true, None);
+    let o = h.connect(V5, "o", true, None);
+    let no_local = SubscriptionOptions {
+        no_local: true,
+        ..Default::default()
+    };
+    h.subscribe_opts(c, "nl/t", no_local, None);
+    h.publish(c, "nl/t", "mine", QoS::AtMostOnce, false, None);
+    h.publish(o, "nl/t", "theirs", QoS::AtMostOnce, false, None);
+    h.publish(c, "nl/t", "mine again", QoS::AtMostOnce, false, None);
+    let got = h.publishes(c);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(&got[0].payload[..], b"theirs");
+    // A second filter without No Local: c now gets its own messages, once each.
+    h.subscribe_opts(c, "nl/+", SubscriptionOptions::default(), None);
+    h.publish(c, "nl/t", "mine", QoS::AtMostOnce, false, None);
+    h.publish(c, "nl/t", "mine again", QoS::AtMostOnce, false, None);
+    let got = h.publishes(c);
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
 #[test]
 fn no_local_retain_as_published_and_retain_handling() {
     let mut h = Harness::new(Config::default());
