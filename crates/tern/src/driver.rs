@@ -122,6 +122,8 @@ pub(crate) struct Driver {
     woke_writers: bool,
     /// Set when a turn starts after a pause; see [`Driver::flush_first`].
     first_of_turn: bool,
+    /// The answers [`Driver::flush_first`] keeps back while it sends the deliveries (reused).
+    later: Vec<Action>,
     /// The runtime has one worker (a current-thread runtime counts as one): the driver writes
     /// a fan-out's connections itself (`writes`) rather than waking their tasks; see
     /// [`Driver::write_some`].
@@ -173,6 +175,7 @@ impl Driver {
             closing: HashSet::new(),
             compacting: false,
             first_of_turn: false,
+            later: Vec::new(),
             one_worker: false,
             writes: VecDeque::new(),
             hold_events: false,
@@ -551,6 +554,11 @@ impl Driver {
     /// after. It costs one write per turn and only where it can help: never for a fan-out
     /// (written after the turn, by the driver a chunk at a time or by the connections' tasks)
     /// or durable records (they would split a group commit).
+    ///
+    /// Only deliveries go early. The packet's other answers (a QoS 1 publisher's PUBACK, a
+    /// PUBREC) wait for the end of the turn with the rest of the batch's: sent early they wake
+    /// nobody sooner that is waiting for a message, and cost a write of their own (at QoS 1 and
+    /// 10 k msg/s, four writes a batch instead of three).
     fn flush_first(&mut self) {
         self.first_of_turn = false;
         let small = !self.actions.is_empty()
@@ -560,9 +568,18 @@ impl Driver {
                 .actions
                 .iter()
                 .all(|a| matches!(a, Action::Send(..) | Action::SendDroppable(..)));
-        if small {
-            self.end_turn();
+        if !small || !self.actions.iter().any(is_delivery) {
+            return;
         }
+        // Per connection the order is kept: only a connection that gets both a delivery and
+        // an answer (a client subscribed to its own topic) has them reordered, and MQTT orders
+        // PUBLISHes among themselves and acknowledgements among themselves, not one against
+        // the other ([MQTT-4.6.0-2], [MQTT-4.6.0-3]).
+        let mut later = std::mem::take(&mut self.later);
+        later.extend(self.actions.extract_if(.., |a| !is_delivery(a)));
+        self.end_turn();
+        self.actions.append(&mut later);
+        self.later = later;
     }
 
     /// Marks the connections closed by the actions from `start` on, so their later packets are
@@ -766,6 +783,15 @@ impl Driver {
         if self.writes.is_empty() {
             self.hold_events = false;
         }
+    }
+}
+
+/// A PUBLISH to a subscriber (as opposed to an answer to a client's packet).
+fn is_delivery(a: &Action) -> bool {
+    match a {
+        Action::SendDroppable(..) => true,
+        Action::Send(_, packet) => matches!(**packet, Packet::Publish(_)),
+        _ => false,
     }
 }
 
@@ -1237,6 +1263,71 @@ mod tests {
         );
         driver.end_turn();
         expect_messages(&mut client, 6..=10, "the last five").await;
+    }
+
+    /// Only the first packet's deliveries go early: its PUBACK to a QoS 1 publisher waits for
+    /// the end of the turn with the other PUBACKs (one write to the publisher, not two), which
+    /// keep their order ([MQTT-4.6.0-2]).
+    #[tokio::test]
+    async fn an_early_first_delivery_leaves_the_publishers_acknowledgement_for_the_end_of_the_turn()
+    {
+        let (mut client, server, addr) = crate::connection::tests::loopback_pair().await;
+        let peer = server.peer_addr().unwrap();
+        let (_server_rd, server_wr) = server.into_split();
+        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(addr));
+        let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
+        sub.set_direct(Some(Arc::new(server_wr)));
+        let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
+        let now = Instant::now();
+        let conns = [(1, sub.clone()), (2, publisher.clone())];
+        let mut driver = driver_with(Default::default(), conns, peer, now);
+        driver.handle(packets(1, vec![connect("sub"), subscribe("t")]), now);
+        driver.handle(packets(2, vec![connect("pub")]), now);
+        driver.end_turn();
+        let mut acks = [0u8; 9];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut acks))
+            .await
+            .expect("CONNACK and SUBACK")
+            .unwrap();
+        let mut connack = crate::outbox::Pending::default();
+        publisher.take(&mut connack);
+        publisher.sent(&connack);
+
+        driver.last_turn_end = now;
+        driver.begin_turn(
+            packets(2, vec![publish_q1(1), publish_q1(2), publish_q1(3)]),
+            now + PAUSE,
+        );
+        let mut first = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut first))
+            .await
+            .expect("the first delivery before the end of the turn")
+            .unwrap();
+        assert_eq!(first, [0x30, 4, 0, 1, b't', b'm']);
+        assert_eq!(
+            publisher.pending_packets(),
+            0,
+            "the first PUBACK was not queued early"
+        );
+        assert_eq!(
+            driver.actions.len(),
+            5,
+            "three PUBACKs and two deliveries wait"
+        );
+        driver.end_turn();
+        let mut pubacks = crate::outbox::Pending::default();
+        publisher.take(&mut pubacks);
+        assert_eq!(
+            &pubacks.bytes[..],
+            &[0x40, 2, 0, 1, 0x40, 2, 0, 2, 0x40, 2, 0, 3][..],
+            "the PUBACKs, in order"
+        );
+        let mut rest = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut rest))
+            .await
+            .expect("the other deliveries at the end of the turn")
+            .unwrap();
+        assert_eq!(rest, [0x30, 4, 0, 1, b't', b'm', 0x30, 4, 0, 1, b't', b'm']);
     }
 
     /// `n` subscribers' outboxes on loopback sockets that the driver writes to itself, the
