@@ -558,7 +558,9 @@ impl Driver {
     /// Only deliveries go early. The packet's other answers (a QoS 1 publisher's PUBACK, a
     /// PUBREC) wait for the end of the turn with the rest of the batch's: sent early they wake
     /// nobody sooner that is waiting for a message, and cost a write of their own (at QoS 1 and
-    /// 10 k msg/s, four writes a batch instead of three).
+    /// 10 k msg/s, four writes a batch instead of three). A connection's packets keep their
+    /// order: from its first answer on, everything for it waits (a CONNACK, then the messages
+    /// its resumed session had queued: the CONNACK must be first, [MQTT-3.2.0-1]).
     fn flush_first(&mut self) {
         self.first_of_turn = false;
         let small = !self.actions.is_empty()
@@ -571,12 +573,25 @@ impl Driver {
         if !small || !self.actions.iter().any(is_delivery) {
             return;
         }
-        // Per connection the order is kept: only a connection that gets both a delivery and
-        // an answer (a client subscribed to its own topic) has them reordered, and MQTT orders
-        // PUBLISHes among themselves and acknowledgements among themselves, not one against
-        // the other ([MQTT-4.6.0-2], [MQTT-4.6.0-3]).
+        // Connections with an answer kept back (at most one per action).
+        let mut waiting = [0 as ConnId; DIRECT_WRITES];
+        let mut n = 0;
         let mut later = std::mem::take(&mut self.later);
-        later.extend(self.actions.extract_if(.., |a| !is_delivery(a)));
+        later.extend(self.actions.extract_if(.., |a| {
+            let conn = match a {
+                Action::Send(conn, _) | Action::SendDroppable(conn, _) => *conn,
+                _ => return true,
+            };
+            if waiting[..n].contains(&conn) {
+                return true;
+            }
+            if is_delivery(a) {
+                return false;
+            }
+            waiting[n] = conn;
+            n += 1;
+            true
+        }));
         self.end_turn();
         self.actions.append(&mut later);
         self.later = later;
@@ -1328,6 +1343,68 @@ mod tests {
             .expect("the other deliveries at the end of the turn")
             .unwrap();
         assert_eq!(rest, [0x30, 4, 0, 1, b't', b'm', 0x30, 4, 0, 1, b't', b'm']);
+    }
+
+    /// A resumed session's CONNECT, read in one batch with more packets after a pause: its
+    /// queued message is a delivery the first packet made, but it must not go before the
+    /// CONNACK ([MQTT-3.2.0-1]: the first packet from the server is CONNACK).
+    #[tokio::test]
+    async fn an_early_delivery_never_goes_before_the_connack_of_its_connection() {
+        let (mut client, server, addr) = crate::connection::tests::loopback_pair().await;
+        let peer = server.peer_addr().unwrap();
+        let (_server_rd, server_wr) = server.into_split();
+        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(addr));
+        let first = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
+        let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
+        let again = Arc::new(Outbox::new(1000, 1 << 20, metrics));
+        again.set_direct(Some(Arc::new(server_wr)));
+        let now = Instant::now();
+        let conns = [(1, first), (2, publisher), (3, again.clone())];
+        let mut driver = driver_with(Default::default(), conns, peer, now);
+        let persistent = || {
+            Packet::Connect(Box::new(Connect {
+                clean_start: false,
+                ..match connect("sub") {
+                    Packet::Connect(c) => *c,
+                    _ => unreachable!(),
+                }
+            }))
+        };
+        let options = tern_codec::SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        };
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteStr::from("t"), options)],
+            properties: Default::default(),
+        });
+        driver.handle(packets(1, vec![persistent(), subscribe]), now);
+        driver.handle(packets(2, vec![connect("pub")]), now);
+        driver.handle(Event::Lost { conn: 1 }, now);
+        driver.handle(packets(2, vec![publish_q1(1)]), now);
+        driver.end_turn();
+
+        // The session comes back on connection 3 with a PINGREQ in the same read.
+        driver.last_turn_end = now;
+        driver.begin_turn(packets(3, vec![persistent(), Packet::PingReq]), now + PAUSE);
+        driver.end_turn();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the first packet")
+            .unwrap();
+        assert_eq!(
+            got,
+            [0x20, 2, 1, 0],
+            "CONNACK (session present) comes first"
+        );
+        let mut publish = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut publish))
+            .await
+            .expect("the queued message")
+            .unwrap();
+        assert_eq!(publish[0] & 0xf0, 0x30, "then the queued PUBLISH");
     }
 
     /// `n` subscribers' outboxes on loopback sockets that the driver writes to itself, the
