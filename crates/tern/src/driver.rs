@@ -570,10 +570,12 @@ impl Driver {
                 .actions
                 .iter()
                 .all(|a| matches!(a, Action::Send(..) | Action::SendDroppable(..)));
-        if !small || !self.actions.iter().any(is_delivery) {
+        if !small {
             return;
         }
-        // Connections with an answer kept back (at most one per action).
+        // What is kept back goes to `later`; what stays is sent now (nothing, if the packet
+        // made no delivery: `end_turn` then has nothing to do). Connections with an answer
+        // kept back (at most one per action):
         let mut waiting = [0 as ConnId; DIRECT_WRITES];
         let mut n = 0;
         let mut later = std::mem::take(&mut self.later);
@@ -960,9 +962,18 @@ mod tests {
 
     /// SUBSCRIBE to `topic` at QoS 0.
     fn subscribe(topic: &str) -> Packet {
+        subscribe_at(topic, QoS::AtMostOnce)
+    }
+
+    /// SUBSCRIBE to `topic` at `qos`.
+    fn subscribe_at(topic: &str, qos: QoS) -> Packet {
+        let options = tern_codec::SubscriptionOptions {
+            qos,
+            ..Default::default()
+        };
         Packet::Subscribe(Subscribe {
             packet_id: 1,
-            filters: vec![(ByteStr::from(topic), Default::default())],
+            filters: vec![(ByteStr::from(topic), options)],
             properties: Default::default(),
         })
     }
@@ -1008,15 +1019,7 @@ mod tests {
         };
         let conns = [(1, sub), (2, publisher.clone())];
         let mut driver = driver_with(config, conns, "127.0.0.1:5000".parse().unwrap(), now);
-        let options = tern_codec::SubscriptionOptions {
-            qos: QoS::AtLeastOnce,
-            ..Default::default()
-        };
-        let subscribe = Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![(ByteStr::from("t"), options)],
-            properties: Default::default(),
-        });
+        let subscribe = subscribe_at("t", QoS::AtLeastOnce);
         driver.handle(packets(1, vec![connect("sub"), subscribe]), now);
         driver.handle(packets(2, vec![connect("pub")]), now);
         driver.end_turn();
@@ -1210,12 +1213,11 @@ mod tests {
         assert_eq!(got, want, "{what}, in order");
     }
 
-    /// A turn that starts, after a pause, with several messages for a subscriber writes the
-    /// first one to its socket before handling the others, so a sleeping client starts waking
-    /// up while the broker works through the rest; the rest follow at the end of the turn, in
-    /// order. Turns back to back, and batches after the first of a turn, wait for its end.
-    #[tokio::test]
-    async fn the_first_delivery_of_a_turn_is_written_before_the_rest_are_handled() {
+    /// A driver with a subscriber of "t" at QoS 0 (connection 1, whose outbox the driver
+    /// writes to a loopback socket: the client's end is returned) and a publisher (connection
+    /// 2, an outbox without a socket), both connected, the subscriber's CONNACK and SUBACK
+    /// read; and the time the driver started at.
+    async fn early_writes() -> (tokio::net::TcpStream, Driver, Arc<Outbox>, Instant) {
         let (mut client, server, addr) = crate::connection::tests::loopback_pair().await;
         let peer = server.peer_addr().unwrap();
         let (_server_rd, server_wr) = server.into_split();
@@ -1224,7 +1226,7 @@ mod tests {
         sub.set_direct(Some(Arc::new(server_wr)));
         let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
         let now = Instant::now();
-        let conns = [(1, sub.clone()), (2, publisher.clone())];
+        let conns = [(1, sub), (2, publisher.clone())];
         let mut driver = driver_with(Default::default(), conns, peer, now);
         driver.handle(packets(1, vec![connect("sub"), subscribe("t")]), now);
         driver.handle(packets(2, vec![connect("pub")]), now);
@@ -1235,6 +1237,16 @@ mod tests {
             .expect("CONNACK and SUBACK")
             .unwrap();
         assert_eq!(acks, [0x20, 2, 0, 0, 0x90, 3, 0, 1, QoS::AtMostOnce as u8]);
+        (client, driver, publisher, now)
+    }
+
+    /// A turn that starts, after a pause, with several messages for a subscriber writes the
+    /// first one to its socket before handling the others, so a sleeping client starts waking
+    /// up while the broker works through the rest; the rest follow at the end of the turn, in
+    /// order. Turns back to back, and batches after the first of a turn, wait for its end.
+    #[tokio::test]
+    async fn the_first_delivery_of_a_turn_is_written_before_the_rest_are_handled() {
+        let (mut client, mut driver, _publisher, now) = early_writes().await;
 
         // A turn after a pause whose first batch (one read) brought three messages.
         driver.last_turn_end = now;
@@ -1286,24 +1298,7 @@ mod tests {
     #[tokio::test]
     async fn an_early_first_delivery_leaves_the_publishers_acknowledgement_for_the_end_of_the_turn()
     {
-        let (mut client, server, addr) = crate::connection::tests::loopback_pair().await;
-        let peer = server.peer_addr().unwrap();
-        let (_server_rd, server_wr) = server.into_split();
-        let metrics = Arc::new(crate::metrics::ListenerMetrics::new(addr));
-        let sub = Arc::new(Outbox::new(1000, 1 << 20, metrics.clone()));
-        sub.set_direct(Some(Arc::new(server_wr)));
-        let publisher = Arc::new(Outbox::new(1000, 1 << 20, metrics));
-        let now = Instant::now();
-        let conns = [(1, sub.clone()), (2, publisher.clone())];
-        let mut driver = driver_with(Default::default(), conns, peer, now);
-        driver.handle(packets(1, vec![connect("sub"), subscribe("t")]), now);
-        driver.handle(packets(2, vec![connect("pub")]), now);
-        driver.end_turn();
-        let mut acks = [0u8; 9];
-        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut acks))
-            .await
-            .expect("CONNACK and SUBACK")
-            .unwrap();
+        let (mut client, mut driver, publisher, now) = early_writes().await;
         let mut connack = crate::outbox::Pending::default();
         publisher.take(&mut connack);
         publisher.sent(&connack);
@@ -1362,23 +1357,13 @@ mod tests {
         let conns = [(1, first), (2, publisher), (3, again.clone())];
         let mut driver = driver_with(Default::default(), conns, peer, now);
         let persistent = || {
-            Packet::Connect(Box::new(Connect {
-                clean_start: false,
-                ..match connect("sub") {
-                    Packet::Connect(c) => *c,
-                    _ => unreachable!(),
-                }
-            }))
+            let mut c = connect("sub");
+            if let Packet::Connect(c) = &mut c {
+                c.clean_start = false;
+            }
+            c
         };
-        let options = tern_codec::SubscriptionOptions {
-            qos: QoS::AtLeastOnce,
-            ..Default::default()
-        };
-        let subscribe = Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![(ByteStr::from("t"), options)],
-            properties: Default::default(),
-        });
+        let subscribe = subscribe_at("t", QoS::AtLeastOnce);
         driver.handle(packets(1, vec![persistent(), subscribe]), now);
         driver.handle(packets(2, vec![connect("pub")]), now);
         driver.handle(Event::Lost { conn: 1 }, now);
