@@ -289,7 +289,9 @@ fn refuses_non_loopback_targets() {
 /// machine with, relays what the benches send, writing at once and coalescing (`--coalesce`):
 /// two pairs over MQTT 3.1.1, one over MQTT 5, 20 publishers into one wildcard subscriber, one
 /// publisher to 10 subscribers, and one to 2 with 40 KB payloads (two of them are past what the
-/// coalescing relay leaves for a subscriber's task, so it writes what waits itself).
+/// coalescing relay leaves for a subscriber's task, so it writes what waits itself); and at
+/// QoS 1 one pair over each version, paced and unlimited with 64 in flight (a publisher that
+/// got no PUBACKs would stall at its window and deliver less than it was due).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_relay_delivers_everything() {
     for coalesce in [false, true] {
@@ -297,21 +299,32 @@ async fn the_floor_relay_delivers_everything() {
         let port = listener.local_addr().expect("address").port();
         // The relay runs until the test process ends.
         std::thread::spawn(move || tern::bench::floor_relay(listener, coalesce));
-        for (scenario, rate) in [
-            (&["p2p", "--pairs", "2"][..], "2000"),
-            (&["p2p", "--pairs", "1", "--v5"], "2000"),
-            (&["fanin", "--pubs", "20"], "2000"),
-            (&["fanout", "--subs", "10"], "2000"),
-            (&["fanout", "--subs", "2", "--size", "40000"], "2000"),
+        for (scenario, qos, rate) in [
+            (&["p2p", "--pairs", "2"][..], "0", "2000"),
+            (&["p2p", "--pairs", "1", "--v5"], "0", "2000"),
+            (&["fanin", "--pubs", "20"], "0", "2000"),
+            (&["fanout", "--subs", "10"], "0", "2000"),
+            (&["fanout", "--subs", "2", "--size", "40000"], "0", "2000"),
+            (&["p2p", "--pairs", "1"], "1", "2000"),
+            (&["p2p", "--pairs", "1", "--v5"], "1", "2000"),
+            (&["p2p", "--pairs", "1", "--inflight", "64"], "1", "0"),
         ] {
             let mut args = scenario.to_vec();
-            let common = ["--qos", "0", "--duration", "0.5", "--warmup", "0.2"];
+            let common = ["--qos", qos, "--duration", "0.5", "--warmup", "0.2"];
             args.extend(common.into_iter().chain(["--rate", rate]));
             let r = bench_port(port, &args).await;
             let what = (coalesce, scenario);
             assert_eq!(r.errors, 0, "{what:?}: {:?}", r.error_messages);
             assert!(r.sent > 0, "{what:?}: nothing sent");
             assert_eq!(r.delivered, r.expected, "{what:?}: {r:?}");
+            if qos == "1" {
+                // Past four windows of 64, and acknowledged: the relay answered its PUBLISHes.
+                assert!(r.sent > 256, "{what:?}: the publisher stalled: {r:?}");
+                assert!(
+                    r.acked_per_s > 0.5 * r.sent_per_s,
+                    "{what:?}: PUBACKs missing: {r:?}"
+                );
+            }
         }
     }
 }

@@ -15,8 +15,15 @@
 //! kept (up to [`COALESCE_MAX`]) and written by the subscriber's own task, which runs after
 //! the other connections the same wake-up made ready: one write per subscriber for all the
 //! reads of a round, as a broker batches across publishers (`floorc` in
-//! `scripts/bench-compare`). It is not a broker: QoS 1 and 2 publishes close the connection,
-//! there is no authentication, and it listens on loopback only.
+//! `scripts/bench-compare`).
+//!
+//! QoS 1 is relayed the same way, as the floor under a QoS 1 broker: the publisher's PUBLISH goes
+//! to the subscribers byte for byte (its packet identifier too, so it suits one publisher per
+//! subscriber, as in the latency cases), the publisher gets its PUBACKs once per read, after
+//! the subscribers' writes (as tern sends deliveries before acknowledgements), and the
+//! subscribers' PUBACKs are read and dropped. Nothing is kept for a retry. It is not a broker:
+//! QoS 2 publishes close the connection, there is no authentication, and it listens on
+//! loopback only.
 
 use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
@@ -26,8 +33,8 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use tern_codec::{
-    ConnAck, Packet, Peeked, ProtocolVersion, QoS, SubAck, UnsubAck, decode_packet, encode_packet,
-    peek_publish,
+    Ack, ConnAck, Packet, Peeked, ProtocolVersion, QoS, SubAck, SubscriptionOptions, UnsubAck,
+    decode_packet, encode_packet, peek_publish,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -212,6 +219,8 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
     // What one read carries for each subscriber, written once when the read is handled.
     let mut out: Vec<(Rc<Conn>, Vec<u8>)> = Vec::new();
     let mut slot: HashMap<u64, usize> = HashMap::new();
+    // The PUBACKs one read owes the publisher, written after what it relays.
+    let mut acks = BytesMut::new();
     loop {
         if conn.dropped.get() {
             return Ok(());
@@ -232,8 +241,13 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                         Peeked::Incomplete if rbuf.len() > MAX_PACKET => return Err(invalid("too large")),
                         Peeked::Incomplete => break,
                         Peeked::Publish { view, len } => {
-                            if view.qos != QoS::AtMostOnce {
-                                return Err(ErrorKind::Unsupported.into());
+                            match (view.qos, view.packet_id) {
+                                (QoS::AtMostOnce, _) => {}
+                                (QoS::AtLeastOnce, Some(id)) => {
+                                    let ack = Packet::PubAck(Ack::new(id));
+                                    encode_packet(&ack, version, &mut acks).map_err(invalid)?;
+                                }
+                                _ => return Err(ErrorKind::Unsupported.into()),
                             }
                             let topic = std::str::from_utf8(view.topic).map_err(invalid)?;
                             let packet = &rbuf[..len];
@@ -252,8 +266,9 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                                 break;
                             };
                             match answer(conn, routes, packet, &mut version)? {
-                                Some(reply) => send_packet(conn, &reply, version)?,
-                                None => disconnect = true,
+                                Reply::Send(reply) => send_packet(conn, &reply, version)?,
+                                Reply::Nothing => {}
+                                Reply::Disconnect => disconnect = true,
                             }
                         }
                     }
@@ -263,6 +278,10 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
                     sub.send(&bytes);
                 }
                 slot.clear();
+                if !acks.is_empty() {
+                    conn.send(&acks);
+                    acks.clear();
+                }
                 if disconnect {
                     return Ok(());
                 }
@@ -281,15 +300,23 @@ async fn serve(conn: &Rc<Conn>, routes: &RefCell<Routes>) -> std::io::Result<()>
     }
 }
 
-/// The answer to a packet other than PUBLISH: `Ok(None)` for DISCONNECT, an error for one the
-/// floor does not take. SUBSCRIBE grants every filter at QoS 0.
+/// What the floor does with a packet other than PUBLISH.
+enum Reply {
+    Send(Packet),
+    /// A subscriber's PUBACK: nothing waits for it.
+    Nothing,
+    Disconnect,
+}
+
+/// The answer to a packet other than PUBLISH; an error for one the floor does not take.
+/// SUBSCRIBE grants every filter the QoS asked for, at most 1.
 fn answer(
     conn: &Rc<Conn>,
     routes: &RefCell<Routes>,
     packet: Packet,
     version: &mut ProtocolVersion,
-) -> std::io::Result<Option<Packet>> {
-    Ok(Some(match packet {
+) -> std::io::Result<Reply> {
+    Ok(Reply::Send(match packet {
         Packet::Connect(c) => {
             *version = c.protocol;
             Packet::ConnAck(ConnAck::default())
@@ -299,9 +326,10 @@ fn answer(
             for (filter, _) in &s.filters {
                 routes.add(filter.to_string(), conn);
             }
+            let granted = |o: &SubscriptionOptions| u8::from(o.qos != QoS::AtMostOnce);
             Packet::SubAck(SubAck {
                 packet_id: s.packet_id,
-                reasons: vec![0; s.filters.len()],
+                reasons: s.filters.iter().map(|(_, o)| granted(o)).collect(),
                 properties: Default::default(),
             })
         }
@@ -318,7 +346,8 @@ fn answer(
             })
         }
         Packet::PingReq => Packet::PingResp,
-        Packet::Disconnect(_) => return Ok(None),
+        Packet::PubAck(_) => return Ok(Reply::Nothing),
+        Packet::Disconnect(_) => return Ok(Reply::Disconnect),
         _ => return Err(ErrorKind::Unsupported.into()),
     }))
 }
