@@ -125,8 +125,8 @@ print("| goal | value | target | met |")
 print("|---|---|---|---|")
 
 
-def ratio(case, metric):
-    t, m = med(case, "tern", metric), med(case, "mosquitto", metric)
+def ratio(case, metric, broker="tern"):
+    t, m = med(case, broker, metric), med(case, "mosquitto", metric)
     if t is None or m in (None, 0):
         return None
     return t / m
@@ -148,9 +148,8 @@ for case in ("lat-q0-10k", "lat-q1-10k"):
     # What a relay with no broker logic got against the same mosquitto runs: no broker's p50
     # is below the machine's line, so a floor above 0.6× means the goal was out of reach.
     for f in floors:
-        fp, mp = med(case, f, "p50 us"), med(case, "mosquitto", "p50 us")
-        if fp is not None and mp not in (None, 0):
-            print(f"| {case}: {f} p50 / mosquitto p50 (the machine's line, not a goal) | {fp / mp:.2f} | - | - |")
+        if (fr := ratio(case, "p50 us", f)) is not None:
+            print(f"| {case}: {f} p50 / mosquitto p50 (the machine's line, not a goal) | {fr:.2f} | - | - |")
     goal(f"{case}: p99 ratio", ratio(case, "p99 us"), "≤ 1.0×", lambda r: r <= 1.0)
     goal(f"{case}: tern p99.9 (µs)", med(case, "tern", "p99.9 us"), "≤ 2000 µs", lambda v: v <= 2000)
 goal("500 pairs @20 msg/s: CPU/msg ratio", ratio("p2p500", "CPU us/msg"), "≤ 1.0×", lambda r: r <= 1.0)
