@@ -154,6 +154,40 @@ impl Properties {
     pub fn take(&mut self) -> PropertyValues {
         self.0.take().map(|b| *b).unwrap_or_default()
     }
+
+    /// A copy whose strings and binary data are in allocations of their own, not slices of the
+    /// buffer the packet was decoded from (see [`ByteStr::detached`]).
+    pub fn detached(&self) -> Self {
+        let Some(v) = self.0.as_deref() else {
+            return Self(None);
+        };
+        let mut v = v.clone();
+        for s in [
+            &mut v.content_type,
+            &mut v.response_topic,
+            &mut v.assigned_client_identifier,
+            &mut v.authentication_method,
+            &mut v.response_information,
+            &mut v.server_reference,
+            &mut v.reason_string,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *s = s.detached();
+        }
+        for b in [&mut v.correlation_data, &mut v.authentication_data]
+            .into_iter()
+            .flatten()
+        {
+            *b = Bytes::copy_from_slice(b);
+        }
+        for (name, value) in &mut v.user_properties {
+            *name = name.detached();
+            *value = value.detached();
+        }
+        Self(Some(Box::new(v)))
+    }
 }
 
 impl std::ops::Deref for Properties {

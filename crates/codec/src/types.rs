@@ -111,6 +111,13 @@ impl ByteStr {
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
     }
+
+    /// The same string in an allocation of its own. A decoded string is a slice of the whole
+    /// read it came in (up to 64 KiB), and keeping the slice keeps all of it: what the broker
+    /// keeps for long (a retained topic, a topic alias) is detached first.
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
 }
 
 /// True when every byte is ASCII and none is 0x00, eight bytes at a time.

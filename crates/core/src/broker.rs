@@ -64,6 +64,8 @@ pub struct Broker {
     pub(crate) throttle: crate::throttle::Throttle,
     /// Spare `Arc<Message>` allocations (see `message_pool`).
     pub(crate) messages: crate::message_pool::MessagePool,
+    /// Copies messages out of their read buffers before they are retained or queued.
+    pub(crate) detacher: crate::message::Detacher,
 }
 
 impl Broker {

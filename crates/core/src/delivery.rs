@@ -29,12 +29,14 @@ impl Broker {
                     }));
                 }
             } else {
+                let msg = self.detacher.detach(&msg, &mut self.messages);
                 self.retained.insert(&msg.topic, msg.clone());
                 if self.config.persistence {
                     out.push(Action::persist(tern_store::Record::Retained(
                         self.persist.stored(&msg),
                     )));
                 }
+                return self.route(msg, now, out);
             }
         }
         self.route(msg, now, out)
@@ -180,6 +182,8 @@ impl Broker {
         {
             self.stats.dropped_queue_bytes += 1;
         } else {
+            // Queued, it may wait for hours (an offline session): not in the publisher's read.
+            delivery.msg = self.detacher.detach(&delivery.msg, &mut self.messages);
             self.persist.enqueued(session, &mut delivery, out);
             session.queue.push_back(delivery);
             self.queued(sid);

@@ -32,8 +32,9 @@ impl Broker {
                     // An alias that was never set up: protocol error (MQTT 5.0 section 3.3.4).
                     None => return self.protocol_failure(conn, reason::PROTOCOL_ERROR, now, out),
                 }
-            } else {
-                aliases.incoming.insert(alias, p.topic.clone());
+            } else if aliases.incoming.get(&alias) != Some(&p.topic) {
+                // Kept for the connection's life: not as a slice of the read it came in.
+                aliases.incoming.insert(alias, p.topic.detached());
             }
         }
         let Ok(levels) = tern_topic::topic_name_levels(&p.topic) else {

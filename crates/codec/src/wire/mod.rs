@@ -110,8 +110,9 @@ fn parse_fixed_header(
 /// Returns `Ok(None)` (consuming nothing) while the packet is incomplete. A CONNECT is decoded
 /// whatever `version` says, since it carries its own protocol level; every other packet is decoded
 /// as `version`. A packet whose total size exceeds `max_packet_size` is refused as soon as its fixed
-/// header is readable, before its body arrives. The packet's bytes are split off `buf` and shared
-/// (topics and payloads are slices of them, not copies).
+/// header is readable, before its body arrives. A PUBLISH's bytes are split off `buf` and shared
+/// (its topic and payload are slices of them, not copies); CONNECT, SUBSCRIBE, UNSUBSCRIBE and
+/// AUTH are decoded from a copy of their own.
 pub fn decode_packet(
     buf: &mut BytesMut,
     version: ProtocolVersion,
@@ -131,9 +132,19 @@ pub fn decode_packet(
     if buf.len() < total {
         return Ok(None);
     }
-    // `advance`, not `split_off`: one reference to the buffer to count instead of two.
-    let mut body = buf.split_to(total).freeze();
-    body.advance(header.header_len);
+    let body = if matches!(header.packet_type, CONNECT | SUBSCRIBE | UNSUBSCRIBE | AUTH) {
+        // What these carry is kept for the session's life (client id, user name, will, topic
+        // filters): decoded from a copy, so that it does not keep the rest of the read (up to
+        // 64 KiB of PUBLISHes after it) in memory. They are rare; the copy costs nothing.
+        let body = Bytes::copy_from_slice(&buf[header.header_len..total]);
+        buf.advance(total);
+        body
+    } else {
+        // `advance`, not `split_off`: one reference to the buffer to count instead of two.
+        let mut body = buf.split_to(total).freeze();
+        body.advance(header.header_len);
+        body
+    };
     decode_body(&header, body, version).map(Some)
 }
 
@@ -349,6 +360,91 @@ mod tests {
     use super::test_util::*;
     use super::*;
     use ProtocolVersion::*;
+
+    #[test]
+    fn session_long_packets_do_not_share_the_read_buffer() {
+        // One read: a SUBSCRIBE, a CONNECT and a PUBLISH. The PUBLISH's topic and payload are
+        // slices of the read (no copy on the publish path); what the first two carry is kept
+        // for a session's life and must not hold the read in memory.
+        let subscribe = enc(
+            &Packet::Subscribe(crate::Subscribe {
+                packet_id: 1,
+                filters: vec![("kept/filter".into(), Default::default())],
+                properties: Default::default(),
+            }),
+            V3_1_1,
+        )
+        .unwrap();
+        let mut connect = crate::Connect {
+            protocol: V3_1_1,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: "kept-client".into(),
+            will: None,
+            username: Some("kept-user".into()),
+            password: None,
+            properties: Default::default(),
+        };
+        connect.will = Some(crate::Will {
+            topic: "kept/will".into(),
+            payload: Bytes::from_static(b"will payload"),
+            qos: crate::QoS::AtMostOnce,
+            retain: false,
+            properties: Default::default(),
+        });
+        let connect = enc(&Packet::Connect(Box::new(connect)), V3_1_1).unwrap();
+        let publish = enc(
+            &Packet::Publish(crate::Publish {
+                dup: false,
+                qos: crate::QoS::AtMostOnce,
+                retain: false,
+                topic: "shared/topic".into(),
+                packet_id: None,
+                properties: Default::default(),
+                payload: Bytes::from_static(b"shared payload"),
+            }),
+            V3_1_1,
+        )
+        .unwrap();
+        let mut buf = BytesMut::new();
+        for p in [&connect, &subscribe, &publish] {
+            buf.extend_from_slice(p);
+        }
+        // The read's memory: a field whose bytes lie in it is a slice of the read.
+        let base = buf.as_ptr() as usize;
+        let len = buf.len();
+        let inside = |b: &[u8]| {
+            let p = b.as_ptr() as usize;
+            base <= p && p < base + len
+        };
+        let Some(Packet::Connect(c)) = decode_packet(&mut buf, V3_1_1, u32::MAX).unwrap() else {
+            panic!("CONNECT")
+        };
+        let will = c.will.as_ref().unwrap();
+        for kept in [
+            c.client_id.as_bytes().as_ref(),
+            c.username.as_ref().unwrap().as_bytes().as_ref(),
+            will.topic.as_bytes().as_ref(),
+            will.payload.as_ref(),
+        ] {
+            assert!(!inside(kept), "a CONNECT field is a slice of the read");
+        }
+        let Some(Packet::Subscribe(s)) = decode_packet(&mut buf, V3_1_1, u32::MAX).unwrap() else {
+            panic!("SUBSCRIBE")
+        };
+        assert!(
+            !inside(s.filters[0].0.as_bytes()),
+            "a filter is a slice of the read"
+        );
+        let Some(Packet::Publish(p)) = decode_packet(&mut buf, V3_1_1, u32::MAX).unwrap() else {
+            panic!("PUBLISH")
+        };
+        assert!(
+            inside(p.topic.as_bytes()) && inside(&p.payload),
+            "the PUBLISH was copied"
+        );
+        assert!(buf.is_empty());
+    }
 
     #[test]
     fn incomplete_fixed_header_consumes_nothing() {

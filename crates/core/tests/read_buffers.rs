@@ -1,0 +1,188 @@
+//! What the broker keeps past the turn must not hold on to the read a PUBLISH was decoded from.
+//! A decoded topic and payload are slices of the whole read (up to 64 KiB, shared with the
+//! PUBLISHes around it): 16 bytes retained, queued for an offline session or kept as a topic
+//! alias held all of it, so memory grew by the reads, not by the messages. Each test builds a
+//! PUBLISH as slices of a 64 KiB "read" that says when it is freed.
+
+mod harness;
+
+use bytes::Bytes;
+use harness::Harness;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tern_codec::{ByteStr, Packet, Properties, ProtocolVersion, Publish, QoS};
+use tern_core::Config;
+
+const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const READ: usize = 64 * 1024;
+
+/// A read buffer that sets its flag when it is freed.
+struct Read {
+    bytes: Vec<u8>,
+    freed: Arc<AtomicBool>,
+}
+
+impl AsRef<[u8]> for Read {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Read {
+    fn drop(&mut self) {
+        self.freed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A PUBLISH whose topic and payload are slices of a 64 KiB read, and the read's flag.
+fn publish_in_read(
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    retain: bool,
+    packet_id: Option<u16>,
+    properties: Properties,
+) -> (Publish, Arc<AtomicBool>) {
+    let freed = Arc::new(AtomicBool::new(false));
+    let mut bytes = vec![b'x'; READ];
+    let end = topic.len() + payload.len();
+    bytes[..topic.len()].copy_from_slice(topic.as_bytes());
+    bytes[topic.len()..end].copy_from_slice(payload);
+    let read = Bytes::from_owner(Read {
+        bytes,
+        freed: freed.clone(),
+    });
+    let p = Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: ByteStr::from_utf8(read.slice(..topic.len())).unwrap(),
+        packet_id,
+        properties,
+        payload: read.slice(topic.len()..end),
+    };
+    (p, freed)
+}
+
+#[test]
+fn a_retained_message_does_not_keep_its_read() {
+    let mut h = Harness::new(Config::default());
+    let publisher = h.connect(V3, "publisher", true, None);
+    let (p, freed) = publish_in_read(
+        "kept/retained",
+        b"16 bytes of data",
+        QoS::AtMostOnce,
+        true,
+        None,
+        Properties::default(),
+    );
+    h.packet(publisher, Packet::Publish(p));
+    h.take(publisher);
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the retained message keeps its 64 KiB read"
+    );
+    assert_eq!(h.broker.retained_count(), 1);
+
+    // [MQTT-3.3.1-6] It is still the retained message a new subscriber gets.
+    let subscriber = h.connect(V3, "subscriber", true, None);
+    h.subscribe(subscriber, "kept/#", QoS::AtMostOnce);
+    let got = h.publishes(subscriber);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "kept/retained");
+    assert_eq!(&got[0].payload[..], b"16 bytes of data");
+    assert!(got[0].retain);
+}
+
+#[test]
+fn a_message_queued_for_offline_sessions_does_not_keep_its_read() {
+    let mut h = Harness::new(Config::default());
+    // Two persistent sessions subscribed at QoS 1, both offline.
+    let mut subscribers = Vec::new();
+    for id in ["offline-1", "offline-2"] {
+        let conn = h.connect(V3, id, false, None);
+        h.subscribe(conn, "queued/#", QoS::AtLeastOnce);
+        h.lose(conn);
+        subscribers.push(id);
+    }
+    let publisher = h.connect(V3, "publisher", true, None);
+    let (p, freed) = publish_in_read(
+        "queued/a",
+        b"for later",
+        QoS::AtLeastOnce,
+        false,
+        Some(7),
+        Properties::default(),
+    );
+    h.packet(publisher, Packet::Publish(p));
+    assert!(
+        h.take(publisher)
+            .iter()
+            .any(|p| matches!(p, Packet::PubAck(a) if a.packet_id == 7)),
+        "no PUBACK"
+    );
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the queued message keeps its 64 KiB read"
+    );
+
+    // [MQTT-3.1.2-4] Both sessions get it when they come back, from one copy, not one each.
+    let mut payloads = Vec::new();
+    for id in subscribers {
+        let conn = h.connect(V3, id, false, None);
+        let got = h.publishes(conn);
+        assert_eq!(got.len(), 1, "{id}");
+        assert_eq!(got[0].topic.as_str(), "queued/a");
+        assert_eq!(&got[0].payload[..], b"for later");
+        payloads.push(got[0].payload.clone());
+    }
+    assert_eq!(
+        payloads[0].as_ptr(),
+        payloads[1].as_ptr(),
+        "each session queued a copy of its own"
+    );
+}
+
+#[test]
+fn a_topic_alias_does_not_keep_its_read() {
+    let mut h = Harness::new(Config::default());
+    let subscriber = h.connect(V5, "subscriber", true, None);
+    h.subscribe(subscriber, "aliased/#", QoS::AtMostOnce);
+    let publisher = h.connect(V5, "publisher", true, None);
+    let mut properties = Properties::default();
+    properties.topic_alias = Some(1);
+    let (p, freed) = publish_in_read(
+        "aliased/topic",
+        b"first",
+        QoS::AtMostOnce,
+        false,
+        None,
+        properties.clone(),
+    );
+    h.packet(publisher, Packet::Publish(p));
+    assert_eq!(h.publishes(subscriber).len(), 1);
+    h.out.clear(); // the forwarded message was written (the I/O layer drops its reference)
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the topic alias keeps its 64 KiB read"
+    );
+
+    // MQTT 5.0 section 3.3.2.3.4: a PUBLISH with the alias and an empty topic uses the alias.
+    h.packet(
+        publisher,
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: ByteStr::new(),
+            packet_id: None,
+            properties,
+            payload: Bytes::from_static(b"second"),
+        }),
+    );
+    let got = h.publishes(subscriber);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "aliased/topic");
+    assert_eq!(&got[0].payload[..], b"second");
+}
