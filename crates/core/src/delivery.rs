@@ -182,8 +182,12 @@ impl Broker {
         {
             self.stats.dropped_queue_bytes += 1;
         } else {
-            // Queued, it may wait for hours (an offline session): not in the publisher's read.
-            delivery.msg = self.detacher.detach(&delivery.msg, &mut self.messages);
+            // Queued for an offline session, it may wait for hours: not in the publisher's read.
+            // An online session's queue drains as the client reads, and is bounded by the
+            // back-pressure; copying there cost a queue-bound QoS 1 pair a quarter of its rate.
+            if !session.online() {
+                delivery.msg = self.detacher.detach(&delivery.msg, &mut self.messages);
+            }
             self.persist.enqueued(session, &mut delivery, out);
             session.queue.push_back(delivery);
             self.queued(sid);
