@@ -381,9 +381,29 @@ impl Broker {
             self.schedule_will(c.session, *will, interval, now, out);
         }
         self.redistribute_shared(c.session, now, out);
+        self.detach_kept(c.session);
         self.park_or_end_session(c.session, now, out);
         // Its publishers no longer wait for it.
         self.ease_backpressure(c.session, out);
+    }
+
+    /// A session went offline: what it keeps (queued, in flight) may now wait for hours, so it
+    /// is copied out of the publishers' reads (see [`crate::message::Detacher`]). While it was
+    /// online its queue drained as the client read, and was not copied.
+    fn detach_kept(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if session.expiry_interval == 0 {
+            return; // it ends now
+        }
+        let (detacher, pool) = (&mut self.detacher, &mut self.messages);
+        session
+            .queue
+            .for_each_memory_mut(|d| d.msg = detacher.detach(&d.msg, pool));
+        for f in &mut session.inflight {
+            f.delivery.msg = detacher.detach(&f.delivery.msg, pool);
+        }
     }
 
     /// After a disconnect: a session with expiry interval 0 ends now, others start their clock.

@@ -3,7 +3,8 @@
 
 use crate::broker::SessionId;
 use bytes::Bytes;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 use tern_codec::{ByteStr, Properties, QoS};
 
@@ -60,29 +61,37 @@ impl Message {
     }
 }
 
-/// The last message detached (see [`Message::detached`]) before the broker kept it, by id,
-/// with its copy: a message queued for many sessions, or retained and queued, is copied once.
-/// Only the messages kept past the turn (retained, queued) are copied; those delivered at once
-/// are not.
+/// The copies [`Message::detached`] made before the broker kept a message, by message id: a
+/// message retained and queued, or queued for many sessions (when it is routed, or when they
+/// go offline), is copied once while any copy lives. Only messages kept past the turn are
+/// copied; those delivered at once are not.
 #[derive(Debug, Default)]
-pub(crate) struct Detacher(Option<(u64, Arc<Message>)>);
+pub(crate) struct Detacher {
+    copies: HashMap<u64, Weak<Message>>,
+    /// Entries after the last sweep of dropped copies; the next waits until the map doubles.
+    swept: usize,
+}
 
 impl Detacher {
-    /// `msg` detached from its read buffer: the copy made for it last time, or a new one (in a
-    /// spare allocation of `pool`).
+    /// `msg` detached from its read buffer: the living copy made for it before, or a new one
+    /// (in a spare allocation of `pool`). A copy is its own copy.
     pub(crate) fn detach(
         &mut self,
         msg: &Arc<Message>,
         pool: &mut crate::message_pool::MessagePool,
     ) -> Arc<Message> {
-        if let Some((id, copy)) = &self.0
-            && ((*id == msg.id && msg.id != 0) || Arc::ptr_eq(copy, msg))
-        {
-            return copy.clone();
+        if let Some(copy) = self.copies.get(&msg.id).and_then(Weak::upgrade) {
+            return copy;
         }
         let copy = pool.share(msg.detached());
-        // Id 0 is not unique (wills): such a copy is not looked up again.
-        self.0 = Some((msg.id, copy.clone()));
+        // Ids come from one counter and are never reused; 0 only in tests' hand-made messages.
+        if msg.id != 0 {
+            self.copies.insert(msg.id, Arc::downgrade(&copy));
+            if self.copies.len() > 2 * self.swept.max(512) {
+                self.copies.retain(|_, c| c.strong_count() > 0);
+                self.swept = self.copies.len();
+            }
+        }
         copy
     }
 }

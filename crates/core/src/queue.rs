@@ -125,6 +125,12 @@ impl Queue {
         self.counter.sub(cost);
     }
 
+    /// Calls `f` on each delivery held in memory (not the paged ones), in place. `f` must not
+    /// change what [`cost`] counts.
+    pub(crate) fn for_each_memory_mut(&mut self, f: impl FnMut(&mut Delivery)) {
+        self.head.iter_mut().chain(self.tail.iter_mut()).for_each(f);
+    }
+
     pub(crate) fn push_back(&mut self, d: Delivery) {
         self.add(&d);
         if self.pages.is_empty() {

@@ -186,3 +186,89 @@ fn a_topic_alias_does_not_keep_its_read() {
     assert_eq!(got[0].topic.as_str(), "aliased/topic");
     assert_eq!(&got[0].payload[..], b"second");
 }
+
+#[test]
+fn what_a_session_keeps_when_it_goes_offline_does_not_keep_its_reads() {
+    // One message in flight, two queued behind it while the subscriber is connected (not
+    // copied: that queue drains as the client reads). When it goes offline they may wait for
+    // hours.
+    let mut h = Harness::new(Config {
+        max_inflight: 1,
+        ..Config::default()
+    });
+    let subscriber = h.connect(V3, "subscriber", false, None);
+    h.subscribe(subscriber, "kept/#", QoS::AtLeastOnce);
+    let publisher = h.connect(V3, "publisher", true, None);
+    let mut reads = Vec::new();
+    for (i, payload) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+        let id = u16::try_from(i + 1).unwrap();
+        let (p, freed) = publish_in_read(
+            "kept/topic",
+            payload,
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+            Properties::default(),
+        );
+        h.packet(publisher, Packet::Publish(p));
+        reads.push(freed);
+    }
+    h.take(publisher);
+    assert_eq!(h.publishes(subscriber).len(), 1, "the window holds one");
+    assert!(
+        reads.iter().all(|r| !r.load(Ordering::SeqCst)),
+        "a connected session's queue was copied"
+    );
+    h.lose(subscriber);
+    for (i, read) in reads.iter().enumerate() {
+        assert!(
+            read.load(Ordering::SeqCst),
+            "message {i} keeps its 64 KiB read offline"
+        );
+    }
+
+    // [MQTT-4.4.0-1] The one in flight is sent again, then the queue, in order.
+    let subscriber = h.connect(V3, "subscriber", false, None);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let p = h.publishes(subscriber);
+        assert_eq!(p.len(), 1);
+        h.ack(subscriber, &p[0]);
+        got.push(p[0].payload.clone());
+    }
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+}
+
+#[test]
+fn a_topic_alias_towards_a_subscriber_does_not_keep_the_publishers_read() {
+    let mut h = Harness::new(Config::default());
+    // The subscriber accepts topic aliases: the broker sets one up for the topic it forwards.
+    let mut c = harness::connect(V5, "subscriber", true);
+    c.properties.topic_alias_maximum = Some(10);
+    let (subscriber, ack) = h.connect_with(c);
+    assert_eq!(ack.code, 0);
+    h.subscribe(subscriber, "aliased/#", QoS::AtMostOnce);
+    let publisher = h.connect(V5, "publisher", true, None);
+    let (p, freed) = publish_in_read(
+        "aliased/out",
+        b"first",
+        QoS::AtMostOnce,
+        false,
+        None,
+        Properties::default(),
+    );
+    h.packet(publisher, Packet::Publish(p));
+    let got = h.publishes(subscriber);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].properties.topic_alias,
+        Some(1),
+        "no alias was set up"
+    );
+    drop(got);
+    h.out.clear();
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the outgoing alias keeps the publisher's 64 KiB read"
+    );
+}
