@@ -15,7 +15,7 @@ impl Broker {
     /// Returns the number of sessions it was routed to.
     pub(crate) fn publish_message(
         &mut self,
-        msg: Arc<Message>,
+        mut msg: Arc<Message>,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> usize {
@@ -29,14 +29,13 @@ impl Broker {
                     }));
                 }
             } else {
-                let msg = self.detacher.detach(&msg, &mut self.messages);
+                msg = self.detacher.detach(&msg, &mut self.messages);
                 self.retained.insert(&msg.topic, msg.clone());
                 if self.config.persistence {
                     out.push(Action::persist(tern_store::Record::Retained(
                         self.persist.stored(&msg),
                     )));
                 }
-                return self.route(msg, now, out);
             }
         }
         self.route(msg, now, out)

@@ -3,7 +3,6 @@
 
 use crate::broker::SessionId;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 use tern_codec::{ByteStr, Properties, QoS};
@@ -67,7 +66,7 @@ impl Message {
 /// copied; those delivered at once are not.
 #[derive(Debug, Default)]
 pub(crate) struct Detacher {
-    copies: HashMap<u64, Weak<Message>>,
+    copies: crate::idmap::IdMap<u64, Weak<Message>>,
     /// Entries after the last sweep of dropped copies; the next waits until the map doubles.
     swept: usize,
 }

@@ -7,11 +7,10 @@
 
 mod child;
 
-use child::ChildBroker;
+use child::{ChildBroker, mqtt_connect};
 use std::time::Duration;
-use tern_codec::{Ack, ByteStr, Connect, Packet, ProtocolVersion, Publish, QoS, Will};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tern_client::{Connection, builder};
+use tern_codec::{Ack, ByteStr, Packet, ProtocolVersion, QoS, Will};
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// Kept things per phase.
@@ -26,86 +25,38 @@ const OTHER: usize = 60_000;
 const GROWTH_BOUND_KIB: u64 = 16 * 1024;
 const WAIT: Duration = Duration::from_secs(30);
 
-fn encode(p: &Packet) -> Vec<u8> {
+/// `kept` and `other` in one buffer, for one write.
+fn with_other(kept: &Packet, other: &[u8]) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
-    tern_codec::encode_packet(p, V3, &mut out).unwrap();
+    tern_codec::encode_packet(kept, V3, &mut out).unwrap();
+    out.extend_from_slice(other);
     out.to_vec()
 }
 
-fn publish(topic: &str, payload: Vec<u8>, qos: QoS, retain: bool, id: Option<u16>) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: ByteStr::from(topic),
-        packet_id: id,
-        properties: Default::default(),
-        payload: payload.into(),
-    })
+async fn recv(c: &mut Connection) -> Packet {
+    c.recv_timeout(WAIT)
+        .await
+        .expect("a packet from the broker")
 }
 
-fn connect_packet(id: &str, clean: bool, will: Option<Will>) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol: V3,
-        clean_start: clean,
-        keep_alive: 600,
-        client_id: ByteStr::from(id),
-        will,
-        username: None,
-        password: None,
-        properties: Default::default(),
-    }))
-}
-
-/// Reads packets until `done` says so; fails on a close or after [`WAIT`].
-async fn read_until(
-    s: &mut TcpStream,
-    buf: &mut bytes::BytesMut,
-    mut done: impl FnMut(&Packet) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        while let Some(p) = tern_codec::decode_packet(buf, V3, u32::MAX).unwrap() {
-            if done(&p) {
-                return;
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, s.read_buf(buf))
-            .await
-            .expect("timed out waiting for the broker")
-            .unwrap();
-        assert!(n > 0, "the broker closed the connection");
+/// Receives packets until `n` of them satisfy `count`.
+async fn recv_counting(c: &mut Connection, n: usize, count: impl Fn(&Packet) -> bool) {
+    let mut seen = 0;
+    while seen < n {
+        seen += usize::from(count(&recv(c).await));
     }
 }
 
-/// A connection with CONNACK received.
-async fn connect(
-    b: &ChildBroker,
-    id: &str,
-    clean: bool,
-    will: Option<Will>,
-) -> (TcpStream, bytes::BytesMut) {
-    let mut s = TcpStream::connect(b.addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    s.write_all(&encode(&connect_packet(id, clean, will)))
-        .await
-        .unwrap();
-    let mut buf = bytes::BytesMut::new();
-    read_until(&mut s, &mut buf, |p| match p {
-        Packet::ConnAck(a) => {
-            assert_eq!(a.code, 0, "{id}: CONNACK refused");
-            true
-        }
-        other => panic!("{id}: expected CONNACK, got {other:?}"),
-    })
-    .await;
-    (s, buf)
+/// Sends PINGREQ and waits for PINGRESP: the broker has handled everything sent before.
+async fn sync(c: &mut Connection) {
+    c.send(&Packet::PingReq).await.unwrap();
+    recv_counting(c, 1, |p| matches!(p, Packet::PingResp)).await;
 }
 
-/// Sends PINGREQ and waits for PINGRESP: the broker has handled everything sent before.
-async fn sync(s: &mut TcpStream, buf: &mut bytes::BytesMut) {
-    s.write_all(&encode(&Packet::PingReq)).await.unwrap();
-    read_until(s, buf, |p| matches!(p, Packet::PingResp)).await;
+async fn connect(b: &ChildBroker, id: &str, clean: bool) -> Connection {
+    let (c, code) = mqtt_connect(b.addr, V3, id, clean, 600).await;
+    assert_eq!(code, 0, "{id}: CONNACK refused");
+    c
 }
 
 fn check_growth(b: &mut ChildBroker, before: u64, count: usize, what: &str) -> u64 {
@@ -135,164 +86,119 @@ async fn kept_packets_do_not_keep_the_reads_they_came_in() {
         &["--admin-listen", "off"],
         "TERN_TEST_VERBOSE",
     );
-    let other = encode(&publish(
+    let mut other = bytes::BytesMut::new();
+    let junk = builder::publish(
         "other/traffic",
         vec![b'o'; OTHER],
         QoS::AtMostOnce,
         false,
         None,
-    ));
+    );
+    tern_codec::encode_packet(&junk, V3, &mut other).unwrap();
 
     // A persistent session subscribed at QoS 1 that goes away: what is published to it queues.
-    let (mut s, mut buf) = connect(&b, "offline", false, None).await;
-    s.write_all(&encode(&Packet::Subscribe(tern_codec::Subscribe {
-        packet_id: 1,
-        filters: vec![(
-            ByteStr::from("queued/#"),
-            tern_codec::SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..Default::default()
-            },
-        )],
-        properties: Default::default(),
-    })))
-    .await
-    .unwrap();
-    read_until(&mut s, &mut buf, |p| matches!(p, Packet::SubAck(_))).await;
-    s.write_all(&encode(&Packet::Disconnect(Default::default())))
+    let mut s = connect(&b, "offline", false).await;
+    s.send(&builder::subscribe(1, &[("queued/#", QoS::AtLeastOnce)]))
+        .await
+        .unwrap();
+    recv_counting(&mut s, 1, |p| matches!(p, Packet::SubAck(_))).await;
+    s.send(&Packet::Disconnect(Default::default()))
         .await
         .unwrap();
     drop(s);
 
-    let (mut p, mut pbuf) = connect(&b, "publisher", true, None).await;
-    sync(&mut p, &mut pbuf).await;
+    let mut p = connect(&b, "publisher", true).await;
+    sync(&mut p).await;
     let mut rss = b.rss_kib();
 
     // [MQTT-3.3.1-5] Retained messages, each on a topic of its own.
     for i in 0..KEPT {
-        let mut write = encode(&publish(
+        let kept = builder::publish(
             &format!("retained/{i}"),
             vec![b'r'; 16],
             QoS::AtMostOnce,
             true,
             None,
-        ));
-        write.extend_from_slice(&other);
-        p.write_all(&write).await.unwrap();
+        );
+        p.send_raw(&with_other(&kept, &other)).await.unwrap();
     }
-    sync(&mut p, &mut pbuf).await;
+    sync(&mut p).await;
     rss = check_growth(&mut b, rss, KEPT, "retained messages");
 
     // QoS 1 messages queued for the offline session.
     for i in 0..KEPT {
         let id = u16::try_from(i + 1).unwrap();
-        let mut write = encode(&publish(
+        let kept = builder::publish(
             &format!("queued/{i}"),
             vec![b'q'; 16],
             QoS::AtLeastOnce,
             false,
             Some(id),
-        ));
-        write.extend_from_slice(&other);
-        p.write_all(&write).await.unwrap();
+        );
+        p.send_raw(&with_other(&kept, &other)).await.unwrap();
     }
-    let mut acked = 0;
-    read_until(&mut p, &mut pbuf, |pk| {
-        if let Packet::PubAck(Ack { .. }) = pk {
-            acked += 1;
-        }
-        acked == KEPT
-    })
-    .await;
-    sync(&mut p, &mut pbuf).await;
+    recv_counting(&mut p, KEPT, |pk| matches!(pk, Packet::PubAck(_))).await;
+    sync(&mut p).await;
     rss = check_growth(&mut b, rss, KEPT, "messages queued for an offline session");
 
     // Subscriptions, one per SUBSCRIBE.
     for i in 0..KEPT {
-        let mut write = encode(&Packet::Subscribe(tern_codec::Subscribe {
-            packet_id: u16::try_from(i + 1).unwrap(),
-            filters: vec![(ByteStr::from(format!("subscribed/{i}")), Default::default())],
-            properties: Default::default(),
-        }));
-        write.extend_from_slice(&other);
-        p.write_all(&write).await.unwrap();
+        let id = u16::try_from(i + 1).unwrap();
+        let kept = builder::subscribe(id, &[(&format!("subscribed/{i}"), QoS::AtMostOnce)]);
+        p.send_raw(&with_other(&kept, &other)).await.unwrap();
     }
-    let mut subacks = 0;
-    read_until(&mut p, &mut pbuf, |pk| {
-        if matches!(pk, Packet::SubAck(_)) {
-            subacks += 1;
-        }
-        subacks == KEPT
-    })
-    .await;
-    sync(&mut p, &mut pbuf).await;
+    recv_counting(&mut p, KEPT, |pk| matches!(pk, Packet::SubAck(_))).await;
+    sync(&mut p).await;
     rss = check_growth(&mut b, rss, KEPT, "subscriptions");
 
     // Connections with a will, CONNECT and other traffic in the first write.
     let mut conns = Vec::new();
     for i in 0..WILLS {
-        let will = Will {
+        let mut connect = builder::connect(V3, &format!("with-will-{i}"), true, 600);
+        connect.will = Some(Will {
             topic: ByteStr::from(format!("will/{i}")),
             payload: vec![b'w'; 16].into(),
             qos: QoS::AtMostOnce,
             retain: false,
             properties: Default::default(),
-        };
-        let mut write = encode(&connect_packet(&format!("with-will-{i}"), true, Some(will)));
-        write.extend_from_slice(&other);
-        let mut s = TcpStream::connect(b.addr).await.unwrap();
-        s.write_all(&write).await.unwrap();
-        conns.push(s);
+        });
+        let mut c = Connection::connect(b.addr, V3).await.unwrap();
+        c.send_raw(&with_other(&Packet::Connect(Box::new(connect)), &other))
+            .await
+            .unwrap();
+        conns.push(c);
     }
-    for s in &mut conns {
-        let mut buf = bytes::BytesMut::new();
-        read_until(
-            s,
-            &mut buf,
-            |p| matches!(p, Packet::ConnAck(a) if a.code == 0),
-        )
-        .await;
-        sync(s, &mut buf).await;
+    for c in &mut conns {
+        recv_counting(c, 1, |p| matches!(p, Packet::ConnAck(a) if a.code == 0)).await;
+        sync(c).await;
     }
     check_growth(&mut b, rss, WILLS, "connections with a will");
 
-    // What was kept is all there: the retained messages and the queue.
-    let (mut c, mut cbuf) = connect(&b, "offline", false, None).await;
-    let mut queued = 0;
-    while queued < KEPT {
-        let mut id = None;
-        read_until(&mut c, &mut cbuf, |pk| {
-            if let Packet::Publish(m) = pk {
+    // What was kept is all there: the queue, then the retained messages.
+    let mut c = connect(&b, "offline", false).await;
+    for _ in 0..KEPT {
+        match recv(&mut c).await {
+            Packet::Publish(m) => {
                 assert_eq!(&m.payload[..], &[b'q'; 16][..]);
-                id = m.packet_id;
-                queued += 1;
+                // The in-flight window holds the rest back until this one is acknowledged.
+                c.send(&Packet::PubAck(Ack::new(m.packet_id.unwrap())))
+                    .await
+                    .unwrap();
             }
-            true
-        })
-        .await;
-        if let Some(id) = id {
-            // The in-flight window holds the rest back until this one is acknowledged.
-            c.write_all(&encode(&Packet::PubAck(Ack::new(id))))
-                .await
-                .unwrap();
+            other => panic!("expected a queued PUBLISH, got {other:?}"),
         }
     }
     drop(c);
-    let (mut c, mut cbuf) = connect(&b, "retained-reader", true, None).await;
-    c.write_all(&encode(&Packet::Subscribe(tern_codec::Subscribe {
-        packet_id: 1,
-        filters: vec![(ByteStr::from("retained/#"), Default::default())],
-        properties: Default::default(),
-    })))
-    .await
-    .unwrap();
-    let mut retained = 0;
-    read_until(&mut c, &mut cbuf, |pk| {
-        if let Packet::Publish(m) = pk {
+    let mut c = connect(&b, "retained-reader", true).await;
+    c.send(&builder::subscribe(1, &[("retained/#", QoS::AtMostOnce)]))
+        .await
+        .unwrap();
+    recv_counting(&mut c, KEPT, |pk| match pk {
+        Packet::Publish(m) => {
             assert!(m.retain && m.payload[..] == [b'r'; 16]);
-            retained += 1;
+            true
         }
-        retained == KEPT
+        _ => false,
     })
     .await;
     drop(conns);
