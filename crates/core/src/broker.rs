@@ -66,6 +66,8 @@ pub struct Broker {
     pub(crate) messages: crate::message_pool::MessagePool,
     /// Copies messages out of their read buffers before they are retained or queued.
     pub(crate) detacher: crate::message::Detacher,
+    /// The read the packet being handled came in ([`Broker::handle_packet_from_read`]).
+    pub(crate) read: crate::message::ReadRef,
 }
 
 impl Broker {
@@ -222,7 +224,23 @@ impl Broker {
         self.conns.get(&conn).map(|c| c.version)
     }
 
-    /// A packet arrived on `conn`.
+    /// A packet arrived on `conn`, decoded from (as slices of) the socket read `read`: the
+    /// messages it publishes carry it, so the queues that keep them can tell how much of their
+    /// reads they keep (see [`crate::queue::Queue::may_pin`]).
+    pub fn handle_packet_from_read(
+        &mut self,
+        conn: ConnId,
+        packet: Packet,
+        read: crate::message::ReadRef,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.read = read;
+        self.handle_packet(conn, packet, now, out);
+        self.read = crate::message::ReadRef::default();
+    }
+
+    /// A packet arrived on `conn` (in bytes of its own, or from a read the core need not know).
     pub fn handle_packet(
         &mut self,
         conn: ConnId,
@@ -400,7 +418,7 @@ impl Broker {
         let (detacher, pool) = (&mut self.detacher, &mut self.messages);
         session
             .queue
-            .for_each_memory_mut(|d| d.msg = detacher.detach(&d.msg, pool));
+            .detach_memory(|d| d.msg = detacher.detach(&d.msg, pool));
         for f in &mut session.inflight {
             f.delivery.msg = detacher.detach(&f.delivery.msg, pool);
         }

@@ -165,6 +165,7 @@ impl Broker {
             properties: p.properties,
             expires_at,
             origin: Some(c.session),
+            read: self.read,
         };
         // Routing notes a connected subscriber whose queue is long (back-pressure, `throttle`).
         let msg = self.messages.share(msg);

@@ -147,6 +147,7 @@ impl Broker {
                 msg,
                 shared: None,
                 seq: 0,
+                pin: 0,
             };
             self.deliver_retained(sid, delivery, now, out);
         }

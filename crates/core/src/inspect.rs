@@ -298,6 +298,7 @@ impl Broker {
             properties,
             expires_at,
             origin: None,
+            read: Default::default(),
         };
         self.stats.broker_published += 1;
         Ok(self.publish_message(Arc::new(msg), now, out))
@@ -322,6 +323,7 @@ impl Broker {
                 properties: Properties::default(),
                 expires_at: None,
                 origin: None,
+                read: Default::default(),
             });
             if self.config.retain_available {
                 self.retained.insert(&msg.topic, msg.clone());

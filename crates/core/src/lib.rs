@@ -70,7 +70,7 @@ pub use action::{Action, CloseReason, Droppable, Forward};
 pub use auth::{AuthExchange, AuthStep, EnhancedAuth};
 pub use broker::{Broker, ConnId, SessionId};
 pub use config::{Config, SharedStrategy};
-pub use message::Message;
+pub use message::{Message, ReadRef};
 pub use pager::PagerStats;
 pub use restore::{RestoreReport, Snapshot};
 pub use shared::{GroupId, SubKey};

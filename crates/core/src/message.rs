@@ -24,6 +24,21 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it, for No Local; `None` for wills and broker messages.
     pub origin: Option<SessionId>,
+    /// The socket read its topic, payload and properties are slices of, as the I/O layer told
+    /// the core ([`Broker::handle_packet_from_read`](crate::Broker::handle_packet_from_read));
+    /// the default for bytes of their own (copies, wills, restored and broker messages).
+    pub read: ReadRef,
+}
+
+/// One socket read whose buffer decoded packets are slices of: while any of them is kept, the
+/// whole buffer is. The core charges it to the queues that keep such messages (see
+/// [`crate::queue::Queue::may_pin`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadRef {
+    /// Chosen by the I/O layer, different for each read (wrapping); 0: not a read's slice.
+    pub id: u32,
+    /// Bytes of the read's buffer.
+    pub len: u32,
 }
 
 impl Message {
@@ -46,6 +61,7 @@ impl Message {
             properties: self.properties.detached(),
             expires_at: self.expires_at,
             origin: self.origin,
+            read: ReadRef::default(),
         }
     }
 

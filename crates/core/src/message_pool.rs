@@ -87,6 +87,7 @@ mod tests {
             properties: Properties::default(),
             expires_at: None,
             origin: None,
+            read: Default::default(),
         }
     }
 

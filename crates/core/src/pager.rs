@@ -407,6 +407,7 @@ fn decode_page(mut input: &[u8], base: Option<Instant>) -> Result<Vec<Delivery>,
                 properties: p.properties,
                 expires_at,
                 origin,
+                read: Default::default(),
             });
             bodies.push(m.clone());
             m
@@ -418,6 +419,7 @@ fn decode_page(mut input: &[u8], base: Option<Instant>) -> Result<Vec<Delivery>,
             sub_ids,
             shared,
             seq,
+            pin: 0,
         });
     }
     Ok(out)
@@ -444,6 +446,7 @@ mod tests {
             .into(),
             expires_at,
             origin: Some(9),
+            read: Default::default(),
         });
         Delivery {
             msg,
@@ -452,6 +455,7 @@ mod tests {
             sub_ids: vec![1, 300],
             shared: id.is_multiple_of(3).then_some(7),
             seq: id * 10,
+            pin: 0,
         }
     }
 

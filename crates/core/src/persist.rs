@@ -84,6 +84,7 @@ impl Persistence {
             properties: decode_properties(&s.properties),
             expires_at: s.expires_at_ms.map(|ms| self.instant(ms, now)),
             origin: None,
+            read: Default::default(),
         }
     }
 

@@ -323,6 +323,7 @@ impl Broker {
                         sub_ids: subscription_ids,
                         shared: None,
                         seq,
+                        pin: 0,
                     };
                     let Some(session) = self.sessions.get_mut(&sid) else {
                         return;

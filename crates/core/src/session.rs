@@ -32,6 +32,10 @@ pub struct Delivery {
     pub shared: Option<crate::shared::GroupId>,
     /// Position in the session's durable delivery list (0: not persisted).
     pub seq: u64,
+    /// Bytes of the read its message is a slice of that this delivery charges to the queue it
+    /// is in (see [`crate::queue::Queue::may_pin`]): the read's length for the first delivery
+    /// of a run from one read, else 0.
+    pub pin: u32,
 }
 
 /// Where an outbound QoS 1/2 message stands.

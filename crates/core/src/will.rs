@@ -127,6 +127,7 @@ impl Broker {
             properties,
             expires_at,
             origin: None,
+            read: Default::default(),
         };
         let msg = self.messages.share(msg);
         self.publish_message(msg, now, out);

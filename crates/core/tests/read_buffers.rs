@@ -2,7 +2,9 @@
 //! A decoded topic and payload are slices of the whole read (up to 64 KiB, shared with the
 //! PUBLISHes around it): 16 bytes retained, queued for an offline session or kept as a topic
 //! alias held all of it, so memory grew by the reads, not by the messages. Each test builds a
-//! PUBLISH as slices of a 64 KiB "read" that says when it is freed.
+//! PUBLISH as slices of a 64 KiB "read" that says when it is freed. A connected subscriber's
+//! queue keeps reads (copying there would cost every queue-bound subscriber), but only in
+//! proportion to what it holds.
 
 mod harness;
 
@@ -11,7 +13,7 @@ use harness::Harness;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tern_codec::{ByteStr, Packet, Properties, ProtocolVersion, Publish, QoS};
-use tern_core::Config;
+use tern_core::{Config, ReadRef};
 
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -271,4 +273,149 @@ fn a_topic_alias_towards_a_subscriber_does_not_keep_the_publishers_read() {
         freed.load(Ordering::SeqCst),
         "the outgoing alias keeps the publisher's 64 KiB read"
     );
+}
+
+/// `n` PUBLISHes of `payload` to `topic`, slices of one read exactly their size, and the
+/// read's flag and length.
+fn publishes_in_one_read(
+    n: usize,
+    topic: &str,
+    payload: &[u8],
+    first_id: u16,
+) -> (Vec<Publish>, Arc<AtomicBool>, u32) {
+    let freed = Arc::new(AtomicBool::new(false));
+    let one = topic.len() + payload.len();
+    let mut bytes = Vec::with_capacity(n * one);
+    for _ in 0..n {
+        bytes.extend_from_slice(topic.as_bytes());
+        bytes.extend_from_slice(payload);
+    }
+    let len = u32::try_from(bytes.len()).unwrap();
+    let read = Bytes::from_owner(Read {
+        bytes,
+        freed: freed.clone(),
+    });
+    let publishes = (0..n)
+        .map(|i| Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: ByteStr::from_utf8(read.slice(i * one..i * one + topic.len())).unwrap(),
+            packet_id: Some(first_id + u16::try_from(i).unwrap()),
+            properties: Properties::default(),
+            payload: read.slice(i * one + topic.len()..(i + 1) * one),
+        })
+        .collect();
+    (publishes, freed, len)
+}
+
+#[test]
+fn a_slow_readers_queue_keeps_reads_only_in_proportion_to_what_it_holds() {
+    // A connected subscriber that does not read (nor acknowledge): one message in flight, the
+    // rest queued. Each 16-byte message came in a 64 KiB read of its own with other traffic.
+    let mut h = Harness::new(Config {
+        max_inflight: 1,
+        ..Config::default()
+    });
+    let subscriber = h.connect(V3, "slow", true, None);
+    h.subscribe(subscriber, "kept/#", QoS::AtLeastOnce);
+    let publisher = h.connect(V3, "publisher", true, None);
+    const N: usize = 100;
+    let mut reads = Vec::new();
+    for i in 0..N {
+        let id = u16::try_from(i + 1).unwrap();
+        let payload = format!("message {i:>8}");
+        let (p, freed) = publish_in_read(
+            "kept/topic",
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+            Properties::default(),
+        );
+        let read = ReadRef {
+            id: u32::from(id),
+            len: READ as u32,
+        };
+        let now = h.now;
+        h.broker
+            .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+        reads.push(freed);
+    }
+    let acks = h.take(publisher);
+    assert_eq!(acks.len(), N, "every PUBLISH acknowledged");
+    let first = h.publishes(subscriber);
+    assert_eq!(first.len(), 1, "the window holds one");
+    h.out.clear();
+
+    // The queue keeps 1 MiB of reads on top of twice its own memory (a few hundred bytes a
+    // delivery): 16 or 17 of these reads, and the one in flight. The rest were copied.
+    let kept = reads.iter().filter(|r| !r.load(Ordering::SeqCst)).count();
+    let queue = &h.broker.session("slow").unwrap().queue;
+    assert_eq!(queue.len(), N - 1);
+    assert!(
+        (17..=19).contains(&kept),
+        "{kept} of {N} reads kept by a slow reader's queue of {} messages (pinned {} bytes)",
+        queue.len(),
+        queue.pinned()
+    );
+    assert!(queue.pinned() <= (1 << 20) + READ, "{}", queue.pinned());
+
+    // [MQTT-4.6.0-2] Copied or not, they all arrive, in order.
+    let mut got = vec![first[0].payload.clone()];
+    h.ack(subscriber, &first[0]);
+    while got.len() < N {
+        let p = h.publishes(subscriber);
+        assert_eq!(p.len(), 1);
+        h.ack(subscriber, &p[0]);
+        got.push(p[0].payload.clone());
+    }
+    for (i, payload) in got.iter().enumerate() {
+        assert_eq!(&payload[..], format!("message {i:>8}").as_bytes());
+    }
+    assert_eq!(h.broker.session("slow").unwrap().queue.pinned(), 0);
+}
+
+#[test]
+fn a_queue_of_messages_that_fill_their_reads_is_not_copied() {
+    // The usual queue-bound subscriber: a publisher faster than its reader, whose reads are
+    // all messages for it. Copying them would cost the broker a copy per message for nothing.
+    let mut h = Harness::new(Config {
+        max_inflight: 1,
+        ..Config::default()
+    });
+    let subscriber = h.connect(V3, "behind", true, None);
+    h.subscribe(subscriber, "kept/#", QoS::AtLeastOnce);
+    let publisher = h.connect(V3, "publisher", true, None);
+    const READS: usize = 40;
+    const PER_READ: usize = 100;
+    let mut reads = Vec::new();
+    let mut total = 0;
+    for r in 0..READS {
+        let first_id = u16::try_from(r * PER_READ + 1).unwrap();
+        let (publishes, freed, len) =
+            publishes_in_one_read(PER_READ, "kept/topic", &[b'p'; 32], first_id);
+        let read = ReadRef {
+            id: u32::try_from(r + 1).unwrap(),
+            len,
+        };
+        for p in publishes {
+            let now = h.now;
+            h.broker
+                .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+        }
+        reads.push(freed);
+        total += len as usize;
+    }
+    assert_eq!(h.take(publisher).len(), READS * PER_READ);
+    assert_eq!(h.publishes(subscriber).len(), 1);
+    h.out.clear();
+    let queue = &h.broker.session("behind").unwrap().queue;
+    assert_eq!(queue.len(), READS * PER_READ - 1);
+    assert!(
+        reads.iter().all(|r| !r.load(Ordering::SeqCst)),
+        "messages that fill their reads were copied"
+    );
+    // Each read charged once, by the first of its deliveries in the queue.
+    assert_eq!(queue.pinned(), total);
 }

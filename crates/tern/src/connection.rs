@@ -397,24 +397,25 @@ fn hand_off(
     conn: ConnId,
     events: &mpsc::Sender<Event>,
     budget: &Arc<tokio::sync::Semaphore>,
-    batch: Option<(Vec<Packet>, u32)>,
+    batch: Option<(Vec<Packet>, u32, u32)>,
     bad: Option<Event>,
 ) -> Handled {
     use mpsc::error::TrySendError;
     use tokio::sync::TryAcquireError;
     let more = bad.is_none();
-    if let Some((packets, bytes)) = batch {
+    if let Some((packets, bytes, read)) = batch {
         let permit = match budget.clone().try_acquire_many_owned(bytes) {
             Ok(p) => p,
             Err(TryAcquireError::Closed) => return Handled::Done(false),
             Err(TryAcquireError::NoPermits) => {
-                let wait = Wait::Budget(budget.clone(), packets, bytes);
+                let wait = Wait::Budget(budget.clone(), packets, bytes, read);
                 return Handled::Waiting(Box::pin(finish(conn, events.clone(), wait, bad, more)));
             }
         };
         let ev = Event::Packets {
             conn,
             packets,
+            read,
             _budget: permit,
         };
         match events.try_send(ev) {
@@ -441,8 +442,9 @@ fn hand_off(
 
 /// Where a hand-off waits first.
 enum Wait {
-    /// For this much of the read budget, then for room in the channel for the batch.
-    Budget(Arc<tokio::sync::Semaphore>, Vec<Packet>, u32),
+    /// For this much of the read budget, then for room in the channel for the batch (and the
+    /// length of the read it was decoded from).
+    Budget(Arc<tokio::sync::Semaphore>, Vec<Packet>, u32, u32),
     /// For room in the channel for this event.
     Channel(Event),
 }
@@ -457,13 +459,14 @@ async fn finish(
     more: bool,
 ) -> bool {
     let first = match wait {
-        Wait::Budget(budget, packets, bytes) => {
+        Wait::Budget(budget, packets, bytes, read) => {
             let Ok(permit) = budget.acquire_many_owned(bytes).await else {
                 return false;
             };
             Event::Packets {
                 conn,
                 packets,
+                read,
                 _budget: permit,
             }
         }
@@ -523,6 +526,9 @@ impl Reader {
         let mut packets = Vec::new();
         let mut error = None;
         let before = self.buf.len();
+        // The decoded packets are slices of this buffer (the bytes left over from the last
+        // read, and this read): what the core keeps of them keeps all of it.
+        let read_len = u32::try_from(self.buf.capacity()).unwrap_or(u32::MAX);
         loop {
             match decode_packet(&mut self.buf, self.version, settings.max_packet_size) {
                 Ok(Some(mut packet)) => {
@@ -607,7 +613,7 @@ impl Reader {
             // the broker waits for it, is not read from, and TCP slows it down.
             let bytes = read.min(settings.budget_bytes) as u32;
             outbox.read_ahead(bytes);
-            batch = Some((packets, bytes));
+            batch = Some((packets, bytes, read_len));
         }
         hand_off(conn, events, &settings.budget, batch, bad)
     }
@@ -733,8 +739,8 @@ pub(crate) mod tests {
         h.as_mut().poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    fn batch() -> Option<(Vec<Packet>, u32)> {
-        Some((vec![Packet::PingReq, Packet::PingReq], 100))
+    fn batch() -> Option<(Vec<Packet>, u32, u32)> {
+        Some((vec![Packet::PingReq, Packet::PingReq], 100, 100))
     }
 
     fn bad() -> Option<Event> {

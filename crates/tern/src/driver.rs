@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_codec::{DecodeError, Packet};
-use tern_core::{Action, Broker, ConnId, Droppable, Forward};
+use tern_core::{Action, Broker, ConnId, Droppable, Forward, ReadRef};
 use tokio::sync::{mpsc, watch};
 
 /// Most events handled before the driver carries out their actions, so outboxes fill in bursts.
@@ -64,6 +64,8 @@ pub(crate) enum Event {
     Packets {
         conn: ConnId,
         packets: Vec<Packet>,
+        /// Bytes of the read buffer the packets are slices of.
+        read: u32,
         /// This batch's share of the read budget (see `server::READ_BUDGET`), given back when
         /// the batch has been handled and dropped.
         _budget: tokio::sync::OwnedSemaphorePermit,
@@ -147,12 +149,17 @@ pub(crate) struct Driver {
     max_deferred: usize,
     /// Connections resumed with packets kept (fed to the core after the turn).
     resumed: Vec<ConnId>,
+    /// Id of the last batch's read (see [`ReadRef`]).
+    last_read: u32,
 }
 
 /// Packets read from a connection that the core has paused, and their read-ahead bytes.
 struct Deferred {
     packets: Vec<Packet>,
     bytes: u32,
+    /// The read they came in; of batches kept back together, the longest read (the core's
+    /// count of what its queues keep of reads is an estimate, and this is rare).
+    read: ReadRef,
 }
 
 impl Driver {
@@ -186,6 +193,7 @@ impl Driver {
             deferred_packets: 0,
             max_deferred: MAX_DEFERRED,
             resumed: Vec::new(),
+            last_read: 0,
         }
     }
 
@@ -319,21 +327,28 @@ impl Driver {
             match ev {
                 Event::Packets {
                     packets,
+                    read,
                     _budget: budget,
                     ..
                 } => {
                     let bytes = budget.num_permits() as u32;
+                    let read = self.new_read(read);
                     if self.deferred_packets + packets.len() <= self.max_deferred {
                         self.deferred_packets += packets.len();
                         if let Some(d) = self.deferred.get_mut(&conn) {
                             d.packets.extend(packets);
                             d.bytes += bytes;
+                            d.read.len = d.read.len.max(read.len);
                         }
                     } else if let Some(mut d) = self.deferred.remove(&conn) {
                         // Past the cap: what was kept and these go to the core now, in order.
                         self.deferred_packets -= d.packets.len();
                         d.packets.extend(packets);
-                        self.packets(conn, d.packets, d.bytes + bytes, now, false);
+                        let read = ReadRef {
+                            len: d.read.len.max(read.len),
+                            ..read
+                        };
+                        self.packets(conn, d.packets, d.bytes + bytes, read, now, false);
                     }
                     return;
                 }
@@ -355,9 +370,12 @@ impl Driver {
             Event::Packets {
                 conn,
                 packets,
+                read,
                 _budget: budget,
             } => {
-                self.packets(conn, packets, budget.num_permits() as u32, now, true);
+                let read = self.new_read(read);
+                let bytes = budget.num_permits() as u32;
+                self.packets(conn, packets, bytes, read, now, true);
             }
             Event::DecodeError { conn, err } => {
                 if let Some(e) = self.conns.get(&conn)
@@ -410,6 +428,7 @@ impl Driver {
         conn: ConnId,
         packets: Vec<Packet>,
         bytes: u32,
+        read: ReadRef,
         now: Instant,
         may_defer: bool,
     ) {
@@ -428,10 +447,17 @@ impl Driver {
                     .chain(packets.map(|(_, p)| p))
                     .collect();
                 self.deferred_packets += packets.len();
-                self.deferred.insert(conn, Deferred { packets, bytes });
+                self.deferred.insert(
+                    conn,
+                    Deferred {
+                        packets,
+                        bytes,
+                        read,
+                    },
+                );
                 return;
             }
-            self.feed(conn, packet, now);
+            self.feed(conn, packet, read, now);
             if self.actions.len() >= TURN_ACTIONS {
                 self.end_turn();
             } else if self.first_of_turn && i + 1 < n {
@@ -443,8 +469,17 @@ impl Driver {
         }
     }
 
-    /// Hands one packet of `conn` (open, not closing) to the core.
-    fn feed(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+    /// A new read's reference: `len` bytes, the next id.
+    fn new_read(&mut self, len: u32) -> ReadRef {
+        self.last_read = self.last_read.wrapping_add(1).max(1);
+        ReadRef {
+            id: self.last_read,
+            len,
+        }
+    }
+
+    /// Hands one packet of `conn` (open, not closing), decoded from `read`, to the core.
+    fn feed(&mut self, conn: ConnId, packet: Packet, read: ReadRef, now: Instant) {
         if let Packet::Connect(c) = &packet
             && let Some(e) = self.conns.get(&conn)
         {
@@ -453,7 +488,7 @@ impl Driver {
         self.ops.on_packet(conn, &packet);
         let start = self.actions.len();
         self.broker
-            .handle_packet(conn, packet, now, &mut self.actions);
+            .handle_packet_from_read(conn, packet, read, now, &mut self.actions);
         self.note_closes(start);
     }
 
@@ -461,7 +496,7 @@ impl Driver {
     fn undefer(&mut self, conn: ConnId, now: Instant) {
         if let Some(d) = self.deferred.remove(&conn) {
             self.deferred_packets -= d.packets.len();
-            self.packets(conn, d.packets, d.bytes, now, true);
+            self.packets(conn, d.packets, d.bytes, d.read, now, true);
         }
     }
 
@@ -493,7 +528,7 @@ impl Driver {
             if !self.conns.contains_key(&conn) || self.closing.contains(&conn) {
                 break;
             }
-            self.feed(conn, packet, now);
+            self.feed(conn, packet, d.read, now);
         }
         if let Some(e) = self.conns.get(&conn) {
             e.outbox.handled(d.bytes);
@@ -915,6 +950,7 @@ mod tests {
         Event::Packets {
             conn,
             packets,
+            read: 0,
             _budget: budget.try_acquire_owned().unwrap(),
         }
     }
@@ -1635,6 +1671,7 @@ mod tests {
                 properties,
                 expires_at: None,
                 origin: None,
+                read: Default::default(),
             })
         };
         let typed: Properties = PropertyValues {
@@ -1751,6 +1788,7 @@ mod tests {
                     properties: Default::default(),
                     expires_at: None,
                     origin: None,
+                    read: Default::default(),
                 }),
                 retain: false,
                 expiry: None,

@@ -1,6 +1,7 @@
 //! Small things kept for long must not keep the reads they arrived in. A client sends, in one
 //! write each, a small packet the broker keeps (a retained message, a QoS 1 message for an
-//! offline session, a subscription, a will) and 60 KB of other traffic: the broker reads both
+//! offline session or for a connected one that does not read, a subscription, a will) and
+//! 60 KB of other traffic: the broker reads both
 //! in one read of up to 64 KiB. Before the kept data was copied out of the read, each 16-byte
 //! retained message held its whole read: 2,000 of them took 166 MiB. The broker runs as a
 //! child process (`tern serve`) and its resident memory (VmRSS) is read between the phases.
@@ -107,6 +108,14 @@ async fn kept_packets_do_not_keep_the_reads_they_came_in() {
         .unwrap();
     drop(s);
 
+    // A connected subscriber that does not read: past its in-flight window (64), what is
+    // published to it queues while it stays connected.
+    let mut slow = connect(&b, "slow-reader", true).await;
+    slow.send(&builder::subscribe(1, &[("slow/#", QoS::AtLeastOnce)]))
+        .await
+        .unwrap();
+    recv_counting(&mut slow, 1, |p| matches!(p, Packet::SubAck(_))).await;
+
     let mut p = connect(&b, "publisher", true).await;
     sync(&mut p).await;
     let mut rss = b.rss_kib();
@@ -140,6 +149,28 @@ async fn kept_packets_do_not_keep_the_reads_they_came_in() {
     recv_counting(&mut p, KEPT, |pk| matches!(pk, Packet::PubAck(_))).await;
     sync(&mut p).await;
     rss = check_growth(&mut b, rss, KEPT, "messages queued for an offline session");
+
+    // QoS 1 messages queued for the connected subscriber that does not read. Before its queue
+    // counted the reads it keeps, 3,000 of them held 251 MiB.
+    for i in 0..KEPT {
+        let id = u16::try_from(i + 1).unwrap();
+        let kept = builder::publish(
+            &format!("slow/{i}"),
+            vec![b's'; 16],
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
+        p.send_raw(&with_other(&kept, &other)).await.unwrap();
+    }
+    recv_counting(&mut p, KEPT, |pk| matches!(pk, Packet::PubAck(_))).await;
+    sync(&mut p).await;
+    rss = check_growth(
+        &mut b,
+        rss,
+        KEPT,
+        "messages queued for a connected subscriber that does not read",
+    );
 
     // Subscriptions, one per SUBSCRIBE.
     for i in 0..KEPT {
@@ -189,6 +220,19 @@ async fn kept_packets_do_not_keep_the_reads_they_came_in() {
         }
     }
     drop(c);
+    // [MQTT-4.6.0-2] The slow reader gets all of its messages, in order, when it reads.
+    for i in 0..KEPT {
+        match recv(&mut slow).await {
+            Packet::Publish(m) => {
+                assert_eq!(m.topic.as_str(), format!("slow/{i}"));
+                assert_eq!(&m.payload[..], &[b's'; 16][..]);
+                slow.send(&Packet::PubAck(Ack::new(m.packet_id.unwrap())))
+                    .await
+                    .unwrap();
+            }
+            other => panic!("expected a PUBLISH for the slow reader, got {other:?}"),
+        }
+    }
     let mut c = connect(&b, "retained-reader", true).await;
     c.send(&builder::subscribe(1, &[("retained/#", QoS::AtMostOnce)]))
         .await
