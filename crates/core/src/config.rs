@@ -9,7 +9,8 @@ pub struct Config {
     /// Most unacknowledged QoS 1/2 messages towards one client; a v5 client's smaller Receive
     /// Maximum wins.
     pub max_inflight: u16,
-    /// Most unreleased inbound QoS 2 messages one client may have (advertised as Receive Maximum).
+    /// Most unreleased inbound QoS 2 messages one MQTT 5 client may have (advertised as Receive
+    /// Maximum). MQTT 3.x has none: a 3.x client may have as many as it has packet ids.
     pub receive_maximum: u16,
     /// Most messages queued for one session beyond its in-flight window (offline, or online and
     /// waiting for the window). When full, the newest message is dropped and counted.

@@ -143,10 +143,15 @@ impl Broker {
                 self.ack_publish(conn, Packet::PubRec(Ack::new(packet_id)), now, out);
                 return;
             }
-            if session.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
+            if c.version.is_v5()
+                && session.inbound_qos2.len() >= usize::from(self.config.receive_maximum)
+            {
                 // [MQTT-3.3.4-7] (v5) The client exceeded the Receive Maximum we advertised.
                 return self.protocol_failure(conn, reason::RECEIVE_MAXIMUM_EXCEEDED, now, out);
             }
+            // MQTT 3.x has no Receive Maximum: a client may have as many unreleased as it has
+            // packet ids (a burst of 1,000 QoS 2 PUBLISHes from MQTT.js, say; Mosquitto takes
+            // them). The set is bounded by those 65,535 ids.
             session.inbound_qos2.insert(packet_id);
             self.persist.inbound(session, packet_id, out);
         }

@@ -33,8 +33,10 @@
 //!
 //! Bounds: a held acknowledgement takes 4 bytes. With more than 49,152 held on top of the pause
 //! threshold the I/O layer neither pauses nor keeps packets back, and the publisher is let go.
-//! An MQTT 3.x QoS 2 publisher is let go when its unreleased QoS 2 packets reach half the limit
-//! that would close it (it needs PUBRECs to release them). Two clients that publish to each
+//! A QoS 2 publisher's PUBRECs are held like PUBACKs: an MQTT 5 client stops at our Receive
+//! Maximum of unreleased packets, an MQTT 3.x one at its own window (3.x has no Receive
+//! Maximum, and such a client is never closed for its unreleased packets; their ids bound
+//! them). Two clients that publish to each
 //! other from handlers that block on the acknowledgement, with both queues long, wait for each
 //! other until `backpressure_secs` lets them go.
 
@@ -138,14 +140,11 @@ impl Broker {
             }
         };
         let max_held = max_held(&self.config);
-        let qos2_full = held.pubrec
-            && (congested.is_some() || self.throttle.gates.contains_key(&conn))
-            && self.qos2_nearly_full(conn);
         let t = &mut self.throttle;
         if let Some(gate) = t.gates.get_mut(&conn) {
             gate.acks.push(held);
             let (n, paused, sid) = (gate.acks.len(), gate.paused, gate.session);
-            if qos2_full || n > hard_max_held(&self.config) {
+            if n > hard_max_held(&self.config) {
                 self.let_go(conn, out);
             } else if !paused {
                 self.maybe_pause(conn, sid, n > max_held, out);
@@ -153,7 +152,7 @@ impl Broker {
             return;
         }
         match congested {
-            Some(sid) if self.config.backpressure_secs > 0 && !qos2_full => {
+            Some(sid) if self.config.backpressure_secs > 0 => {
                 self.stats.publishers_held += 1;
                 t.gates.insert(
                     conn,
@@ -250,18 +249,6 @@ impl Broker {
         self.conns
             .get(&conn)
             .is_some_and(|c| self.throttle.waiting.contains_key(&c.session))
-    }
-
-    /// An MQTT 3.x publisher's unreleased QoS 2 packets are at half the limit that closes it:
-    /// it needs its PUBRECs to send the PUBRELs that release them. (An MQTT 5 client stays
-    /// within our Receive Maximum by itself.)
-    fn qos2_nearly_full(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|c| {
-            !c.version.is_v5()
-                && self.sessions.get(&c.session).is_some_and(|s| {
-                    s.inbound_qos2.len() >= usize::from(self.config.receive_maximum) / 2
-                })
-        })
     }
 
     /// Lets the publishers go that waited longer than `backpressure_secs`; their subscriber holds

@@ -316,25 +316,52 @@ fn a_subscriber_holds_publishers_back_again_once_its_queue_drained_after_a_timeo
 }
 
 #[test]
-fn an_mqtt_3_qos2_publisher_is_let_go_before_its_unreleased_packets_would_close_it() {
-    // Receive Maximum 8: a 3.x client with 8 unreleased QoS 2 packets is closed, so its PUBRECs
-    // go out at 4 (it needs them to send the PUBRELs).
-    let (mut h, _s, p) = setup(Config {
+fn an_mqtt_3_qos2_publisher_is_held_back_past_receive_maximum_and_not_closed() {
+    // Receive Maximum 8 binds MQTT 5 clients only. A 3.x QoS 2 publisher's PUBRECs are held
+    // like PUBACKs; its unreleased packets, ours to count, may pass 8 without closing it (3.x
+    // has no Receive Maximum), and no PUBREC is let go early for them: the queue limit would
+    // then drop messages the broker has acknowledged.
+    let (mut h, s, p) = setup(Config {
         receive_maximum: 8,
         ..config()
     });
     for pid in 1..=6 {
         h.publish(p, "t", "m", QoS::ExactlyOnce, false, Some(pid));
-        h.packet(p, Packet::PubRel(Ack::new(pid)));
     }
     assert_eq!(acks(&mut h, p), vec![1, 2, 3, 4, 5, 6]);
-    for pid in 7..=9 {
+    // 10 unreleased, past 8: the PUBRECs from the 7th wait for the subscriber's queue.
+    for pid in 7..=10 {
         h.publish(p, "t", "m", QoS::ExactlyOnce, false, Some(pid));
     }
     assert_eq!(acks(&mut h, p), Vec::<u16>::new());
-    h.publish(p, "t", "m", QoS::ExactlyOnce, false, Some(10));
-    assert_eq!(acks(&mut h, p), vec![7, 8, 9, 10]);
-    assert!(!h.closed(p));
+    assert!(
+        !h.closed(p),
+        "closed for unreleased QoS 2 packets past Receive Maximum"
+    );
+    // The subscriber catches up: the PUBRECs go, in order [MQTT-4.6.0-3], and it got all ten.
+    let (mut delivered, mut released) = (0, Vec::new());
+    while delivered < 10 {
+        let got = h.publishes(s);
+        assert!(!got.is_empty(), "stalled after {delivered} deliveries");
+        for d in &got {
+            h.ack(s, d);
+        }
+        delivered += got.len();
+        released.extend(acks(&mut h, p));
+    }
+    assert_eq!(delivered, 10);
+    assert_eq!(released, vec![7, 8, 9, 10]);
+    assert_eq!(h.broker.stats().dropped_queue_full, 0);
+    // (3.1.1 section 4.3.3) Each PUBREL releases one, answered by PUBCOMP.
+    for pid in 1..=10 {
+        h.packet(p, Packet::PubRel(Ack::new(pid)));
+    }
+    let comps = h
+        .take(p)
+        .into_iter()
+        .filter(|pk| matches!(pk, Packet::PubComp(_)))
+        .count();
+    assert_eq!(comps, 10);
 }
 
 #[test]

@@ -162,7 +162,8 @@ pub struct Limits {
     pub max_packet_size: u32,
     /// Most unacknowledged QoS 1/2 messages towards one client.
     pub max_inflight: u16,
-    /// Most unreleased inbound QoS 2 messages per client (MQTT 5 Receive Maximum).
+    /// Most unreleased inbound QoS 2 messages per MQTT 5 client (Receive Maximum; MQTT 3.x
+    /// clients are bound only by their packet ids).
     pub receive_maximum: u16,
     /// Most QoS 1/2 messages queued per session; the newest is dropped (and counted) beyond it.
     pub max_queued_messages: usize,

@@ -79,6 +79,41 @@ async fn qos2_inbound_is_forwarded_exactly_once() {
 }
 
 #[tokio::test]
+async fn an_mqtt_3_clients_burst_of_qos2_publishes_is_taken_whole() {
+    // MQTT 3.1.1 has no Receive Maximum: a client may send as many QoS 2 PUBLISHes as it has
+    // packet ids before it sends a PUBREL (MQTT.js and others do, in a burst). tern used to
+    // close such a client at 128 unreleased (our MQTT 5 Receive Maximum); Mosquitto takes them.
+    // [MQTT-4.3.3-2] Each gets its PUBREC; each PUBREL its PUBCOMP; each is delivered once.
+    const N: u16 = 1_000;
+    let b = TestBroker::start().await;
+    let (mut sub, _) = b.connect(V3_1_1, "burst-sub", true).await;
+    subscribe(&mut sub, 1, &[("burst/#", QoS::AtMostOnce)]).await;
+    let (mut publ, _) = b.connect(V3_1_1, "burst-pub", true).await;
+    let mut burst = bytes::BytesMut::new();
+    for pid in 1..=N {
+        let p = publish(&format!("burst/{pid}"), "x", QoS::ExactlyOnce, Some(pid));
+        tern_codec::encode_packet(&p, tern_codec::ProtocolVersion::V3_1_1, &mut burst).unwrap();
+    }
+    publ.send_raw(&burst).await.unwrap();
+    for pid in 1..=N {
+        assert_eq!(next(&mut publ).await, Packet::PubRec(Ack::new(pid)));
+    }
+    for pid in 1..=N {
+        publ.send(&Packet::PubRel(Ack::new(pid))).await.unwrap();
+    }
+    for pid in 1..=N {
+        assert_eq!(next(&mut publ).await, Packet::PubComp(Ack::new(pid)));
+    }
+    for pid in 1..=N {
+        assert_eq!(
+            next_publish(&mut sub).await.topic.as_str(),
+            format!("burst/{pid}")
+        );
+    }
+    nothing(&mut sub).await;
+}
+
+#[tokio::test]
 async fn qos2_outbound_flow() {
     // [MQTT-4.3.3-1..] PUBLISH -> PUBREC -> PUBREL -> PUBCOMP towards the subscriber.
     let b = TestBroker::start().await;
