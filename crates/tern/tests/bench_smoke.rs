@@ -328,3 +328,34 @@ async fn the_floor_relay_delivers_everything() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refused_before_connack_are_explained() {
+    // The broker's default limit on new connections per address (50 a second) meets the bench
+    // first: its connections all come from 127.0.0.1. The report says so instead of leaving
+    // only "connection reset by peer".
+    let mut config = tern::config::Config::default();
+    config.limits.max_connection_rate_per_ip = 5;
+    let broker = TestBroker::with_config(config).await;
+    let r = bench(
+        &broker,
+        &[
+            "fanout",
+            "--subs",
+            "40",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        ],
+    )
+    .await;
+    assert!(r.errors > 0, "no connection refused: {r:?}");
+    let text = r.to_text();
+    assert!(
+        text.contains("closed before CONNACK")
+            && text.contains("limits.max_connection_rate_per_ip = 0"),
+        "{text}"
+    );
+    broker.stop().await;
+}

@@ -196,8 +196,15 @@ async fn handshake(
     if persistent && target.version.is_v5() {
         connect.properties.session_expiry_interval = Some(SESSION_EXPIRY);
     }
-    conn.send(&Packet::Connect(Box::new(connect))).await?;
-    match conn.recv().await? {
+    let answer = async {
+        conn.send(&Packet::Connect(Box::new(connect))).await?;
+        conn.recv().await
+    };
+    // The report explains a close before CONNACK (see `report::BEFORE_CONNACK`).
+    let answer = answer
+        .await
+        .map_err(|e| anyhow!("{e:#} {}", super::report::BEFORE_CONNACK))?;
+    match answer {
         Packet::ConnAck(ack) if ack.code == 0 => {
             conn.receive_maximum = ack.properties.receive_maximum;
             Ok(conn)

@@ -7,6 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+/// Ends the error message of a connection the broker closed before its CONNACK.
+pub(crate) const BEFORE_CONNACK: &str = "before CONNACK";
+
 /// Error messages kept for the report (the count goes on beyond).
 const MAX_ERROR_MESSAGES: usize = 10;
 /// The drain after the window ends after this long with no delivery ...
@@ -646,6 +649,21 @@ impl Report {
                 format!(" ({})", self.error_messages.join("; "))
             }
         );
+        if self
+            .error_messages
+            .iter()
+            .any(|m| m.ends_with(BEFORE_CONNACK))
+        {
+            // A broker that closes connections before CONNACK is usually refusing them at
+            // accept, and the bench's many connections from one address meet a per-address
+            // limit first (tern's default is 50 a second).
+            let _ = writeln!(
+                s,
+                "  (connections closed before CONNACK: does the broker limit new connections per \
+                 address? tern's `limits.max_connection_rate_per_ip = 0` turns that off; \
+                 --src-ips spreads the connections over more addresses)"
+            );
+        }
         if let Some(p) = self.cpu_pressure_avg10 {
             let _ = writeln!(s, "  CPU pressure (avg10): {p:.1} %");
         }
