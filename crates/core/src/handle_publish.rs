@@ -171,6 +171,7 @@ impl Broker {
             expires_at,
             origin: Some(c.session),
             read: self.read,
+            own_bytes: false,
         };
         // Routing notes a connected subscriber whose queue is long (back-pressure, `throttle`).
         let msg = self.messages.share(msg);

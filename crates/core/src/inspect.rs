@@ -299,6 +299,7 @@ impl Broker {
             expires_at,
             origin: None,
             read: Default::default(),
+            own_bytes: false,
         };
         self.stats.broker_published += 1;
         Ok(self.publish_message(Arc::new(msg), now, out))
@@ -324,6 +325,7 @@ impl Broker {
                 expires_at: None,
                 origin: None,
                 read: Default::default(),
+                own_bytes: false,
             });
             if self.config.retain_available {
                 self.retained.insert(&msg.topic, msg.clone());

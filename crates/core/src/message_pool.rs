@@ -88,6 +88,7 @@ mod tests {
             expires_at: None,
             origin: None,
             read: Default::default(),
+            own_bytes: false,
         }
     }
 

@@ -408,6 +408,7 @@ fn decode_page(mut input: &[u8], base: Option<Instant>) -> Result<Vec<Delivery>,
                 expires_at,
                 origin,
                 read: Default::default(),
+                own_bytes: false,
             });
             bodies.push(m.clone());
             m
@@ -447,6 +448,7 @@ mod tests {
             expires_at,
             origin: Some(9),
             read: Default::default(),
+            own_bytes: false,
         });
         Delivery {
             msg,

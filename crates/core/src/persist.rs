@@ -85,6 +85,7 @@ impl Persistence {
             expires_at: s.expires_at_ms.map(|ms| self.instant(ms, now)),
             origin: None,
             read: Default::default(),
+            own_bytes: false,
         }
     }
 

@@ -128,6 +128,7 @@ impl Broker {
             expires_at,
             origin: None,
             read: Default::default(),
+            own_bytes: false,
         };
         let msg = self.messages.share(msg);
         self.publish_message(msg, now, out);

@@ -419,3 +419,48 @@ fn a_queue_of_messages_that_fill_their_reads_is_not_copied() {
     // Each read charged once, by the first of its deliveries in the queue.
     assert_eq!(queue.pinned(), total);
 }
+
+#[test]
+fn a_message_that_fills_its_read_is_kept_without_a_copy() {
+    // A device that sends one retained message per write: its read is the message, and
+    // keeping it keeps nothing else. A copy would cost an allocation and a copy for nothing.
+    let mut h = Harness::new(Config::default());
+    let publisher = h.connect(V3, "publisher", true, None);
+    let (mut publishes, freed, len) = publishes_in_one_read(1, "kept/state", b"on", 1);
+    let mut p = publishes.remove(0);
+    (p.qos, p.packet_id, p.retain) = (QoS::AtMostOnce, None, true);
+    let read = ReadRef { id: 1, len };
+    let now = h.now;
+    h.broker
+        .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+    h.take(publisher);
+    assert_eq!(h.broker.retained_count(), 1);
+    assert!(
+        !freed.load(Ordering::SeqCst),
+        "a message that fills its read was copied"
+    );
+
+    // The same message in a 64 KiB read is copied out of it.
+    let (p, freed) = publish_in_read(
+        "kept/state",
+        b"off",
+        QoS::AtMostOnce,
+        true,
+        None,
+        Properties::default(),
+    );
+    let read = ReadRef {
+        id: 2,
+        len: READ as u32,
+    };
+    h.broker
+        .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+    h.take(publisher);
+    assert!(freed.load(Ordering::SeqCst), "the 64 KiB read is kept");
+    // [MQTT-3.3.1-5] The newer one replaced the first.
+    let subscriber = h.connect(V3, "subscriber", true, None);
+    h.subscribe(subscriber, "kept/#", QoS::AtMostOnce);
+    let got = h.publishes(subscriber);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"off");
+}

@@ -1672,6 +1672,7 @@ mod tests {
                 expires_at: None,
                 origin: None,
                 read: Default::default(),
+                own_bytes: false,
             })
         };
         let typed: Properties = PropertyValues {
@@ -1789,6 +1790,7 @@ mod tests {
                     expires_at: None,
                     origin: None,
                     read: Default::default(),
+                    own_bytes: false,
                 }),
                 retain: false,
                 expiry: None,

@@ -359,3 +359,35 @@ async fn connections_refused_before_connack_are_explained() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_publishes_are_delivered_and_cleared_at_the_end() {
+    let broker = TestBroker::start().await;
+    let r = bench(
+        &broker,
+        &[
+            "fanin",
+            "--pubs",
+            "4",
+            "--retain",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ],
+    )
+    .await;
+    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
+    assert!(r.retain && r.sent > 0, "{r:?}");
+    assert_eq!(r.delivered, r.expected, "{r:?}");
+    // [MQTT-3.3.1-6] Each publisher deleted its retained message: a new subscriber to the
+    // bench's topics gets none.
+    let (mut c, _) = broker
+        .connect(tern_codec::ProtocolVersion::V3_1_1, "after-bench", true)
+        .await;
+    common::subscribe(&mut c, 1, &[("tern-bench/#", tern_codec::QoS::AtMostOnce)]).await;
+    common::nothing(&mut c).await;
+    broker.stop().await;
+}

@@ -13,7 +13,7 @@ use std::fmt;
 
 use crate::children::{self, Children};
 use crate::stack::InlineStack;
-use crate::validate::next_separator;
+use crate::validate::{levels, next_separator};
 
 struct Entry<V> {
     topic: Box<str>,
@@ -118,7 +118,7 @@ impl<V> RetainedTrie<V> {
     /// Stores `value` for `topic`, returning the previous value.
     pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
         let mut node = &mut self.root;
-        for level in topic.split('/') {
+        for level in levels(topic) {
             node = node.child_or_insert(level);
         }
         match &mut node.entry {
@@ -137,7 +137,7 @@ impl<V> RetainedTrie<V> {
     /// Removes the value of `topic`, pruning the nodes left empty.
     pub fn remove(&mut self, topic: &str) -> Option<V> {
         let mut node = &mut self.root;
-        for level in topic.split('/') {
+        for level in levels(topic) {
             node = node.children.get_mut(level)?;
         }
         let entry = node.entry.take()?;
@@ -156,7 +156,7 @@ impl<V> RetainedTrie<V> {
         let mut keep = 0usize;
         let mut depth = 0usize;
         let mut node = &self.root;
-        let mut it = topic.split('/').peekable();
+        let mut it = levels(topic).peekable();
         while let Some(level) = it.next() {
             match node.children.get(level) {
                 Some(child) => node = child,
@@ -173,7 +173,7 @@ impl<V> RetainedTrie<V> {
         }
         // Walk 2: detach the edge below `keep`.
         let mut node = &mut self.root;
-        let mut it = topic.split('/');
+        let mut it = levels(topic);
         for level in it.by_ref().take(keep) {
             match node.children.get_mut(level) {
                 Some(child) => node = child,
@@ -190,7 +190,7 @@ impl<V> RetainedTrie<V> {
     /// The value retained for `topic`.
     pub fn get(&self, topic: &str) -> Option<&V> {
         let mut node = &self.root;
-        for level in topic.split('/') {
+        for level in levels(topic) {
             node = node.children.get(level)?;
         }
         node.entry.as_ref().map(|e| &e.value)

@@ -120,6 +120,28 @@ pub fn topic_name_levels(name: &str) -> Result<usize, TopicError> {
     Ok(separators as usize + 1)
 }
 
+/// The levels of `topic`, as `topic.split('/')` gives them (an empty level for each leading,
+/// trailing or doubled `/`), found with [`next_separator`]: inserting a retained message spent
+/// 460 instructions in `split`'s character search for a three-level topic.
+#[inline]
+pub(crate) fn levels(topic: &str) -> impl Iterator<Item = &str> {
+    let bytes = topic.as_bytes();
+    let mut pos = Some(0);
+    std::iter::from_fn(move || {
+        let start = pos?;
+        Some(match next_separator(bytes, start) {
+            Some(i) => {
+                pos = Some(i + 1);
+                &topic[start..i]
+            }
+            None => {
+                pos = None;
+                &topic[start..]
+            }
+        })
+    })
+}
+
 /// Index of the first `/` in `bytes` at or after `from`, eight bytes at a time. The trie
 /// walks call it once per level of every PUBLISH's topic: a byte loop there ended each level
 /// on a mispredicted branch and took a quarter of the walk (1→1 at 1.28 M msg/s).
@@ -309,6 +331,29 @@ mod tests {
                 }
             });
             proptest::prop_assert_eq!(topic_name_levels(&name), expected);
+        }
+    }
+
+    #[test]
+    fn levels_are_those_of_split() {
+        for topic in [
+            "",
+            "/",
+            "//",
+            "a",
+            "a/",
+            "/a",
+            "a//b",
+            "a/b/c",
+            "sport/tennis/player1/ranking",
+            "twelve chars/and a level longer than eight/",
+            "$SYS/broker/x",
+            "ü/é/€",
+            "a/b/",
+        ] {
+            let got: Vec<&str> = levels(topic).collect();
+            let want: Vec<&str> = topic.split('/').collect();
+            assert_eq!(got, want, "{topic:?}");
         }
     }
 

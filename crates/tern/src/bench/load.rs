@@ -57,6 +57,8 @@ pub(crate) struct LoadSettings {
     pub(crate) pubs: usize,
     pub(crate) inflight: usize,
     pub(crate) batch: usize,
+    /// Publish with the retain flag (`--retain`).
+    pub(crate) retain: bool,
     /// `--pacing spin`: check the clock instead of sleeping on the 1 ms timer.
     pub(crate) spin: bool,
 }
@@ -400,7 +402,7 @@ async fn publisher(
         &Packet::Publish(Publish {
             dup: false,
             qos,
-            retain: false,
+            retain: s.retain,
             topic: ByteStr::from(topic),
             packet_id: (qos != QoS::AtMostOnce).then_some(0x0102),
             properties: Properties::default(),
@@ -613,6 +615,12 @@ async fn publisher(
             }
         }
         let _ = out.flush(&conn.stream);
+    }
+    if s.retain {
+        // [MQTT-3.3.1-6] An empty retained message deletes the topic's retained message: the
+        // broker is left as the run found it.
+        let clear = tern_client::builder::publish(topic, Vec::new(), QoS::AtMostOnce, true, None);
+        encode(&clear, version, &mut out.buf);
     }
     disconnect(&conn, &mut out, false).await;
 }

@@ -147,6 +147,11 @@ pub struct BenchArgs {
     /// (5.0: DISCONNECT with expiry 0; 3.1.1: a clean-session reconnect).
     #[arg(long)]
     pub persistent: bool,
+    /// Publish with the retain flag: the broker replaces the retained message of each
+    /// publisher's topic with every message (subscribers get them as live messages). At the
+    /// end each publisher deletes its retained message (an empty retained PUBLISH).
+    #[arg(long)]
+    pub retain: bool,
     /// Keep alive sent in CONNECT, in seconds [idle: 600, others: 60].
     #[arg(long)]
     pub keep_alive: Option<u16>,
@@ -490,6 +495,7 @@ impl Ctx {
             inflight: a.inflight.clamp(1, 65_535),
             batch: a.batch.clamp(1, 4096),
             spin: a.pacing == Pacing::Spin,
+            retain: a.retain,
         });
         let t_setup = Instant::now();
 
@@ -620,6 +626,7 @@ impl Ctx {
             spin_pacing: a.pacing == Pacing::Spin && a.rate > 0.0,
             inflight: a.inflight,
             persistent: a.persistent,
+            retain: a.retain,
             pubs: npubs,
             subs: nsubs,
             subs_ok,

@@ -346,6 +346,8 @@ pub struct Report {
     pub inflight: usize,
     /// Subscribers kept persistent sessions (`--persistent`).
     pub persistent: bool,
+    /// Publishers set the retain flag (`--retain`).
+    pub retain: bool,
     pub pubs: usize,
     pub subs: usize,
     pub pubs_ok: usize,
@@ -465,6 +467,7 @@ impl Report {
                 ),
                 format!("\"inflight\":{}", self.inflight),
                 format!("\"persistent\":{}", self.persistent),
+                format!("\"retain\":{}", self.retain),
                 format!("\"pubs\":{}", self.pubs),
                 format!("\"subs\":{}", self.subs),
                 format!("\"pubs_ok\":{}", self.pubs_ok),
@@ -576,10 +579,11 @@ impl Report {
                 self.scenario,
                 self.pubs_ok,
                 self.subs_ok,
-                if self.persistent {
-                    " (persistent sessions)"
-                } else {
-                    ""
+                match (self.persistent, self.retain) {
+                    (true, true) => " (persistent sessions, retained)",
+                    (true, false) => " (persistent sessions)",
+                    (false, true) => " (retained)",
+                    (false, false) => "",
                 },
                 self.qos,
                 self.size,
