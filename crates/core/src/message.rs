@@ -28,9 +28,10 @@ pub struct Message {
     /// the core ([`Broker::handle_packet_from_read`](crate::Broker::handle_packet_from_read));
     /// the default for bytes of their own (copies, wills, restored and broker messages).
     pub read: ReadRef,
-    /// Its topic, payload and properties are allocations of its own (a copy, a will, a message
-    /// read back from disk): the broker keeps it as it is. False when they may be slices of a
-    /// read (or nobody said), so the broker copies before it keeps it.
+    /// Its topic, payload and properties are allocations of its own ([`Message::detached`]
+    /// sets it): the broker keeps it as it is. False when they may be slices of a read (or
+    /// nobody said: wills, messages read back from disk), so the broker copies before it keeps
+    /// it.
     pub own_bytes: bool,
 }
 

@@ -102,6 +102,7 @@ pub(crate) async fn run(
         cert_username,
         done: false,
         batch_hint: 0,
+        alloc: 0,
     };
     serve(&mut reader, &mut wr, &outbox, &events, &settings).await;
     // The driver may have written to the socket itself: take it back before closing.
@@ -251,7 +252,7 @@ async fn serve(
             if reading
                 && let Poll::Ready(r) = reader
                     .rd
-                    .poll_read_with(cx, |b| reader.buf.extend_from_slice(b))
+                    .poll_read_with(cx, |b| append(&mut reader.buf, &mut reader.alloc, b))
             {
                 w.read = Some(r);
             }
@@ -500,6 +501,28 @@ struct Reader {
     /// with room for as many. Grown from empty, a batch of 64 PUBLISHes was reallocated seven
     /// times.
     batch_hint: u16,
+    /// Bytes of the allocation `buf` is a view of. `BytesMut::capacity` counts only from the
+    /// view's start, and after `reserve` reuses an allocation it reports what was asked for,
+    /// not what is there; the core must know what a decoded packet keeps (see
+    /// `tern_core::ReadRef`), so [`append`] makes every allocation itself and notes its size.
+    alloc: usize,
+}
+
+/// Appends the bytes of a read to a reader's buffer: into the room left in it, or else into a
+/// new allocation that holds what is left of the last read and this one (twice what is left if
+/// that is more, so that a large packet arriving in many reads is copied a logarithmic number
+/// of times, not once per read). `alloc` is the size of the buffer's allocation.
+fn append(buf: &mut BytesMut, alloc: &mut usize, bytes: &[u8]) {
+    if buf.capacity() - buf.len() >= bytes.len() {
+        buf.extend_from_slice(bytes);
+        return;
+    }
+    let need = buf.len() + bytes.len();
+    let mut fresh = BytesMut::with_capacity(need.max(2 * buf.len()));
+    fresh.extend_from_slice(buf);
+    fresh.extend_from_slice(bytes);
+    *alloc = fresh.capacity();
+    *buf = fresh;
 }
 
 /// Bound of [`Reader::batch_hint`], so one large batch does not make every later one
@@ -526,9 +549,9 @@ impl Reader {
         let mut packets = Vec::new();
         let mut error = None;
         let before = self.buf.len();
-        // The decoded packets are slices of this buffer (the bytes left over from the last
-        // read, and this read): what the core keeps of them keeps all of it.
-        let read_len = u32::try_from(self.buf.capacity()).unwrap_or(u32::MAX);
+        // The decoded packets are slices of this buffer's allocation (with the bytes left over
+        // from earlier reads): what the core keeps of them keeps all of it.
+        let read_len = u32::try_from(self.alloc).unwrap_or(u32::MAX);
         loop {
             match decode_packet(&mut self.buf, self.version, settings.max_packet_size) {
                 Ok(Some(mut packet)) => {
@@ -709,6 +732,49 @@ pub(crate) mod tests {
     use std::task::Waker;
     use tern_codec::DecodeError;
 
+    #[test]
+    fn the_read_buffer_knows_its_allocation() {
+        // What decoded packets keep is the whole allocation their bytes are in, however far
+        // the buffer's view has moved on: `alloc` must be that allocation's size.
+        let (mut buf, mut alloc) = (BytesMut::new(), 0);
+        append(&mut buf, &mut alloc, &[1; 100]);
+        assert_eq!((alloc, buf.capacity()), (100, 100));
+        // 95 bytes decoded (frozen slices keep the allocation), 5 left over.
+        let _decoded = buf.split_to(95).freeze();
+        append(&mut buf, &mut alloc, &[2; 30]);
+        assert_eq!(
+            alloc, 35,
+            "a new allocation for what is left and the new read"
+        );
+        assert_eq!(&buf[..], [&[1u8; 5][..], &[2; 30]].concat());
+        // 100 left over of 1,000: the new allocation is twice that. A read that fits in the
+        // room left goes into the same allocation, and `alloc` stays, though the view's
+        // capacity counts only from where it now starts.
+        let (mut big, mut big_alloc) = (BytesMut::new(), 0);
+        append(&mut big, &mut big_alloc, &[3; 1000]);
+        let _ = big.split_to(900);
+        append(&mut big, &mut big_alloc, &[4; 50]);
+        assert_eq!(big_alloc, 200);
+        let _kept = big.split_to(120).freeze();
+        append(&mut big, &mut big_alloc, &[5; 40]);
+        assert_eq!(big_alloc, 200);
+        assert!(
+            big.capacity() < big_alloc,
+            "the view counts less than the allocation"
+        );
+        // A packet of 4 MiB in 64 KiB reads: the allocation doubles, so it is copied about
+        // log2(64) times, not once per read.
+        let (mut buf, mut alloc) = (BytesMut::new(), 0);
+        let mut allocations = 0;
+        for _ in 0..64 {
+            let before = alloc;
+            append(&mut buf, &mut alloc, &[6; 64 * 1024]);
+            allocations += usize::from(alloc != before);
+        }
+        assert_eq!(buf.len(), 4 << 20);
+        assert!(allocations <= 8, "{allocations} allocations");
+    }
+
     fn kinds(rx: &mut mpsc::Receiver<Event>) -> Vec<&'static str> {
         let mut got = Vec::new();
         while let Ok(ev) = rx.try_recv() {
@@ -832,6 +898,7 @@ pub(crate) mod tests {
             cert_username: None,
             done: false,
             batch_hint: 0,
+            alloc: 0,
         };
         // The driver's channel is full.
         let (tx, mut rx) = mpsc::channel(1);
