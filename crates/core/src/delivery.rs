@@ -29,7 +29,7 @@ impl Broker {
                     }));
                 }
             } else {
-                msg = self.detacher.copy_to_replace(&msg, &mut self.messages);
+                msg = crate::message::Detacher::copy_to_replace(&msg, &mut self.messages);
                 self.retained.insert(&msg.topic, msg.clone());
                 if self.config.persistence {
                     out.push(Action::persist(tern_store::Record::Retained(

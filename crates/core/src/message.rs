@@ -116,7 +116,7 @@ impl Detacher {
         if let Some(copy) = self.copies.get(&msg.id).and_then(Weak::upgrade) {
             return copy;
         }
-        let copy = pool.share(msg.detached());
+        let copy = Self::copy_to_replace(msg, pool);
         // Ids come from one counter and are never reused; 0 only in tests' hand-made messages.
         if msg.id != 0 {
             self.copies.insert(msg.id, Arc::downgrade(&copy));
@@ -132,7 +132,6 @@ impl Detacher {
     /// being retained, before it is routed): nobody will ask for this message's copy by id,
     /// so none is recorded (recording one per retained PUBLISH was a fifth of its cost).
     pub(crate) fn copy_to_replace(
-        &mut self,
         msg: &Arc<Message>,
         pool: &mut crate::message_pool::MessagePool,
     ) -> Arc<Message> {

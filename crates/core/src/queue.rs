@@ -42,8 +42,6 @@ pub struct Queue {
     /// Bytes of the reads the in-memory deliveries' messages are slices of, as charged by
     /// [`Queue::may_pin`] (the sum of their [`Delivery::pin`]).
     pinned: usize,
-    /// The read of the last delivery charged, while it may still be in the queue.
-    last_read: u32,
 }
 
 impl Drop for Queue {
@@ -132,15 +130,24 @@ impl Queue {
     pub(crate) fn may_pin(&mut self, d: &mut Delivery) -> bool {
         d.pin = 0;
         let read = d.msg.read;
-        if read.id == 0 || (read.id == self.last_read && !self.is_empty()) {
+        if read.id == 0 || self.newest().is_some_and(|n| n.msg.read.id == read.id) {
+            // Not a read's slice, or the run of the newest delivery, whose read is charged.
             return true;
         }
         if self.pinned + read.len as usize > PIN_SLACK + 2 * self.mem {
             return false;
         }
         d.pin = read.len;
-        self.last_read = read.id;
         true
+    }
+
+    /// The delivery pushed last, while it is in memory.
+    fn newest(&self) -> Option<&Delivery> {
+        match self.tail.back() {
+            Some(d) => Some(d),
+            None if self.pages.is_empty() => self.head.back(),
+            None => None,
+        }
     }
 
     fn add(&mut self, d: &Delivery) {
@@ -174,7 +181,6 @@ impl Queue {
                 d.pin = 0;
             });
         self.pinned = 0;
-        self.last_read = 0;
     }
 
     pub(crate) fn push_back(&mut self, d: Delivery) {
@@ -245,7 +251,6 @@ impl Queue {
         self.bytes = 0;
         self.mem = 0;
         self.pinned = 0;
-        self.last_read = 0;
         all
     }
 

@@ -337,9 +337,7 @@ fn a_slow_readers_queue_keeps_reads_only_in_proportion_to_what_it_holds() {
             id: u32::from(id),
             len: READ as u32,
         };
-        let now = h.now;
-        h.broker
-            .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+        h.packet_from_read(publisher, Packet::Publish(p), read);
         reads.push(freed);
     }
     let acks = h.take(publisher);
@@ -400,9 +398,7 @@ fn a_queue_of_messages_that_fill_their_reads_is_not_copied() {
             len,
         };
         for p in publishes {
-            let now = h.now;
-            h.broker
-                .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+            h.packet_from_read(publisher, Packet::Publish(p), read);
         }
         reads.push(freed);
         total += len as usize;
@@ -430,9 +426,7 @@ fn a_message_that_fills_its_read_is_kept_without_a_copy() {
     let mut p = publishes.remove(0);
     (p.qos, p.packet_id, p.retain) = (QoS::AtMostOnce, None, true);
     let read = ReadRef { id: 1, len };
-    let now = h.now;
-    h.broker
-        .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+    h.packet_from_read(publisher, Packet::Publish(p), read);
     h.take(publisher);
     assert_eq!(h.broker.retained_count(), 1);
     assert!(
@@ -453,8 +447,7 @@ fn a_message_that_fills_its_read_is_kept_without_a_copy() {
         id: 2,
         len: READ as u32,
     };
-    h.broker
-        .handle_packet_from_read(publisher, Packet::Publish(p), read, now, &mut h.out);
+    h.packet_from_read(publisher, Packet::Publish(p), read);
     h.take(publisher);
     assert!(freed.load(Ordering::SeqCst), "the 64 KiB read is kept");
     // [MQTT-3.3.1-5] The newer one replaced the first.

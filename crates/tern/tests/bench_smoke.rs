@@ -6,6 +6,13 @@ mod common;
 use common::TestBroker;
 use tern::bench::{BenchArgs, run_blocking};
 
+/// The run had no error, sent something, and delivered everything it sent.
+fn assert_delivered_everything(r: &tern::bench::Report) {
+    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
+    assert!(r.sent > 0, "nothing sent: {r:?}");
+    assert_eq!(r.delivered, r.expected, "{r:?}");
+}
+
 async fn bench(broker: &TestBroker, args: &[&str]) -> tern::bench::Report {
     bench_port(broker.addr.port(), args).await
 }
@@ -66,9 +73,7 @@ async fn p2p_qos1_delivers_everything() {
         ],
     )
     .await;
-    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
-    assert!(r.sent > 0, "nothing sent: {r:?}");
-    assert_eq!(r.delivered, r.expected, "{r:?}");
+    assert_delivered_everything(&r);
     let lat = r.latency.as_ref().expect("latency measured");
     assert_eq!(lat.samples, r.delivered);
     assert!(r.to_json().starts_with('{'));
@@ -379,9 +384,8 @@ async fn retained_publishes_are_delivered_and_cleared_at_the_end() {
         ],
     )
     .await;
-    assert_eq!(r.errors, 0, "errors: {:?}", r.error_messages);
-    assert!(r.retain && r.sent > 0, "{r:?}");
-    assert_eq!(r.delivered, r.expected, "{r:?}");
+    assert_delivered_everything(&r);
+    assert!(r.retain, "{r:?}");
     // [MQTT-3.3.1-6] Each publisher deleted its retained message: a new subscriber to the
     // bench's topics gets none.
     let (mut c, _) = broker

@@ -54,6 +54,24 @@ async fn sync(c: &mut Connection) {
     recv_counting(c, 1, |p| matches!(p, Packet::PingResp)).await;
 }
 
+/// Publishes `KEPT` QoS 1 messages of 16 bytes `fill` to `{prefix}/{i}`, each in one write
+/// with `other`, and waits until every one is acknowledged and handled.
+async fn publish_qos1_with_other(p: &mut Connection, prefix: &str, fill: u8, other: &[u8]) {
+    for i in 0..KEPT {
+        let id = u16::try_from(i + 1).unwrap();
+        let kept = builder::publish(
+            &format!("{prefix}/{i}"),
+            vec![fill; 16],
+            QoS::AtLeastOnce,
+            false,
+            Some(id),
+        );
+        p.send_raw(&with_other(&kept, other)).await.unwrap();
+    }
+    recv_counting(p, KEPT, |pk| matches!(pk, Packet::PubAck(_))).await;
+    sync(p).await;
+}
+
 async fn connect(b: &ChildBroker, id: &str, clean: bool) -> Connection {
     let (c, code) = mqtt_connect(b.addr, V3, id, clean, 600).await;
     assert_eq!(code, 0, "{id}: CONNACK refused");
@@ -135,36 +153,12 @@ async fn kept_packets_do_not_keep_the_reads_they_came_in() {
     rss = check_growth(&mut b, rss, KEPT, "retained messages");
 
     // QoS 1 messages queued for the offline session.
-    for i in 0..KEPT {
-        let id = u16::try_from(i + 1).unwrap();
-        let kept = builder::publish(
-            &format!("queued/{i}"),
-            vec![b'q'; 16],
-            QoS::AtLeastOnce,
-            false,
-            Some(id),
-        );
-        p.send_raw(&with_other(&kept, &other)).await.unwrap();
-    }
-    recv_counting(&mut p, KEPT, |pk| matches!(pk, Packet::PubAck(_))).await;
-    sync(&mut p).await;
+    publish_qos1_with_other(&mut p, "queued", b'q', &other).await;
     rss = check_growth(&mut b, rss, KEPT, "messages queued for an offline session");
 
     // QoS 1 messages queued for the connected subscriber that does not read. Before its queue
     // counted the reads it keeps, 3,000 of them held 251 MiB.
-    for i in 0..KEPT {
-        let id = u16::try_from(i + 1).unwrap();
-        let kept = builder::publish(
-            &format!("slow/{i}"),
-            vec![b's'; 16],
-            QoS::AtLeastOnce,
-            false,
-            Some(id),
-        );
-        p.send_raw(&with_other(&kept, &other)).await.unwrap();
-    }
-    recv_counting(&mut p, KEPT, |pk| matches!(pk, Packet::PubAck(_))).await;
-    sync(&mut p).await;
+    publish_qos1_with_other(&mut p, "slow", b's', &other).await;
     rss = check_growth(
         &mut b,
         rss,

@@ -65,6 +65,12 @@ impl Harness {
         self.broker.handle_packet(conn, p, self.now, &mut self.out);
     }
 
+    /// A packet decoded from (as slices of) the socket read `read`, as tern's driver feeds it.
+    pub fn packet_from_read(&mut self, conn: ConnId, p: Packet, read: tern_core::ReadRef) {
+        self.broker
+            .handle_packet_from_read(conn, p, read, self.now, &mut self.out);
+    }
+
     /// Connects a client, returning its connection id and CONNACK.
     pub fn connect_with(&mut self, c: Connect) -> (ConnId, ConnAck) {
         let conn = self.next_conn;
