@@ -37,7 +37,7 @@ impl Broker {
                 aliases.incoming.insert(alias, p.topic.detached());
             }
         }
-        let Ok(levels) = tern_topic::topic_name_levels(&p.topic) else {
+        let Ok(levels) = self.route_cache.topic_levels(&p.topic) else {
             // [MQTT-3.3.2-2] No wildcards in a topic name; [MQTT-4.7.3-1] not empty.
             return self.protocol_failure(conn, reason::TOPIC_NAME_INVALID, now, out);
         };
