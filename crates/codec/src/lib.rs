@@ -29,5 +29,5 @@ pub use properties::{Properties, PropertyValues};
 pub use types::{ByteStr, ProtocolVersion, QoS};
 pub use wire::{
     FixedHeader, MAX_REMAINING_LENGTH, Peeked, PublishView, decode_packet, encode_packet,
-    encode_publish, encoded_len, peek_publish, publish_encoded_len,
+    encode_plain_publish, encode_publish, encoded_len, peek_publish, publish_encoded_len,
 };

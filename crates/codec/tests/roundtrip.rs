@@ -474,6 +474,29 @@ proptest! {
         prop_assert!(buf.is_empty());
     }
 
+    /// `encode_plain_publish` writes what `encode_publish` writes for the same QoS 0 PUBLISH
+    /// without properties (payloads past 127 and 16,383 bytes need longer remaining lengths).
+    #[test]
+    fn plain_publish_encodes_as_encode_publish(
+        v in version(),
+        topic in "[a-z/$ \u{80}-\u{10FFFF}]{1,40}",
+        payload in prop_oneof![vec(any::<u8>(), 0..300), vec(any::<u8>(), 16_370..16_400)],
+        retain in any::<bool>(),
+    ) {
+        let p = Publish {
+            retain,
+            topic: topic.as_str().into(),
+            payload: payload.into(),
+            ..Publish::default()
+        };
+        let mut full = bytes::BytesMut::new();
+        tern_codec::encode_publish(&p, v, &mut full).unwrap();
+        let mut plain = bytes::BytesMut::from(&b"before"[..]);
+        tern_codec::encode_plain_publish(&p.topic, &p.payload, retain, v, &mut plain).unwrap();
+        prop_assert_eq!(&plain[..6], b"before");
+        prop_assert_eq!(&plain[6..], &full[..]);
+    }
+
     /// `peek_publish` reads every PUBLISH as `decode_packet` does (and nothing else as one).
     #[test]
     fn peek_publish_agrees_with_decode((v, p) in versioned_packet()) {

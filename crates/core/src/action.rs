@@ -2,8 +2,9 @@
 
 use crate::broker::ConnId;
 use crate::message::Message;
+use bytes::BytesMut;
 use std::sync::Arc;
-use tern_codec::{Packet, ProtocolVersion, Publish};
+use tern_codec::{EncodeError, Packet, ProtocolVersion, Publish};
 
 /// One instruction for the I/O layer, in the order it must be carried out per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,23 @@ impl Forward {
         crate::delivery::forwarded(&self.msg, self.retain, self.expiry, version)
     }
 
+    /// Appends the PUBLISH for a connection of `version` to `out`: the bytes of
+    /// [`Forward::publish`] encoded, without building that PUBLISH when it carries no
+    /// properties (any MQTT 3.x delivery; an MQTT 5 one of a message without properties or
+    /// expiry), which is what most deliveries are.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        if version.is_v5() && (self.expiry.is_some() || !self.msg.properties.is_empty()) {
+            return tern_codec::encode_publish(&self.publish(version), version, out);
+        }
+        tern_codec::encode_plain_publish(
+            &self.msg.topic,
+            &self.msg.payload,
+            self.retain,
+            version,
+            out,
+        )
+    }
+
     /// Whether `other` encodes to the same bytes (for the same protocol version).
     pub fn same(&self, other: &Forward) -> bool {
         Arc::ptr_eq(&self.msg, &other.msg)
@@ -100,4 +118,60 @@ pub enum CloseReason {
     ConnectionLost,
     /// An administrator disconnected the client (admin API; v5 clients get DISCONNECT 0x98).
     AdminAction,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tern_codec::{ByteStr, Properties, QoS};
+
+    fn message(properties: Properties, retain: bool) -> Arc<Message> {
+        Arc::new(Message {
+            id: 1,
+            topic: ByteStr::from("a/b"),
+            payload: Bytes::from_static(b"payload"),
+            qos: QoS::AtLeastOnce,
+            retain,
+            properties,
+            expires_at: None,
+            origin: None,
+            read: Default::default(),
+            own_bytes: true,
+        })
+    }
+
+    /// `Forward::encode` writes exactly the PUBLISH `Forward::publish` makes, encoded: with and
+    /// without properties, expiry and retain, for each protocol version.
+    #[test]
+    fn encode_writes_the_forwarded_publish() {
+        let mut with_props = Properties::default();
+        with_props.content_type = Some("text/plain".into());
+        with_props.subscription_identifiers = vec![7];
+        let mut ids_only = Properties::default();
+        ids_only.subscription_identifiers = vec![7];
+        for properties in [Properties::default(), with_props, ids_only] {
+            for retain in [false, true] {
+                for expiry in [None, Some(30)] {
+                    let f = Forward {
+                        msg: message(properties.clone(), true),
+                        retain,
+                        expiry,
+                    };
+                    for v in [
+                        ProtocolVersion::V3_1,
+                        ProtocolVersion::V3_1_1,
+                        ProtocolVersion::V5,
+                    ] {
+                        let mut want = BytesMut::new();
+                        tern_codec::encode_publish(&f.publish(v), v, &mut want).unwrap();
+                        let mut got = BytesMut::from(&b"xy"[..]);
+                        f.encode(v, &mut got).unwrap();
+                        assert_eq!(&got[..2], b"xy");
+                        assert_eq!(&got[2..], &want[..], "{v:?} {retain} {expiry:?}");
+                    }
+                }
+            }
+        }
+    }
 }

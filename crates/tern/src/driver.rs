@@ -875,7 +875,12 @@ impl EncodeOnce {
                     .is_some_and(|(k, v)| k.same(f) && *v == version);
                 if !hit {
                     self.evicted = self.key.take().map(|(k, _)| k.msg);
-                    encode_into(&f.publish(version), version, &mut self.bytes)?;
+                    self.bytes.clear();
+                    f.encode(version, &mut self.bytes)
+                        .map_err(
+                            |e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"),
+                        )
+                        .ok()?;
                     self.key = Some((f.clone(), version));
                 }
                 Some(&self.bytes)

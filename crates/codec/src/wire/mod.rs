@@ -298,6 +298,53 @@ pub fn encode_publish(
     result
 }
 
+/// The bytes [`encode_publish`] writes for a QoS 0 PUBLISH with no DUP flag and no properties,
+/// appended to `out` from the topic and payload themselves: the broker forwards most messages
+/// like this, and building a [`Publish`](crate::packet::Publish) for each (two reference counts
+/// taken and dropped, a property set made and dropped) and measuring it before writing it cost
+/// about 300 instructions per delivery, 13 % of a 1→1 message.
+pub fn encode_plain_publish(
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let topic_len = u16::try_from(topic.len()).map_err(|_| EncodeError::FieldTooLong)?;
+    // Topic length, topic, (MQTT 5) an empty property set, payload.
+    let properties = usize::from(version.is_v5());
+    let remaining = 2 + topic.len() + properties + payload.len();
+    if remaining > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::TooLarge);
+    }
+    // The fixed header and the variable header's fixed part, assembled on the stack.
+    let mut head = [0u8; 1 + 4 + 2];
+    head[0] = (PUBLISH << 4) | if retain { publish::RETAIN } else { 0 };
+    let mut n = 1;
+    let mut rest = remaining;
+    loop {
+        let byte = (rest & 0x7F) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            head[n] = byte;
+            n += 1;
+            break;
+        }
+        head[n] = byte | 0x80;
+        n += 1;
+    }
+    head[n..n + 2].copy_from_slice(&topic_len.to_be_bytes());
+    n += 2;
+    out.reserve(n + remaining - 2);
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(topic.as_bytes());
+    if properties == 1 {
+        out.extend_from_slice(&[0]);
+    }
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! Helpers for the per-packet tests: decode a complete packet, encode and cross-check length.
@@ -581,6 +628,41 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(encoded_len(&p, V3_1_1), Ok(MAX_REMAINING_LENGTH + 5));
+    }
+
+    #[test]
+    fn plain_publish_limits_and_long_lengths() {
+        // What `encode_publish` refuses, the plain encoder refuses too, and writes nothing.
+        let big = vec![0u8; MAX_REMAINING_LENGTH - 2];
+        let mut out = BytesMut::new();
+        assert_eq!(
+            encode_plain_publish("t", &big, false, V3_1_1, &mut out),
+            Err(EncodeError::TooLarge)
+        );
+        assert_eq!(
+            encode_plain_publish("t", &big[..MAX_REMAINING_LENGTH - 3], false, V5, &mut out),
+            Err(EncodeError::TooLarge)
+        );
+        let long_topic = "a".repeat(65_536);
+        assert_eq!(
+            encode_plain_publish(&long_topic, b"", false, V3_1_1, &mut out),
+            Err(EncodeError::FieldTooLong)
+        );
+        assert!(out.is_empty());
+        // A three-byte remaining length (a 2 MB payload), the same bytes as `encode_publish`.
+        let payload = Bytes::from(vec![9u8; 2_000_000]);
+        for v in [V3_1, V3_1_1, V5] {
+            let p = crate::Publish {
+                retain: true,
+                topic: "a/b".into(),
+                payload: payload.clone(),
+                ..Default::default()
+            };
+            let (mut full, mut plain) = (BytesMut::new(), BytesMut::new());
+            encode_publish(&p, v, &mut full).unwrap();
+            encode_plain_publish("a/b", &payload, true, v, &mut plain).unwrap();
+            assert_eq!(plain, full);
+        }
     }
 
     #[test]

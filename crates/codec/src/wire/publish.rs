@@ -11,7 +11,7 @@ use crate::packet::Publish;
 use crate::properties::Properties;
 use crate::types::{ProtocolVersion, QoS};
 
-const RETAIN: u8 = 0x01;
+pub(super) const RETAIN: u8 = 0x01;
 const QOS_SHIFT: u8 = 1;
 const DUP: u8 = 0x08;
 
