@@ -34,11 +34,18 @@ fn publish_once(h: &mut Harness, conn: ConnId, publish: &Publish) -> usize {
     let mut n = 0;
     let mut forwarded = None;
     for action in h.out.drain(..) {
-        if let Action::SendDroppable(_, d) = action {
-            n += 1;
-            if let Droppable::Forward(f) = d {
-                forwarded = Some(f.msg);
+        match action {
+            Action::SendDroppable(_, d) => {
+                n += 1;
+                if let Droppable::Forward(f) = d {
+                    forwarded = Some(f.msg);
+                }
             }
+            Action::Fanout(f) => {
+                n += f.conns.len();
+                forwarded = Some(f.forward.msg);
+            }
+            _ => {}
         }
     }
     if let Some(msg) = forwarded {

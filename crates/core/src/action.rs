@@ -15,6 +15,11 @@ pub enum Action {
     /// Send a QoS 0 PUBLISH that the I/O layer may drop (and count) when the connection's output
     /// is backed up: the slow reader loses messages, the publisher does not stall.
     SendDroppable(ConnId, Droppable),
+    /// [`Action::SendDroppable`] of one forwarded message to each of several connections (more
+    /// than [`FANOUT_MIN`] - 1): a message fanned out to many subscribers is one action holding
+    /// the message once, instead of one action and one reference count per subscriber. Each
+    /// connection appears once; the order among them does not matter.
+    Fanout(Box<Fanout>),
     /// Write a record to the durable store. Packets that follow it in the same batch must not
     /// be sent before the record is durable (group commit; see `persist.rs`).
     Persist(Box<tern_store::Record>),
@@ -45,6 +50,18 @@ impl Action {
 
 // An action stays a few words (see `Action::Send`); `Forward` made it 32 bytes, from 24.
 const _: () = assert!(std::mem::size_of::<Action>() <= 32);
+
+/// The fewest deliveries of one message the core hands over as an [`Action::Fanout`]; fewer go
+/// as one [`Action::SendDroppable`] each. (The I/O layer sends a turn of up to four deliveries
+/// early, one action at a time; a fan-out is more than that.)
+pub const FANOUT_MIN: usize = 5;
+
+/// One forwarded QoS 0 message for several connections ([`Action::Fanout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fanout {
+    pub forward: Forward,
+    pub conns: Vec<ConnId>,
+}
 
 /// A QoS 0 PUBLISH the I/O layer may drop.
 #[derive(Debug, Clone, PartialEq, Eq)]

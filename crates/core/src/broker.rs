@@ -45,6 +45,9 @@ pub struct Broker {
     /// The matches of the last topic routed (see `route_cache`); its list is reused, so a
     /// publish does not allocate one each time.
     pub(crate) route_cache: crate::route_cache::RouteCache,
+    /// `route`'s lists of connections that get a message as it is (by RETAIN flag sent), kept
+    /// empty between routes so their allocations are reused.
+    pub(crate) plain_scratch: [Vec<ConnId>; 2],
     pub(crate) last_retained_sweep: Option<Instant>,
     pub(crate) persist: crate::persist::Persistence,
     /// Client ids of sessions with a durable pending will (the session may be gone when the will

@@ -1,8 +1,8 @@
 //! Routing a message to the sessions whose subscriptions match it, and moving each delivery
 //! through the session's in-flight window and queue.
 
-use crate::action::{Action, Droppable, Forward};
-use crate::broker::{Broker, SessionId};
+use crate::action::{Action, Droppable, FANOUT_MIN, Fanout, Forward};
+use crate::broker::{Broker, ConnId, SessionId};
 use crate::message::Message;
 use crate::session::{Delivery, Inflight, OutState, Session};
 use crate::shared::SubKey;
@@ -53,6 +53,16 @@ impl Broker {
         let (matches, _) = self.route_cache.take(&self.subs, &msg.topic);
         // [MQTT-3.8.3-3] No Local: not back to the publishing session.
         let origin = msg.origin.map(SubKey::Session);
+        // With enough matches for a fan-out, the connections that get the message as it is at
+        // QoS 0 are collected (by RETAIN flag sent) and handed to the I/O layer together at the
+        // end (`send_plain`); with fewer, each delivery goes its own way, as a 1→1 message does.
+        let collect = matches.len() >= FANOUT_MIN;
+        // Taken, not borrowed: a route inside this one (none today) would start its own lists.
+        let mut plain = if collect {
+            std::mem::take(&mut self.plain_scratch)
+        } else {
+            Default::default()
+        };
         // A session with several matching filters gets one delivery ([MQTT-3.3.4-2]): the list
         // is sorted when several filters matched, so each key's entries are adjacent.
         let mut routed = 0;
@@ -79,6 +89,24 @@ impl Broker {
             if !wanted {
                 continue;
             }
+            if collect
+                && let SubKey::Session(sid) = key
+                && qos.min(msg.qos) == QoS::AtMostOnce
+                && sub_ids.is_empty()
+            {
+                match self.plain_qos0(sid, &msg, now) {
+                    Plain::Done => {
+                        routed += 1;
+                        continue;
+                    }
+                    Plain::To(conn) => {
+                        plain[usize::from(retain)].push(conn);
+                        routed += 1;
+                        continue;
+                    }
+                    Plain::No => {}
+                }
+            }
             let delivery = Delivery {
                 qos: qos.min(msg.qos),
                 retain,
@@ -95,7 +123,43 @@ impl Broker {
             routed += 1;
         }
         self.route_cache.put_back(matches);
+        if collect {
+            for (retain, conns) in plain.iter_mut().enumerate() {
+                send_plain(&msg, retain == 1, now, conns, out);
+            }
+            self.plain_scratch = plain;
+        }
         routed
+    }
+
+    /// The QoS 0 delivery of `msg` to session `sid` without a PUBLISH of its own (no topic
+    /// alias, no subscription identifier, no Maximum Packet Size to check), as `deliver` would
+    /// carry it out: the connection to send it to, or `Done` when it is not sent (counted as
+    /// `deliver` counts it), or `No` when it needs `deliver`'s general path.
+    fn plain_qos0(&mut self, sid: SessionId, msg: &Message, now: Instant) -> Plain {
+        let Some(session) = self.sessions.get(&sid) else {
+            return Plain::Done;
+        };
+        if session.alias_out_max != 0 || session.max_packet_size.is_some() {
+            return Plain::No;
+        }
+        // Read ACL: a wildcard subscription must not leak a topic the ACL denies.
+        if let Some(access) = &self.access
+            && access.restricts_reading()
+            && !access.can_receive(&session.info, &msg.topic)
+        {
+            return Plain::Done;
+        }
+        let Some(conn) = session.conn else {
+            self.stats.dropped_qos0_offline += 1;
+            return Plain::Done;
+        };
+        if msg.expired(now) {
+            self.stats.dropped_expired += 1;
+            return Plain::Done;
+        }
+        self.stats.count_sent(QoS::AtMostOnce, msg.payload.len());
+        Plain::To(conn)
     }
 
     /// Hands one delivery to a session: QoS 0 goes out now or nowhere; QoS 1/2 goes out when the
@@ -389,6 +453,52 @@ fn build_publish(
 }
 
 /// True (and counted) when the delivery's message expired: it is dropped, not sent.
+/// What [`Broker::plain_qos0`] found.
+enum Plain {
+    To(ConnId),
+    Done,
+    No,
+}
+
+/// Hands the I/O layer `msg` for each of `conns` (emptied): as one [`Action::Fanout`] when
+/// there are [`FANOUT_MIN`] or more, else one [`Action::SendDroppable`] each.
+fn send_plain(
+    msg: &Arc<Message>,
+    retain: bool,
+    now: Instant,
+    conns: &mut Vec<ConnId>,
+    out: &mut Vec<Action>,
+) {
+    if conns.is_empty() {
+        return;
+    }
+    let forward = Forward {
+        msg: msg.clone(),
+        retain,
+        expiry: msg.remaining_expiry(now),
+    };
+    if conns.len() >= FANOUT_MIN {
+        // An exact copy: the scratch list keeps its allocation for the next message.
+        out.push(Action::Fanout(Box::new(Fanout {
+            forward,
+            conns: conns.to_vec(),
+        })));
+        conns.clear();
+        return;
+    }
+    let mut each = conns.drain(..);
+    let last = each.next_back();
+    for conn in each.by_ref() {
+        out.push(Action::SendDroppable(
+            conn,
+            Droppable::Forward(forward.clone()),
+        ));
+    }
+    if let Some(conn) = last {
+        out.push(Action::SendDroppable(conn, Droppable::Forward(forward)));
+    }
+}
+
 fn expired(d: &Delivery, now: Instant, stats: &mut crate::stats::Stats) -> bool {
     let expired = d.msg.expired(now);
     if expired {

@@ -66,7 +66,7 @@ mod throttle;
 mod will;
 
 pub use access::{AccessControl, AuthDecision, ClientInfo};
-pub use action::{Action, CloseReason, Droppable, Forward};
+pub use action::{Action, CloseReason, Droppable, FANOUT_MIN, Fanout, Forward};
 pub use auth::{AuthExchange, AuthStep, EnhancedAuth};
 pub use broker::{Broker, ConnId, SessionId};
 pub use config::{Config, SharedStrategy};

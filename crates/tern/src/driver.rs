@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_codec::{DecodeError, Packet};
-use tern_core::{Action, Broker, ConnId, Droppable, Forward, ReadRef};
+use tern_core::{Action, Broker, ConnId, Droppable, Fanout, Forward, ReadRef};
 use tokio::sync::{mpsc, watch};
 
 /// Most events handled before the driver carries out their actions, so outboxes fill in bursts.
@@ -764,6 +764,24 @@ impl Driver {
                         self.broker.recycle(msg);
                     }
                 }
+                Action::Fanout(fanout) => {
+                    let Fanout { forward, conns } = *fanout;
+                    for conn in conns {
+                        if let Some(e) = self.conns.get(&conn)
+                            && let Some(encoded) =
+                                self.encoded.forward(&forward, e.outbox.version())
+                        {
+                            match e.outbox.push_droppable(encoded) {
+                                None => self.dropped_slow += 1,
+                                Some(true) => dirty.push(e.outbox.clone()),
+                                Some(false) => {}
+                            }
+                        }
+                        if let Some(msg) = self.encoded.evicted.take() {
+                            self.broker.recycle(msg);
+                        }
+                    }
+                }
                 // Only reached without a store (persistence is then off in the core).
                 Action::Persist(_) => {}
                 Action::PauseReading(conn) => self.pause_reading(conn, true),
@@ -841,7 +859,7 @@ impl Driver {
 /// A PUBLISH to a subscriber (as opposed to an answer to a client's packet).
 fn is_delivery(a: &Action) -> bool {
     match a {
-        Action::SendDroppable(..) => true,
+        Action::SendDroppable(..) | Action::Fanout(_) => true,
         Action::Send(_, packet) => matches!(**packet, Packet::Publish(_)),
         _ => false,
     }
@@ -868,28 +886,31 @@ impl EncodeOnce {
     /// The encoding of `d` for `version`, or `None` if it cannot be encoded (logged).
     fn get(&mut self, d: &Droppable, version: tern_codec::ProtocolVersion) -> Option<&[u8]> {
         match d {
-            Droppable::Forward(f) => {
-                let hit = self
-                    .key
-                    .as_ref()
-                    .is_some_and(|(k, v)| k.same(f) && *v == version);
-                if !hit {
-                    self.evicted = self.key.take().map(|(k, _)| k.msg);
-                    self.bytes.clear();
-                    f.encode(version, &mut self.bytes)
-                        .map_err(
-                            |e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"),
-                        )
-                        .ok()?;
-                    self.key = Some((f.clone(), version));
-                }
-                Some(&self.bytes)
-            }
+            Droppable::Forward(f) => self.forward(f, version),
             Droppable::Own(p) => {
                 encode_into(p, version, &mut self.own)?;
                 Some(&self.own)
             }
         }
+    }
+}
+
+impl EncodeOnce {
+    /// The encoding of the forwarded message `f` for `version` (see [`EncodeOnce::get`]).
+    fn forward(&mut self, f: &Forward, version: tern_codec::ProtocolVersion) -> Option<&[u8]> {
+        let hit = self
+            .key
+            .as_ref()
+            .is_some_and(|(k, v)| k.same(f) && *v == version);
+        if !hit {
+            self.evicted = self.key.take().map(|(k, _)| k.msg);
+            self.bytes.clear();
+            f.encode(version, &mut self.bytes)
+                .map_err(|e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"))
+                .ok()?;
+            self.key = Some((f.clone(), version));
+        }
+        Some(&self.bytes)
     }
 }
 

@@ -205,7 +205,7 @@ impl Harness {
             .get(&conn)
             .expect("take: a connection that sent CONNECT through Harness::packet");
         let mut mine = Vec::new();
-        self.out.retain(|a| match a {
+        self.out.retain_mut(|a| match a {
             Action::Send(c, p) if *c == conn => {
                 mine.push((**p).clone());
                 false
@@ -216,6 +216,14 @@ impl Harness {
                     Droppable::Own(p) => (**p).clone(),
                 }));
                 false
+            }
+            Action::Fanout(f) => {
+                // One message for several connections: this one's copy is taken out.
+                if let Some(i) = f.conns.iter().position(|c| *c == conn) {
+                    f.conns.remove(i);
+                    mine.push(Packet::Publish(f.forward.publish(version)));
+                }
+                !f.conns.is_empty()
             }
             _ => true,
         });
