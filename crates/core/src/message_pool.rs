@@ -55,7 +55,8 @@ impl MessagePool {
 
 impl Broker {
     /// Gives back a message the caller holds the last reference to (from an
-    /// [`Action::SendDroppable`](crate::Action::SendDroppable) it has carried out), so the next
+    /// [`Action::SendDroppable`](crate::Action::SendDroppable) or
+    /// [`Action::Fanout`](crate::Action::Fanout) it has carried out), so the next
     /// PUBLISH can reuse its allocation. A message still referred to elsewhere (a queue, the
     /// retained store, another delivery) is simply dropped.
     pub fn recycle(&mut self, msg: Arc<Message>) {
