@@ -452,7 +452,6 @@ fn build_publish(
     Some((p, new_alias.is_some()))
 }
 
-/// True (and counted) when the delivery's message expired: it is dropped, not sent.
 /// What [`Broker::plain_qos0`] found.
 enum Plain {
     To(ConnId),
@@ -499,6 +498,7 @@ fn send_plain(
     }
 }
 
+/// True (and counted) when the delivery's message expired: it is dropped, not sent.
 fn expired(d: &Delivery, now: Instant, stats: &mut crate::stats::Stats) -> bool {
     let expired = d.msg.expired(now);
     if expired {
