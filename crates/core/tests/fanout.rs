@@ -157,3 +157,72 @@ fn an_offline_subscriber_is_counted_as_before() {
     assert_eq!(fanouts.len(), 1);
     assert_eq!(fanouts[0].len(), subs.len());
 }
+
+/// Everybody may connect, publish and subscribe; "nosy" may not read `secret/...`.
+struct NoSecretsForNosy;
+
+impl tern_core::AccessControl for NoSecretsForNosy {
+    fn authenticate(&self, _: &tern_core::ClientInfo, _: Option<&[u8]>) -> tern_core::AuthDecision {
+        tern_core::AuthDecision::Allow
+    }
+    fn can_publish(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
+        true
+    }
+    fn can_subscribe(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
+        true
+    }
+    fn can_receive(&self, info: &tern_core::ClientInfo, topic: &str) -> bool {
+        info.username.as_deref() != Some("nosy") || !topic.starts_with("secret/")
+    }
+}
+
+#[test]
+fn the_read_acl_still_holds_inside_a_fan_out() {
+    let mut h = Harness::new(Config::default());
+    h.broker.set_access_control(Box::new(NoSecretsForNosy));
+    let subs = subscribers(&mut h, 6, "#");
+    let mut c = connect(V3_1_1, "n", true);
+    c.username = Some("nosy".into());
+    let (nosy, ack) = h.connect_with(c);
+    assert_eq!(ack.code, 0);
+    h.subscribe(nosy, "#", QoS::AtMostOnce);
+    let publisher = h.connect(V3_1_1, "p", true, None);
+    h.out.clear();
+    h.publish(publisher, "secret/plan", "s", QoS::AtMostOnce, false, None);
+    let (fanouts, singles) = shape(&h);
+    assert!(singles.is_empty());
+    let mut got = fanouts.concat();
+    got.sort();
+    assert_eq!(got, subs, "everyone but nosy");
+    assert!(h.publishes(nosy).is_empty());
+    // And an open topic reaches nosy too.
+    h.publish(publisher, "open/news", "n", QoS::AtMostOnce, false, None);
+    assert_eq!(h.publishes(nosy).len(), 1);
+}
+
+#[test]
+fn an_expired_message_is_counted_and_not_fanned_out() {
+    // MQTT 5.0 section 3.3.2.3.3: a message past its expiry is not forwarded. A Message Expiry
+    // Interval of 0 has no time left when it is routed.
+    let mut h = Harness::new(Config::default());
+    let subs = subscribers(&mut h, 6, "ttl");
+    let publisher = h.connect(V5, "p", true, None);
+    let mut properties = tern_codec::Properties::default();
+    properties.message_expiry_interval = Some(0);
+    h.out.clear();
+    h.publish_props(
+        publisher,
+        "ttl",
+        "x",
+        QoS::AtMostOnce,
+        false,
+        None,
+        properties,
+    );
+    let (fanouts, singles) = shape(&h);
+    assert!(fanouts.is_empty() && singles.is_empty());
+    assert_eq!(h.broker.stats().dropped_expired, subs.len() as u64);
+    for &s in &subs {
+        assert!(h.publishes(s).is_empty());
+    }
+}
