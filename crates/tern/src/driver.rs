@@ -866,20 +866,26 @@ fn is_delivery(a: &Action) -> bool {
 }
 
 /// The last QoS 0 message forwarded, and its bytes: the core hands every subscriber that gets a
-/// message unchanged the same [`Forward`], so a fanned-out message is encoded once (once per
-/// run of subscribers of one protocol version) and copied into each subscriber's outbox.
+/// message unchanged the same [`Forward`] (or one [`tern_core::Fanout`] for many), so a
+/// fanned-out message is encoded once per protocol family (MQTT 3.x, MQTT 5: the bytes of a
+/// forwarded PUBLISH differ only between the two) and copied into each subscriber's outbox.
 #[derive(Default)]
 pub(crate) struct EncodeOnce {
-    /// The message forwarded (held, so its address cannot be reused while it is the key) and
-    /// the version it was encoded for.
-    key: Option<(Forward, tern_codec::ProtocolVersion)>,
-    bytes: bytes::BytesMut,
+    /// The message forwarded (held, so its address cannot be reused while it is the key).
+    key: Option<Forward>,
+    /// Its encodings for MQTT 3.x (`[0]`) and MQTT 5 (`[1]`), each valid while its flag is set:
+    /// subscribers of both families in any order cost two encodings, not one per switch.
+    bytes: [bytes::BytesMut; 2],
+    valid: [bool; 2],
     /// A PUBLISH made for one subscriber, encoded apart so that the forwarded message's bytes
     /// stay for the subscribers after it.
     own: bytes::BytesMut,
     /// The message the last new key replaced, for the core to reuse its allocation
     /// ([`Broker::recycle`]; it does so only if this was the last reference).
     evicted: Option<Arc<tern_core::message::Message>>,
+    /// Forwarded messages encoded. For tests.
+    #[cfg(test)]
+    encodes: usize,
 }
 
 impl EncodeOnce {
@@ -893,24 +899,27 @@ impl EncodeOnce {
             }
         }
     }
-}
 
-impl EncodeOnce {
     /// The encoding of the forwarded message `f` for `version` (see [`EncodeOnce::get`]).
     fn forward(&mut self, f: &Forward, version: tern_codec::ProtocolVersion) -> Option<&[u8]> {
-        let hit = self
-            .key
-            .as_ref()
-            .is_some_and(|(k, v)| k.same(f) && *v == version);
-        if !hit {
-            self.evicted = self.key.take().map(|(k, _)| k.msg);
-            self.bytes.clear();
-            f.encode(version, &mut self.bytes)
+        if !self.key.as_ref().is_some_and(|k| k.same(f)) {
+            self.evicted = self.key.replace(f.clone()).map(|k| k.msg);
+            self.valid = [false; 2];
+        }
+        let family = usize::from(version.is_v5());
+        if !self.valid[family] {
+            let bytes = &mut self.bytes[family];
+            bytes.clear();
+            f.encode(version, bytes)
                 .map_err(|e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"))
                 .ok()?;
-            self.key = Some((f.clone(), version));
+            self.valid[family] = true;
+            #[cfg(test)]
+            {
+                self.encodes += 1;
+            }
         }
-        Some(&self.bytes)
+        Some(&self.bytes[family])
     }
 }
 
@@ -1757,6 +1766,58 @@ mod tests {
             tern_codec::encode_publish(&publish, *version, &mut expected).unwrap();
             assert_eq!(encoded.get(d, *version), Some(&expected[..]), "case {i}");
         }
+    }
+
+    /// A fan-out whose subscribers alternate between MQTT 3.x and 5 costs one encoding per
+    /// family, and each subscriber still gets its family's bytes.
+    #[test]
+    fn encode_once_keeps_one_encoding_per_protocol_family() {
+        let message = |topic: &'static str| {
+            Arc::new(tern_core::message::Message {
+                id: 1,
+                topic: ByteStr::from(topic),
+                payload: bytes::Bytes::from_static(b"p"),
+                qos: tern_codec::QoS::AtMostOnce,
+                retain: false,
+                properties: tern_codec::Properties::default(),
+                expires_at: None,
+                origin: None,
+                read: Default::default(),
+                own_bytes: false,
+            })
+        };
+        let f = Forward {
+            msg: message("a/b"),
+            retain: false,
+            expiry: None,
+        };
+        let mut encoded = EncodeOnce::default();
+        let versions = [
+            ProtocolVersion::V3_1_1,
+            ProtocolVersion::V5,
+            ProtocolVersion::V3_1,
+            ProtocolVersion::V5,
+            ProtocolVersion::V3_1_1,
+        ];
+        for v in versions {
+            let mut expected = bytes::BytesMut::new();
+            tern_codec::encode_publish(&f.publish(v), v, &mut expected).unwrap();
+            assert_eq!(encoded.forward(&f, v), Some(&expected[..]), "{v:?}");
+        }
+        assert_eq!(encoded.encodes, 2);
+        // Another message: encoded again, and the first is handed back.
+        let g = Forward {
+            msg: message("c"),
+            ..f.clone()
+        };
+        assert!(encoded.forward(&g, ProtocolVersion::V5).is_some());
+        assert_eq!(encoded.encodes, 3);
+        assert!(
+            encoded
+                .evicted
+                .take()
+                .is_some_and(|m| Arc::ptr_eq(&m, &f.msg))
+        );
     }
 
     /// What `execute` does with the messages its encode cache lets go of: they reach the core's
