@@ -94,7 +94,7 @@ impl Broker {
                 && qos.min(msg.qos) == QoS::AtMostOnce
                 && sub_ids.is_empty()
             {
-                match self.plain_qos0(sid, &msg, now) {
+                match self.plain_qos0(sid, &msg, retain, now, false) {
                     Plain::Done => {
                         routed += 1;
                         continue;
@@ -132,15 +132,24 @@ impl Broker {
         routed
     }
 
-    /// The QoS 0 delivery of `msg` to session `sid` without a PUBLISH of its own (no topic
-    /// alias, no subscription identifier, no Maximum Packet Size to check), as `deliver` would
-    /// carry it out: the connection to send it to, or `Done` when it is not sent (counted as
-    /// `deliver` counts it), or `No` when it needs `deliver`'s general path.
-    fn plain_qos0(&mut self, sid: SessionId, msg: &Message, now: Instant) -> Plain {
+    /// The QoS 0 delivery of `msg` to session `sid` as the message itself (no topic alias, no
+    /// subscription identifier: `deliver` and `route` check the latter), the one place that
+    /// decides it: the connection to send it to, or `Done` when it is not sent (counted), or
+    /// `No` when it needs a PUBLISH of its own. A session with a Maximum Packet Size is checked
+    /// against the encoded size when `check_size`; else (`route`, which collects a fan-out
+    /// without taking a reference to the message per subscriber) it is `No`, left to `deliver`.
+    fn plain_qos0(
+        &mut self,
+        sid: SessionId,
+        msg: &Arc<Message>,
+        retain: bool,
+        now: Instant,
+        check_size: bool,
+    ) -> Plain {
         let Some(session) = self.sessions.get(&sid) else {
             return Plain::Done;
         };
-        if session.alias_out_max != 0 || session.max_packet_size.is_some() {
+        if session.alias_out_max != 0 || (session.max_packet_size.is_some() && !check_size) {
             return Plain::No;
         }
         // Read ACL: a wildcard subscription must not leak a topic the ACL denies.
@@ -158,6 +167,18 @@ impl Broker {
             self.stats.dropped_expired += 1;
             return Plain::Done;
         }
+        if let Some(max) = session.max_packet_size {
+            let forward = Forward {
+                msg: msg.clone(),
+                retain,
+                expiry: msg.remaining_expiry(now),
+            };
+            if self.forward_size.get(&forward, session.version) > max as usize {
+                // [MQTT-3.1.2-24] (v5 numbering): discarded as if delivered.
+                self.stats.dropped_too_large += 1;
+                return Plain::Done;
+            }
+        }
         self.stats.count_sent(QoS::AtMostOnce, msg.payload.len());
         Plain::To(conn)
     }
@@ -171,6 +192,23 @@ impl Broker {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        // Subscribers without topic aliases or subscription identifiers get the message as it
+        // is, and the I/O layer encodes it once for all of them (a fan-out).
+        if delivery.qos == QoS::AtMostOnce && delivery.sub_ids.is_empty() {
+            match self.plain_qos0(sid, &delivery.msg, delivery.retain, now, true) {
+                Plain::Done => return,
+                Plain::To(conn) => {
+                    let forward = Forward {
+                        expiry: delivery.msg.remaining_expiry(now),
+                        retain: delivery.retain,
+                        msg: delivery.msg,
+                    };
+                    out.push(Action::SendDroppable(conn, Droppable::Forward(forward)));
+                    return;
+                }
+                Plain::No => {}
+            }
+        }
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -186,29 +224,6 @@ impl Broker {
                 self.stats.dropped_qos0_offline += 1;
                 return;
             };
-            // Subscribers without topic aliases or subscription identifiers get the message
-            // as it is, and the I/O layer encodes it once for all of them (a fan-out).
-            if session.alias_out_max == 0 && delivery.sub_ids.is_empty() {
-                if expired(&delivery, now, &mut self.stats) {
-                    return;
-                }
-                let forward = Forward {
-                    expiry: delivery.msg.remaining_expiry(now),
-                    retain: delivery.retain,
-                    msg: delivery.msg,
-                };
-                if let Some(max) = session.max_packet_size
-                    && self.forward_size.get(&forward, session.version) > max as usize
-                {
-                    // [MQTT-3.1.2-24] (v5 numbering): discarded as if delivered.
-                    self.stats.dropped_too_large += 1;
-                    return;
-                }
-                self.stats
-                    .count_sent(QoS::AtMostOnce, forward.msg.payload.len());
-                out.push(Action::SendDroppable(conn, Droppable::Forward(forward)));
-                return;
-            }
             if let Some((p, new_alias)) =
                 build_publish(&delivery, None, now, session, &mut self.stats)
             {

@@ -751,35 +751,14 @@ impl Driver {
                     }
                 }
                 Action::SendDroppable(conn, droppable) => {
-                    if let Some(e) = self.conns.get(&conn)
-                        && let Some(encoded) = self.encoded.get(&droppable, e.outbox.version())
-                    {
-                        match e.outbox.push_droppable(encoded) {
-                            None => self.dropped_slow += 1,
-                            Some(true) => dirty.push(e.outbox.clone()),
-                            Some(false) => {}
-                        }
-                    }
-                    if let Some(msg) = self.encoded.evicted.take() {
-                        self.broker.recycle(msg);
-                    }
+                    self.send_droppable(conn, &droppable, &mut dirty);
                 }
                 Action::Fanout(fanout) => {
+                    // The message once, for every connection (no reference count each).
                     let Fanout { forward, conns } = *fanout;
+                    let droppable = Droppable::Forward(forward);
                     for conn in conns {
-                        if let Some(e) = self.conns.get(&conn)
-                            && let Some(encoded) =
-                                self.encoded.forward(&forward, e.outbox.version())
-                        {
-                            match e.outbox.push_droppable(encoded) {
-                                None => self.dropped_slow += 1,
-                                Some(true) => dirty.push(e.outbox.clone()),
-                                Some(false) => {}
-                            }
-                        }
-                        if let Some(msg) = self.encoded.evicted.take() {
-                            self.broker.recycle(msg);
-                        }
+                        self.send_droppable(conn, &droppable, &mut dirty);
                     }
                 }
                 // Only reached without a store (persistence is then off in the core).
@@ -823,6 +802,24 @@ impl Driver {
             }
         }
         self.dirty = dirty;
+    }
+
+    /// Queues `conn`'s copy of the QoS 0 PUBLISH `d` (dropped and counted when its outbox is
+    /// full; `dirty` gets the outbox when it was empty), and hands the core back the message
+    /// the encode cache let go of.
+    fn send_droppable(&mut self, conn: ConnId, d: &Droppable, dirty: &mut Vec<Arc<Outbox>>) {
+        if let Some(e) = self.conns.get(&conn)
+            && let Some(encoded) = self.encoded.get(d, e.outbox.version())
+        {
+            match e.outbox.push_droppable(encoded) {
+                None => self.dropped_slow += 1,
+                Some(true) => dirty.push(e.outbox.clone()),
+                Some(false) => {}
+            }
+        }
+        if let Some(msg) = self.encoded.evicted.take() {
+            self.broker.recycle(msg);
+        }
     }
 
     /// Writes the next [`WRITE_CHUNK`] connections of `writes` (on a runtime with one worker).

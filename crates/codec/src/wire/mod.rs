@@ -302,7 +302,7 @@ pub fn encode_publish(
 /// appended to `out` from the topic and payload themselves: the broker forwards most messages
 /// like this, and building a [`Publish`](crate::packet::Publish) for each (two reference counts
 /// taken and dropped, a property set made and dropped) and measuring it before writing it cost
-/// about 300 instructions per delivery, 13 % of a 1→1 message; this takes about 120.
+/// about 300 instructions per delivery, 13 % of a 1→1 message. This writes the fields directly.
 pub fn encode_plain_publish(
     topic: &str,
     payload: &[u8],
@@ -310,38 +310,26 @@ pub fn encode_plain_publish(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let topic_len = u16::try_from(topic.len()).map_err(|_| EncodeError::FieldTooLong)?;
+    // Checked before anything is written, so that a refusal leaves `out` as it was.
+    if topic.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::FieldTooLong);
+    }
     // Topic length, topic, (MQTT 5) an empty property set, payload.
-    let properties = usize::from(version.is_v5());
-    let remaining = 2 + topic.len() + properties + payload.len();
+    let remaining = 2 + topic.len() + usize::from(version.is_v5()) + payload.len();
     if remaining > MAX_REMAINING_LENGTH {
         return Err(EncodeError::TooLarge);
     }
-    // The fixed header and the variable header's fixed part, assembled on the stack.
-    let mut head = [0u8; 1 + 4 + 2];
-    head[0] = (PUBLISH << 4) | if retain { publish::RETAIN } else { 0 };
-    let mut n = 1;
-    let mut rest = remaining;
-    loop {
-        let byte = (rest & 0x7F) as u8;
-        rest >>= 7;
-        if rest == 0 {
-            head[n] = byte;
-            n += 1;
-            break;
-        }
-        head[n] = byte | 0x80;
-        n += 1;
+    out.reserve(1 + var_int_len(remaining) + remaining);
+    Sink::put_u8(
+        out,
+        (PUBLISH << 4) | if retain { publish::RETAIN } else { 0 },
+    );
+    put_var_int(out, remaining)?;
+    primitives::put_string(out, topic)?;
+    if version.is_v5() {
+        Sink::put_u8(out, 0);
     }
-    head[n..n + 2].copy_from_slice(&topic_len.to_be_bytes());
-    n += 2;
-    out.reserve(n + remaining - 2);
-    out.extend_from_slice(&head[..n]);
-    out.extend_from_slice(topic.as_bytes());
-    if properties == 1 {
-        out.extend_from_slice(&[0]);
-    }
-    out.extend_from_slice(payload);
+    Sink::put_slice(out, payload);
     Ok(())
 }
 
