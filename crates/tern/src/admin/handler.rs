@@ -104,6 +104,7 @@ impl DriverOps {
     }
 
     /// A packet from `conn` is about to go to the core.
+    #[inline]
     pub fn on_packet(&mut self, conn: ConnId, packet: &Packet) {
         self.events.on_packet(conn, packet);
     }
