@@ -110,9 +110,12 @@ impl Forward {
 
     /// Whether `other` encodes to the same bytes (for the same protocol version).
     pub fn same(&self, other: &Forward) -> bool {
-        Arc::ptr_eq(&self.msg, &other.msg)
-            && self.retain == other.retain
-            && self.expiry == other.expiry
+        self.is(&other.msg, other.retain, other.expiry)
+    }
+
+    /// [`Forward::same`] against the parts of a forward not built.
+    pub fn is(&self, msg: &Arc<Message>, retain: bool, expiry: Option<u32>) -> bool {
+        Arc::ptr_eq(&self.msg, msg) && self.retain == retain && self.expiry == expiry
     }
 }
 

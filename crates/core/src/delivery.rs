@@ -125,6 +125,8 @@ impl Broker {
         self.route_cache.put_back(matches);
         if collect {
             for (retain, conns) in plain.iter_mut().enumerate() {
+                // Before it is emptied: a list grown by a large fan-out long past is given back.
+                crate::route_cache::give_back_excess(conns);
                 send_plain(&msg, retain == 1, now, conns, out);
             }
             self.plain_scratch = plain;
@@ -136,8 +138,8 @@ impl Broker {
     /// subscription identifier: `deliver` and `route` check the latter), the one place that
     /// decides it: the connection to send it to, or `Done` when it is not sent (counted), or
     /// `No` when it needs a PUBLISH of its own. A session with a Maximum Packet Size is checked
-    /// against the encoded size when `check_size`; else (`route`, which collects a fan-out
-    /// without taking a reference to the message per subscriber) it is `No`, left to `deliver`.
+    /// against the encoded size when `check_size`; else (`route`, collecting a fan-out of the
+    /// subscribers without a limit of their own) it is `No`, left to `deliver`.
     fn plain_qos0(
         &mut self,
         sid: SessionId,
@@ -168,12 +170,10 @@ impl Broker {
             return Plain::Done;
         }
         if let Some(max) = session.max_packet_size {
-            let forward = Forward {
-                msg: msg.clone(),
-                retain,
-                expiry: msg.remaining_expiry(now),
-            };
-            if self.forward_size.get(&forward, session.version) > max as usize {
+            let size =
+                self.forward_size
+                    .get(msg, retain, msg.remaining_expiry(now), session.version);
+            if size > max as usize {
                 // [MQTT-3.1.2-24] (v5 numbering): discarded as if delivered.
                 self.stats.dropped_too_large += 1;
                 return Plain::Done;
@@ -411,16 +411,30 @@ pub(crate) struct ForwardSize {
 }
 
 impl ForwardSize {
-    fn get(&mut self, f: &Forward, version: ProtocolVersion) -> usize {
+    /// The size of `msg` forwarded with `retain` and `expiry` to a client of `version`. Takes
+    /// the parts, not a [`Forward`]: a hit (every subscriber after the first) takes no
+    /// reference to the message; a miss keeps one, as the key.
+    fn get(
+        &mut self,
+        msg: &Arc<Message>,
+        retain: bool,
+        expiry: Option<u32>,
+        version: ProtocolVersion,
+    ) -> usize {
         if let Some((k, v, len)) = &self.last
-            && k.same(f)
+            && k.is(msg, retain, expiry)
             && *v == version
         {
             return *len;
         }
+        let f = Forward {
+            msg: msg.clone(),
+            retain,
+            expiry,
+        };
         let len =
             tern_codec::publish_encoded_len(&f.publish(version), version).unwrap_or(usize::MAX);
-        self.last = Some((f.clone(), version, len));
+        self.last = Some((f, version, len));
         len
     }
 }

@@ -66,11 +66,7 @@ impl RouteCache {
                 self.topic.push_str(topic);
                 self.levels = None;
             }
-            // A fan-out to many subscribers can leave a long list; one that is not needed any
-            // more is given back, as the trie's own maps are.
-            if self.matches.capacity() > 1024 && self.matches.len() < self.matches.capacity() / 4 {
-                self.matches.shrink_to(self.matches.len().max(64));
-            }
+            give_back_excess(&mut self.matches);
         }
         // Lent out: `put_back` restores the generation. Only the list moves, not the whole
         // cache (moving that out and back cost more than the lookup).
@@ -104,6 +100,15 @@ impl RouteCache {
             self.matches = matches;
             self.generation = Some(generation);
         }
+    }
+}
+
+/// A fan-out to many subscribers can leave a long list kept for reuse (the cache's matches,
+/// `route`'s connections); one that is not needed any more is given back, as the trie's own
+/// maps are.
+pub(crate) fn give_back_excess<T>(list: &mut Vec<T>) {
+    if list.capacity() > 1024 && list.len() < list.capacity() / 4 {
+        list.shrink_to(list.len().max(64));
     }
 }
 
@@ -239,5 +244,26 @@ mod tests {
         trie.insert("x", SubKey::Session(1), entry(QoS::AtMostOnce));
         matches(&mut cache, &trie, "x");
         assert_eq!(cache.levels, Some(1));
+    }
+
+    /// A kept list is given back only when it is long and mostly empty, and keeps room for
+    /// what it holds (at least 64).
+    #[test]
+    fn a_long_list_mostly_empty_is_given_back() {
+        let mut list: Vec<u64> = Vec::with_capacity(4096);
+        list.extend(0..2000);
+        give_back_excess(&mut list);
+        assert!(list.capacity() >= 4096, "half full: kept");
+        list.truncate(10);
+        give_back_excess(&mut list);
+        assert!(
+            list.capacity() >= 64 && list.capacity() < 1024,
+            "{}",
+            list.capacity()
+        );
+        assert_eq!(list, (0..10).collect::<Vec<_>>());
+        let mut small: Vec<u64> = Vec::with_capacity(1000);
+        give_back_excess(&mut small);
+        assert!(small.capacity() >= 1000, "short lists are kept as they are");
     }
 }
