@@ -741,13 +741,49 @@ impl Driver {
                 conns.get(&c).map(|e| e.peer)
             });
         let mut dirty = std::mem::take(&mut self.dirty);
-        for action in actions.drain(..) {
+        let mut actions = actions.drain(..).peekable();
+        while let Some(action) = actions.next() {
             match action {
                 Action::Send(conn, packet) => {
                     if let Some(e) = self.conns.get(&conn)
                         && e.outbox.push(&packet)
                     {
                         dirty.push(e.outbox.clone());
+                    }
+                }
+                Action::SendDroppable(conn, Droppable::Forward(f)) if alone(&f) => {
+                    // A message nothing else refers to: no other subscriber, queue or retained
+                    // store needs its bytes (the usual 1→1 delivery). It is encoded straight
+                    // into the outbox, not through the encode cache and a copy; and the run of
+                    // such messages to the same connection that a turn usually holds looks the
+                    // outbox up and locks it once.
+                    let Some(e) = self.conns.get(&conn) else {
+                        self.broker.recycle(f.msg);
+                        continue;
+                    };
+                    let version = e.outbox.version();
+                    let mut run = e.outbox.droppables();
+                    let mut next = Some(f);
+                    let mut n = 0;
+                    while let Some(f) = next.take() {
+                        match run.push_with(|buf| encode_forward(&f, version, buf)) {
+                            None => self.dropped_slow += 1,
+                            Some(true) => dirty.push(e.outbox.clone()),
+                            Some(false) => {}
+                        }
+                        self.broker.recycle(f.msg);
+                        n += 1;
+                        // Bounded, so the connection's task (on another worker) never waits
+                        // long for the lock.
+                        if n < RUN_MAX
+                            && let Some(Action::SendDroppable(_, Droppable::Forward(f))) = actions
+                                .next_if(|a| {
+                                    matches!(a, Action::SendDroppable(c, Droppable::Forward(f))
+                                        if *c == conn && alone(f))
+                                })
+                        {
+                            next = Some(f);
+                        }
                     }
                 }
                 Action::SendDroppable(conn, droppable) => {
@@ -851,6 +887,25 @@ impl Driver {
             self.hold_events = false;
         }
     }
+}
+
+/// Most messages queued to one connection under one lock of its outbox (see `execute`).
+const RUN_MAX: usize = 64;
+
+/// Whether nothing but this delivery refers to the forwarded message.
+fn alone(f: &Forward) -> bool {
+    Arc::strong_count(&f.msg) == 1
+}
+
+/// Encodes `f` into `buf`; false, logged, if it cannot be encoded.
+fn encode_forward(
+    f: &Forward,
+    version: tern_codec::ProtocolVersion,
+    buf: &mut bytes::BytesMut,
+) -> bool {
+    f.encode(version, buf)
+        .map_err(|e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"))
+        .is_ok()
 }
 
 /// A PUBLISH to a subscriber (as opposed to an answer to a client's packet).
@@ -1817,7 +1872,7 @@ mod tests {
         );
     }
 
-    /// What `execute` does with the messages its encode cache lets go of: they reach the core's
+    /// What `execute` does with the forwarded messages it is done with: they reach the core's
     /// spares, and the next PUBLISH reuses one and is delivered with its own payload.
     #[test]
     fn forwarded_messages_are_recycled_and_reused() {
@@ -1846,16 +1901,74 @@ mod tests {
         };
         delivered(&boxes[0]); // CONNACK, SUBACK
         assert_eq!(driver.broker.spare_messages(), 0);
-        // One turn: the first two messages are let go of when the next one is encoded.
+        // One turn: each message goes to one subscriber only, so it is encoded straight into
+        // the outbox and handed back at once.
         driver.handle(packets(2, vec![publish(1), publish(2), publish(3)]), now);
         driver.end_turn();
         assert_eq!(delivered(&boxes[0]), [1, 2, 3]);
-        assert_eq!(driver.broker.spare_messages(), 2);
-        // The next two reuse them (and let go of the third and fourth).
+        assert_eq!(driver.broker.spare_messages(), 3);
+        // The next two reuse two of them, with their own payloads, and hand them back.
         driver.handle(packets(2, vec![publish(4), publish(5)]), now);
         driver.end_turn();
         assert_eq!(delivered(&boxes[0]), [4, 5]);
-        assert_eq!(driver.broker.spare_messages(), 2);
+        assert_eq!(driver.broker.spare_messages(), 3);
+    }
+
+    /// Messages that go to one subscriber each are queued in runs per connection (under one
+    /// lock, at most `RUN_MAX` at a time); a message something else refers to (the retained
+    /// store here) goes through the encode cache. Each subscriber still gets its messages in
+    /// the order they were published [MQTT-4.6.0-6], across runs and both paths.
+    #[test]
+    fn runs_of_deliveries_keep_each_subscribers_order() {
+        let now = Instant::now();
+        let boxes = outboxes(3);
+        let conns: Vec<_> = (1..).zip(boxes.iter().cloned()).collect();
+        let peer = "127.0.0.1:5000".parse().unwrap();
+        let mut driver = driver_with(Default::default(), conns, peer, now);
+        driver.handle(packets(1, vec![connect("a"), subscribe("a")]), now);
+        driver.handle(packets(2, vec![connect("b"), subscribe("b")]), now);
+        driver.handle(packets(3, vec![connect("p")]), now);
+        driver.end_turn();
+        let on = |topic: &str, n: u8, retain: bool| {
+            Packet::Publish(Publish {
+                topic: ByteStr::from(topic),
+                payload: bytes::Bytes::from(vec![n]),
+                retain,
+                ..Default::default()
+            })
+        };
+        let delivered = |o: &Outbox| {
+            let mut batch = crate::outbox::Pending::default();
+            o.take(&mut batch);
+            let mut got = Vec::new();
+            while let Some(p) =
+                tern_codec::decode_packet(&mut batch.bytes, ProtocolVersion::V3_1_1, u32::MAX)
+                    .unwrap()
+            {
+                if let Packet::Publish(p) = p {
+                    got.push((p.payload[0], p.retain));
+                }
+            }
+            got
+        };
+        delivered(&boxes[0]);
+        delivered(&boxes[1]);
+        // 150 to "a" (more than two runs), one retained among them, then "b" and "a" by turns.
+        let mut turn: Vec<Packet> = (0..150).map(|n| on("a", n, n == 70)).collect();
+        turn.extend([on("b", 1, false), on("a", 200, false), on("b", 2, false)]);
+        turn.push(on("a", 201, false));
+        driver.handle(packets(3, turn), now);
+        driver.end_turn();
+        let mut want: Vec<(u8, bool)> = (0..150).map(|n| (n, false)).collect();
+        want.extend([(200, false), (201, false)]);
+        // A retained message is forwarded with RETAIN 0 to an existing subscription
+        // [MQTT-3.3.1-9].
+        assert_eq!(delivered(&boxes[0]), want);
+        assert_eq!(delivered(&boxes[1]), [(1, false), (2, false)]);
+        assert_eq!(
+            driver.encoded.encodes, 1,
+            "only the retained message, which the store shares, goes through the cache"
+        );
     }
 
     /// The message a new key replaces is handed on for the core to reuse (see

@@ -111,14 +111,27 @@ impl Outbox {
             || (p.packets > 0 && p.bytes.len() + encoded.len() > self.limit_bytes)
         {
             drop(q);
-            self.metrics
-                .dropped_outbox_full
-                .fetch_add(1, Ordering::Relaxed);
+            self.count_dropped();
             return None;
         }
         p.bytes.extend_from_slice(encoded);
         p.packets += 1;
         Some(p.packets == 1)
+    }
+
+    /// The outbox locked for a run of droppable messages queued one after another, each
+    /// encoded straight into it ([`Droppables::push_with`]).
+    pub(crate) fn droppables(&self) -> Droppables<'_> {
+        Droppables {
+            outbox: self,
+            q: lock(&self.queue),
+        }
+    }
+
+    fn count_dropped(&self) {
+        self.metrics
+            .dropped_outbox_full
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sends what is queued: written to the socket right here when `direct` is allowed, the
@@ -283,8 +296,132 @@ impl Outbox {
     }
 }
 
+/// An outbox locked while the driver queues a run of QoS 0 messages to its connection (a turn's
+/// deliveries 1→1): one lock for the run, not one per message.
+pub(crate) struct Droppables<'a> {
+    outbox: &'a Outbox,
+    q: std::sync::MutexGuard<'a, Queue>,
+}
+
+impl Droppables<'_> {
+    /// [`Outbox::push_droppable`] for a message that `encode` writes straight into the outbox
+    /// (returning false, having logged why, when it cannot encode it): a message that goes to
+    /// one subscriber only is then not encoded apart and copied.
+    pub(crate) fn push_with(&mut self, encode: impl FnOnce(&mut BytesMut) -> bool) -> Option<bool> {
+        let o = self.outbox;
+        let p = &mut self.q.pending;
+        if p.packets >= o.limit {
+            o.count_dropped();
+            return None;
+        }
+        let before = p.bytes.len();
+        if !encode(&mut p.bytes) {
+            p.bytes.truncate(before);
+            return None;
+        }
+        // The same limit as `push_droppable`'s, checked once the size is known.
+        if p.packets > 0 && p.bytes.len() > o.limit_bytes {
+            p.bytes.truncate(before);
+            o.count_dropped();
+            return None;
+        }
+        p.packets += 1;
+        Some(p.packets == 1)
+    }
+}
+
 /// A poisoned lock only means another thread panicked while pushing a packet; the buffer itself
 /// is still a valid buffer, so keep going.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ListenerMetrics;
+
+    fn outbox(limit: usize, limit_bytes: usize) -> Outbox {
+        let metrics = Arc::new(ListenerMetrics::new("127.0.0.1:1883".parse().unwrap()));
+        Outbox::new(limit, limit_bytes, metrics)
+    }
+
+    fn dropped(o: &Outbox) -> u64 {
+        o.metrics.dropped_outbox_full.load(Ordering::Relaxed)
+    }
+
+    /// Encoding straight into the outbox keeps `push_droppable`'s limits: past
+    /// `max_outbox_packets`, or past `max_outbox_bytes` once something is queued, a QoS 0
+    /// message is dropped (and counted) and the queue is left as it was.
+    #[test]
+    fn a_run_keeps_the_limits_of_a_copied_message() {
+        let ten = |buf: &mut BytesMut| {
+            buf.extend_from_slice(&[7; 10]);
+            true
+        };
+        // Packets: the third of a limit of 2 is dropped, in a run and copied alike.
+        let o = outbox(2, 1 << 20);
+        let mut run = o.droppables();
+        assert_eq!(
+            run.push_with(ten),
+            Some(true),
+            "the first makes the outbox non-empty"
+        );
+        assert_eq!(run.push_with(ten), Some(false));
+        assert_eq!(run.push_with(ten), None);
+        drop(run);
+        assert_eq!(o.push_droppable(&[7; 10]), None);
+        assert_eq!((o.pending_packets(), dropped(&o)), (2, 2));
+
+        // Bytes: 25 allowed; the first always goes, the third would make 30.
+        let o = outbox(100, 25);
+        let mut run = o.droppables();
+        assert_eq!(run.push_with(ten), Some(true));
+        assert_eq!(run.push_with(ten), Some(false));
+        assert_eq!(run.push_with(ten), None);
+        drop(run);
+        assert_eq!(o.push_droppable(&[7; 10]), None);
+        let mut batch = Pending::default();
+        o.take(&mut batch);
+        assert_eq!((batch.packets, batch.bytes.len(), dropped(&o)), (2, 20, 2));
+        assert_eq!(
+            &batch.bytes[..],
+            &[7; 20][..],
+            "a dropped message leaves no bytes"
+        );
+
+        // A message larger than the limit still goes to an empty outbox (as a copied one does).
+        let o = outbox(100, 5);
+        assert_eq!(o.droppables().push_with(ten), Some(true));
+        assert_eq!(o.push_droppable(&[7; 10]), None);
+    }
+
+    /// A message that cannot be encoded leaves nothing behind, not even a part, and is not
+    /// counted as dropped for a full outbox.
+    #[test]
+    fn a_message_that_cannot_be_encoded_leaves_nothing() {
+        let o = outbox(100, 1 << 20);
+        let mut run = o.droppables();
+        assert_eq!(
+            run.push_with(|buf| {
+                buf.extend_from_slice(b"abc");
+                true
+            }),
+            Some(true)
+        );
+        assert_eq!(
+            run.push_with(|buf| {
+                buf.extend_from_slice(b"half");
+                false
+            }),
+            None
+        );
+        drop(run);
+        let mut batch = Pending::default();
+        o.take(&mut batch);
+        assert_eq!(
+            (&batch.bytes[..], batch.packets, dropped(&o)),
+            (&b"abc"[..], 1, 0)
+        );
+    }
 }
