@@ -230,6 +230,7 @@ impl Broker {
     /// A packet arrived on `conn`, decoded from (as slices of) the socket read `read`: the
     /// messages it publishes carry it, so the queues that keep them can tell how much of their
     /// reads they keep (see [`crate::queue::Queue::may_pin`]).
+    #[inline]
     pub fn handle_packet_from_read(
         &mut self,
         conn: ConnId,
