@@ -768,7 +768,14 @@ impl Driver {
                     let mut next = Some(f);
                     let mut n = 0;
                     while let Some(f) = next.take() {
-                        match run.push_with(|buf| encode_forward(&f, version, buf)) {
+                        let mut encoded = true;
+                        let pushed = run.push_with(|buf| {
+                            encoded = encode_forward(&f, version, buf);
+                            encoded
+                        });
+                        match pushed {
+                            // Not queued because it cannot be encoded (logged): not a drop.
+                            None if !encoded => {}
                             None => self.dropped_slow += 1,
                             Some(true) => dirty.push(e.outbox.clone()),
                             Some(false) => {}
