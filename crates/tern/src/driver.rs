@@ -769,7 +769,8 @@ impl Driver {
                     let mut n = 0;
                     while let Some(f) = next.take() {
                         let mut encoded = true;
-                        let pushed = run.push_with(|buf| {
+                        let at_least = f.msg.topic.len() + f.msg.payload.len();
+                        let pushed = run.push_with(at_least, |buf| {
                             encoded = encode_forward(&f, version, buf);
                             encoded
                         });

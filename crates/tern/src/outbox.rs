@@ -306,11 +306,17 @@ pub(crate) struct Droppables<'a> {
 impl Droppables<'_> {
     /// [`Outbox::push_droppable`] for a message that `encode` writes straight into the outbox
     /// (returning false, having logged why, when it cannot encode it): a message that goes to
-    /// one subscriber only is then not encoded apart and copied.
-    pub(crate) fn push_with(&mut self, encode: impl FnOnce(&mut BytesMut) -> bool) -> Option<bool> {
+    /// one subscriber only is then not encoded apart and copied. `at_least` is a lower bound
+    /// of its encoded size (its topic and payload), so that a full outbox refuses a large
+    /// message without copying it first.
+    pub(crate) fn push_with(
+        &mut self,
+        at_least: usize,
+        encode: impl FnOnce(&mut BytesMut) -> bool,
+    ) -> Option<bool> {
         let o = self.outbox;
         let p = &mut self.q.pending;
-        if p.packets >= o.limit {
+        if p.packets >= o.limit || (p.packets > 0 && p.bytes.len() + at_least > o.limit_bytes) {
             o.count_dropped();
             return None;
         }
@@ -363,12 +369,12 @@ mod tests {
         let o = outbox(2, 1 << 20);
         let mut run = o.droppables();
         assert_eq!(
-            run.push_with(ten),
+            run.push_with(10, ten),
             Some(true),
             "the first makes the outbox non-empty"
         );
-        assert_eq!(run.push_with(ten), Some(false));
-        assert_eq!(run.push_with(ten), None);
+        assert_eq!(run.push_with(10, ten), Some(false));
+        assert_eq!(run.push_with(10, ten), None);
         drop(run);
         assert_eq!(o.push_droppable(&[7; 10]), None);
         assert_eq!((o.pending_packets(), dropped(&o)), (2, 2));
@@ -376,9 +382,9 @@ mod tests {
         // Bytes: 25 allowed; the first always goes, the third would make 30.
         let o = outbox(100, 25);
         let mut run = o.droppables();
-        assert_eq!(run.push_with(ten), Some(true));
-        assert_eq!(run.push_with(ten), Some(false));
-        assert_eq!(run.push_with(ten), None);
+        assert_eq!(run.push_with(10, ten), Some(true));
+        assert_eq!(run.push_with(10, ten), Some(false));
+        assert_eq!(run.push_with(10, ten), None);
         drop(run);
         assert_eq!(o.push_droppable(&[7; 10]), None);
         let mut batch = Pending::default();
@@ -392,8 +398,19 @@ mod tests {
 
         // A message larger than the limit still goes to an empty outbox (as a copied one does).
         let o = outbox(100, 5);
-        assert_eq!(o.droppables().push_with(ten), Some(true));
+        assert_eq!(o.droppables().push_with(10, ten), Some(true));
         assert_eq!(o.push_droppable(&[7; 10]), None);
+
+        // A message whose topic and payload alone pass the limit is refused before it is
+        // encoded (a slow subscriber of large messages costs no copy per message).
+        let o = outbox(100, 25);
+        let mut run = o.droppables();
+        assert_eq!(run.push_with(10, ten), Some(true));
+        assert_eq!(
+            run.push_with(20, |_| panic!("a message refused must not be encoded")),
+            None
+        );
+        assert_eq!(dropped(&o), 1);
     }
 
     /// A message that cannot be encoded leaves nothing behind, not even a part, and is not
@@ -403,14 +420,14 @@ mod tests {
         let o = outbox(100, 1 << 20);
         let mut run = o.droppables();
         assert_eq!(
-            run.push_with(|buf| {
+            run.push_with(0, |buf| {
                 buf.extend_from_slice(b"abc");
                 true
             }),
             Some(true)
         );
         assert_eq!(
-            run.push_with(|buf| {
+            run.push_with(0, |buf| {
                 buf.extend_from_slice(b"half");
                 false
             }),
