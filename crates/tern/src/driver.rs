@@ -972,9 +972,9 @@ impl EncodeOnce {
         if !self.valid[family] {
             let bytes = &mut self.bytes[family];
             bytes.clear();
-            f.encode(version, bytes)
-                .map_err(|e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"))
-                .ok()?;
+            if !encode_forward(f, version, bytes) {
+                return None;
+            }
             self.valid[family] = true;
             #[cfg(test)]
             {
@@ -1127,6 +1127,23 @@ mod tests {
             payload: bytes::Bytes::from_static(b"m"),
             ..Default::default()
         })
+    }
+
+    /// What a connection's task would write of `o` now (taken and marked sent): its
+    /// PUBLISHes, decoded as MQTT 3.1.1.
+    fn publishes_written(o: &Outbox) -> Vec<Publish> {
+        let mut batch = crate::outbox::Pending::default();
+        o.take(&mut batch);
+        o.sent(&batch);
+        let mut publishes = Vec::new();
+        while let Some(p) =
+            tern_codec::decode_packet(&mut batch.bytes, ProtocolVersion::V3_1_1, u32::MAX).unwrap()
+        {
+            if let Packet::Publish(p) = p {
+                publishes.push(p);
+            }
+        }
+        publishes
     }
 
     /// `n` outboxes of one listener's connections.
@@ -1894,21 +1911,8 @@ mod tests {
         driver.handle(packets(1, vec![connect("s"), subscribe("t")]), now);
         driver.handle(packets(2, vec![connect("p")]), now);
         driver.end_turn();
-        let delivered = |o: &Outbox| {
-            let mut batch = crate::outbox::Pending::default();
-            o.take(&mut batch);
-            o.sent(&batch);
-            let mut payloads = Vec::new();
-            while let Some(p) =
-                tern_codec::decode_packet(&mut batch.bytes, ProtocolVersion::V3_1_1, u32::MAX)
-                    .unwrap()
-            {
-                if let Packet::Publish(p) = p {
-                    payloads.push(p.payload[0]);
-                }
-            }
-            payloads
-        };
+        let delivered =
+            |o: &Outbox| -> Vec<u8> { publishes_written(o).iter().map(|p| p.payload[0]).collect() };
         delivered(&boxes[0]); // CONNACK, SUBACK
         assert_eq!(driver.broker.spare_messages(), 0);
         // One turn: each message goes to one subscriber only, so it is encoded straight into
@@ -1947,19 +1951,11 @@ mod tests {
                 ..Default::default()
             })
         };
-        let delivered = |o: &Outbox| {
-            let mut batch = crate::outbox::Pending::default();
-            o.take(&mut batch);
-            let mut got = Vec::new();
-            while let Some(p) =
-                tern_codec::decode_packet(&mut batch.bytes, ProtocolVersion::V3_1_1, u32::MAX)
-                    .unwrap()
-            {
-                if let Packet::Publish(p) = p {
-                    got.push((p.payload[0], p.retain));
-                }
-            }
-            got
+        let delivered = |o: &Outbox| -> Vec<(u8, bool)> {
+            publishes_written(o)
+                .iter()
+                .map(|p| (p.payload[0], p.retain))
+                .collect()
         };
         delivered(&boxes[0]);
         delivered(&boxes[1]);

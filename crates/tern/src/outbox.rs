@@ -105,18 +105,11 @@ impl Outbox {
     /// `max_outbox_bytes`): `None` when it was dropped, else whether the outbox was empty
     /// before (see [`push`](Self::push)).
     pub(crate) fn push_droppable(&self, encoded: &[u8]) -> Option<bool> {
-        let mut q = lock(&self.queue);
-        let p = &mut q.pending;
-        if p.packets >= self.limit
-            || (p.packets > 0 && p.bytes.len() + encoded.len() > self.limit_bytes)
-        {
-            drop(q);
-            self.count_dropped();
-            return None;
-        }
-        p.bytes.extend_from_slice(encoded);
-        p.packets += 1;
-        Some(p.packets == 1)
+        // The size is known: the run's check before encoding is the whole check.
+        self.droppables().push_with(encoded.len(), |buf| {
+            buf.extend_from_slice(encoded);
+            true
+        })
     }
 
     /// The outbox locked for a run of droppable messages queued one after another, each
@@ -304,11 +297,13 @@ pub(crate) struct Droppables<'a> {
 }
 
 impl Droppables<'_> {
-    /// [`Outbox::push_droppable`] for a message that `encode` writes straight into the outbox
-    /// (returning false, having logged why, when it cannot encode it): a message that goes to
-    /// one subscriber only is then not encoded apart and copied. `at_least` is a lower bound
-    /// of its encoded size (its topic and payload), so that a full outbox refuses a large
-    /// message without copying it first.
+    /// Queues a QoS 0 PUBLISH that `encode` writes straight into the outbox (returning false,
+    /// having logged why, when it cannot encode it) unless the outbox is full
+    /// (`max_outbox_packets`, or `max_outbox_bytes` once something is queued): `None` when it
+    /// was not queued, else whether the outbox was empty before (see [`Outbox::push`]). A
+    /// message that goes to one subscriber only is then not encoded apart and copied.
+    /// `at_least` is a lower bound of its encoded size (its topic and payload, or all of it),
+    /// so that a full outbox refuses a large message without copying it first.
     pub(crate) fn push_with(
         &mut self,
         at_least: usize,
@@ -325,7 +320,7 @@ impl Droppables<'_> {
             p.bytes.truncate(before);
             return None;
         }
-        // The same limit as `push_droppable`'s, checked once the size is known.
+        // The byte limit again, now that the size is known.
         if p.packets > 0 && p.bytes.len() > o.limit_bytes {
             p.bytes.truncate(before);
             o.count_dropped();
