@@ -239,15 +239,24 @@ impl Outbox {
     }
 
     /// Swaps what is queued with `batch` (which the connection has written, and is empty) and
-    /// marks the outbox busy while the batch is being written. With nothing queued, both
-    /// buffers' capacity is dropped: an idle connection holds no buffer.
+    /// marks the outbox busy while the batch is being written. With nothing queued, one of the
+    /// two empty buffers is kept for the driver's next message if it is no larger than a usual
+    /// turn's ([`KEEP_CAPACITY`], as when the driver writes itself), and the other is dropped:
+    /// a connection that gets a message now and then (a subscriber of a slow fan-out) would
+    /// otherwise pay an allocation, and its growth, per message, while a burst's buffer is
+    /// still given back.
     pub(crate) fn take(&self, batch: &mut Pending) {
         let mut q = lock(&self.queue);
         std::mem::swap(&mut q.pending, batch);
         q.busy = !batch.bytes.is_empty();
         if !q.busy {
-            *batch = Pending::default();
-            q.pending = Pending::default();
+            let queued = std::mem::take(&mut batch.bytes);
+            let written = std::mem::take(&mut q.pending.bytes);
+            q.pending.bytes = [queued, written]
+                .into_iter()
+                .filter(|b| b.capacity() <= KEEP_CAPACITY)
+                .max_by_key(BytesMut::capacity)
+                .unwrap_or_default();
         }
     }
 
@@ -274,6 +283,12 @@ impl Outbox {
     #[cfg(test)]
     pub(crate) fn pending_packets(&self) -> usize {
         lock(&self.queue).pending.packets
+    }
+
+    /// Capacity of the buffer the next queued packet goes into. For tests.
+    #[cfg(test)]
+    fn pending_capacity(&self) -> usize {
+        lock(&self.queue).pending.bytes.capacity()
     }
 
     pub(crate) fn version(&self) -> ProtocolVersion {
@@ -435,5 +450,47 @@ mod tests {
             (&batch.bytes[..], batch.packets, dropped(&o)),
             (&b"abc"[..], 1, 0)
         );
+    }
+
+    /// A connection whose task writes for it keeps one buffer of a usual turn's size once it is
+    /// idle, and the next message goes into it (no allocation per message for a subscriber that
+    /// gets one now and then); a burst's buffer is given back, and the task itself holds none.
+    #[test]
+    fn an_idle_outbox_keeps_one_small_buffer_and_gives_back_a_bursts() {
+        let o = outbox(10_000, 1 << 20);
+        let mut batch = Pending::default();
+        let written = |batch: &mut Pending| {
+            batch.bytes.clear();
+            batch.packets = 0;
+        };
+        assert_eq!(o.push_droppable(&[1; 30]), Some(true));
+        o.take(&mut batch);
+        assert_eq!(batch.bytes.len(), 30);
+        let buffer = batch.bytes.as_ptr();
+        written(&mut batch);
+        o.take(&mut batch);
+        assert_eq!(batch.bytes.capacity(), 0, "the idle task holds no buffer");
+        assert!((30..=KEEP_CAPACITY).contains(&o.pending_capacity()));
+
+        assert_eq!(o.push_droppable(&[2; 30]), Some(true));
+        o.take(&mut batch);
+        assert_eq!(
+            batch.bytes.as_ptr(),
+            buffer,
+            "the next message went into the kept buffer"
+        );
+        assert_eq!(&batch.bytes[..], &[2; 30][..]);
+        written(&mut batch);
+
+        // A burst larger than a usual turn: its buffer is not kept.
+        o.take(&mut batch);
+        for _ in 0..200 {
+            assert!(o.push_droppable(&[3; 30]).is_some());
+        }
+        o.take(&mut batch);
+        assert_eq!((batch.packets, batch.bytes.len()), (200, 6000));
+        written(&mut batch);
+        o.take(&mut batch);
+        assert_eq!((batch.bytes.capacity(), o.pending_capacity()), (0, 0));
     }
 }
