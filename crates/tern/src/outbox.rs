@@ -22,8 +22,9 @@ use tern_codec::{Packet, ProtocolVersion, encode_packet};
 /// other, need more in flight.)
 pub(crate) const READ_AHEAD: u32 = 256 * 1024;
 
-/// Capacity of the queue's buffer kept after the driver has written it out itself: enough for
-/// the usual turn's packets (no allocation per turn), while a burst's buffer is given back.
+/// Capacity of the queue's buffer kept once it is written out, by the driver itself or by the
+/// connection's task: enough for the usual turn's packets (no allocation per turn), while a
+/// burst's buffer is given back.
 const KEEP_CAPACITY: usize = 4096;
 
 /// What waits to be written to one connection: packets already encoded, back to back. The
