@@ -16,8 +16,9 @@ pub struct Config {
     /// waiting for the window). When full, the newest message is dropped and counted.
     pub max_queued_messages: usize,
     /// Back-pressure: while a connected subscriber's queue holds half of `max_queued_messages`
-    /// or more, the acknowledgements of QoS 1/2 publishers that add to it wait (in order) until
-    /// it is down to a quarter, for at most this many seconds. 0: never (the queue limit drops).
+    /// (at most 512 messages) or more, the acknowledgements of QoS 1/2 publishers that add to it
+    /// wait (in order) until it is down to half of that, for at most this many seconds. 0: never
+    /// (the queue limit drops).
     pub backpressure_secs: u32,
     /// Session expiry, in seconds, given to MQTT 3.x clients that connect with clean session 0.
     /// MQTT 3.x has no expiry of its own; without one abandoned sessions would pile up forever.

@@ -211,7 +211,7 @@ fn a_publisher_that_does_not_wait_for_its_acknowledgements_is_no_longer_read_fro
 
 #[test]
 fn a_held_publisher_is_paused_past_256_held_acknowledgements() {
-    // A queue of 2,000: held from 1,000 queued, three quarters at 1,500, so only the count of
+    // A queue of 2,000: held from 512 queued, three quarters at 1,500, so only the count of
     // held acknowledgements (more than twice Receive Maximum 128) pauses it.
     let (mut h, _s, p) = setup(Config {
         max_queued_messages: 2_000,
@@ -379,4 +379,35 @@ fn a_queue_half_full_in_bytes_holds_publishers_back_too() {
     assert_eq!(acks(&mut h, p), vec![1, 2, 3, 4]);
     assert_eq!(h.broker.stats().publishers_held, 1);
     assert_eq!(h.broker.stats().dropped_queue_bytes, 0);
+}
+
+#[test]
+fn a_long_queue_limit_holds_publishers_back_from_512_queued_and_lets_them_go_at_256() {
+    // The default queue limit (10,000): half of it queued would be the latency of all 5,000
+    // messages, so the count that holds publishers back is capped at 512 (256 to let go).
+    let (mut h, s, p) = setup(Config {
+        max_inflight: 2,
+        ..Config::default()
+    });
+    // 2 go in flight, then 3..=514 make a queue of 512, each joining a shorter one.
+    publish(&mut h, p, "t", 1..=514);
+    assert_eq!(acks(&mut h, p).len(), 514);
+    assert_eq!(h.broker.stats().publishers_held, 0);
+    // The 515th joins a queue of 512: held.
+    publish(&mut h, p, "t", 515..=515);
+    assert!(acks(&mut h, p).is_empty(), "acknowledged with 512 queued");
+    assert_eq!(h.broker.stats().publishers_held, 1);
+    // The subscriber acknowledges one at a time; each frees a slot of its window, which takes
+    // one message from the queue (513 -> 512 -> ...). The PUBACK goes at 256 queued, not before.
+    let mut delivered = h.publishes(s);
+    let mut queued = 513;
+    while queued > 256 {
+        assert!(acks(&mut h, p).is_empty(), "let go at {queued} queued");
+        let d = delivered.remove(0);
+        h.ack(s, &d);
+        delivered.extend(h.publishes(s));
+        queued -= 1;
+    }
+    assert_eq!(acks(&mut h, p), vec![515], "let go at 256 queued");
+    assert_eq!(h.broker.stats().dropped_queue_full, 0);
 }

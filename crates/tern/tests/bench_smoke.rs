@@ -234,7 +234,7 @@ async fn qos1_publishers_faster_than_their_subscriber_lose_nothing() {
 /// tests tell apart; this one fails if nothing pauses it, or if it is never read from again.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos1_publisher_with_a_window_past_the_held_limit_loses_nothing() {
-    // Held from 1,000 queued, paused by 1,500 at the latest. (With the default 10,000 a debug
+    // Held from 512 queued, paused by 1,500 at the latest. (With the default 10,000 a debug
     // build's bench is too slow to overflow it even without any pause.)
     let mut config = tern::config::Config::default();
     config.limits.max_queued_messages = 2_000;
