@@ -154,13 +154,11 @@ impl Outbox {
                 m.bytes_sent.fetch_add(written as u64, Ordering::Relaxed);
                 if written == total {
                     m.packets_sent.fetch_add(waiting as u64, Ordering::Relaxed);
-                    if q.pending.bytes.capacity() > KEEP_CAPACITY {
-                        // A burst's buffer is not kept for a connection the driver writes to.
-                        q.pending = Pending::default();
-                    } else {
-                        q.pending.bytes.clear();
-                        q.pending.packets = 0;
-                    }
+                    let bytes = std::mem::take(&mut q.pending.bytes);
+                    q.pending = Pending {
+                        bytes: reusable(bytes).unwrap_or_default(),
+                        packets: 0,
+                    };
                     return waiting;
                 }
                 // The rest (from the middle of a packet) is the task's to finish.
@@ -240,12 +238,11 @@ impl Outbox {
     }
 
     /// Swaps what is queued with `batch` (which the connection has written, and is empty) and
-    /// marks the outbox busy while the batch is being written. With nothing queued, one of the
-    /// two empty buffers is kept for the driver's next message if it is no larger than a usual
-    /// turn's ([`KEEP_CAPACITY`], as when the driver writes itself), and the other is dropped:
-    /// a connection that gets a message now and then (a subscriber of a slow fan-out) would
-    /// otherwise pay an allocation, and its growth, per message, while a burst's buffer is
-    /// still given back.
+    /// marks the outbox busy while the batch is being written. With nothing queued, the larger
+    /// of the two empty buffers that is [`reusable`] is kept for the driver's next message (as
+    /// when the driver writes itself), and the other is dropped: a connection that gets a
+    /// message now and then (a subscriber of a slow fan-out) would otherwise pay an
+    /// allocation, and its growth, per message.
     pub(crate) fn take(&self, batch: &mut Pending) {
         let mut q = lock(&self.queue);
         std::mem::swap(&mut q.pending, batch);
@@ -255,7 +252,7 @@ impl Outbox {
             let written = std::mem::take(&mut q.pending.bytes);
             q.pending.bytes = [queued, written]
                 .into_iter()
-                .filter(|b| b.capacity() <= KEEP_CAPACITY)
+                .filter_map(reusable)
                 .max_by_key(BytesMut::capacity)
                 .unwrap_or_default();
         }
@@ -345,6 +342,15 @@ impl Droppables<'_> {
         p.packets += 1;
         Some(p.packets == 1)
     }
+}
+
+/// `bytes`, written out, emptied for the next packets if it is no larger than a usual turn's
+/// ([`KEEP_CAPACITY`]); a burst's buffer is given back instead (`None`).
+fn reusable(mut bytes: BytesMut) -> Option<BytesMut> {
+    (bytes.capacity() <= KEEP_CAPACITY).then(|| {
+        bytes.clear();
+        bytes
+    })
 }
 
 /// A poisoned lock only means another thread panicked while pushing a packet; the buffer itself
