@@ -95,6 +95,21 @@ pub struct Will {
     pub properties: Properties,
 }
 
+impl Will {
+    /// The same will with its topic, payload and properties in allocations of their own: a
+    /// decoded will is a slice of its CONNECT, which may carry up to `max_packet_size` of other
+    /// properties and the password, and a session keeps its will for as long as it lives.
+    pub fn detached(&self) -> Self {
+        Will {
+            topic: self.topic.detached(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.detached(),
+        }
+    }
+}
+
 /// CONNACK. `code` is the MQTT 5 reason code, or the 3.x return code for 3.x connections.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnAck {

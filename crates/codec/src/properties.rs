@@ -155,6 +155,39 @@ impl Properties {
         self.0.take().map(|b| *b).unwrap_or_default()
     }
 
+    /// Bytes of the strings and binary data they hold, 0 without properties: what keeping them
+    /// costs beyond their fixed fields. (A PUBLISH may carry up to `max_packet_size` of user
+    /// properties with a one-byte payload.)
+    pub fn data_len(&self) -> usize {
+        let Some(v) = self.0.as_deref() else {
+            return 0;
+        };
+        let strings: usize = [
+            &v.content_type,
+            &v.response_topic,
+            &v.assigned_client_identifier,
+            &v.authentication_method,
+            &v.response_information,
+            &v.server_reference,
+            &v.reason_string,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.len())
+        .sum();
+        let binary: usize = [&v.correlation_data, &v.authentication_data]
+            .into_iter()
+            .flatten()
+            .map(|b| b.len())
+            .sum();
+        let user: usize = v
+            .user_properties
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        strings + binary + user + 4 * v.subscription_identifiers.len()
+    }
+
     /// A copy whose strings and binary data are in allocations of their own, not slices of the
     /// buffer the packet was decoded from (see [`ByteStr::detached`]).
     pub fn detached(&self) -> Self {

@@ -8,7 +8,7 @@
 use crate::action::{Action, CloseReason};
 use crate::broker::{Broker, ConnId};
 use bytes::Bytes;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tern_codec::{Auth, ByteStr, Connect, Packet, Properties, PropertyValues, reason};
 
 /// What a method says after each step.
@@ -48,6 +48,8 @@ pub(crate) struct PendingAuth {
     assigned: Option<ByteStr>,
     method: ByteStr,
     exchange: Box<dyn AuthExchange>,
+    /// When its CONNECT came: the exchange must finish within `Config::auth_timeout_secs`.
+    since: Instant,
 }
 
 impl Broker {
@@ -87,6 +89,7 @@ impl Broker {
             assigned,
             method: method.clone(),
             exchange,
+            since: now,
         };
         self.connect_auth_step(conn, pending, step, now, out);
     }
@@ -138,6 +141,36 @@ impl Broker {
             Packet::Disconnect(_) => out.push(Action::Close(conn, CloseReason::ClientDisconnect)),
             // Anything else before CONNACK is a protocol error [MQTT-3.1.0-1] / [MQTT-4.12.0-4].
             _ => self.refuse(conn, p.connect.protocol, reason::PROTOCOL_ERROR, out),
+        }
+    }
+
+    /// Refuses (CONNACK 0x87, counted as an authentication failure) the CONNECTs whose authentication exchange has not finished
+    /// within `Config::auth_timeout_secs`. Until its CONNACK a connection has no keep alive
+    /// (the I/O layer's connect timeout ends with the CONNECT), and an exchange the client
+    /// leaves unanswered would otherwise hold its connection and CONNECT for good.
+    pub(crate) fn expire_pending_auth(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.pending_auth.is_empty() || self.config.auth_timeout_secs == 0 {
+            return;
+        }
+        let limit = Duration::from_secs(u64::from(self.config.auth_timeout_secs));
+        let due: Vec<ConnId> = self
+            .pending_auth
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.since) >= limit)
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in due {
+            let Some(p) = self.pending_auth.remove(&conn) else {
+                continue;
+            };
+            tracing::info!(
+                conn,
+                client_id = %p.client_id,
+                method = %p.method,
+                "connection refused: authentication not finished within {} s",
+                self.config.auth_timeout_secs
+            );
+            self.refuse(conn, p.connect.protocol, reason::NOT_AUTHORIZED, out);
         }
     }
 

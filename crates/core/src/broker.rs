@@ -2,18 +2,16 @@
 
 use crate::action::{Action, CloseReason};
 use crate::config::Config;
-use crate::message::Message;
 use crate::session::{Session, SubEntry};
 use crate::shared::{SharedGroups, SubKey};
 use crate::stats::Stats;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 use tern_codec::{
     ByteStr, ConnAck, DecodeError, Disconnect, Packet, Properties, PropertyValues, ProtocolVersion,
     reason,
 };
-use tern_topic::{RetainedTrie, SubscriptionTrie};
+use tern_topic::SubscriptionTrie;
 
 /// Identifies one network connection; chosen by the I/O layer, never reused.
 pub type ConnId = u64;
@@ -37,7 +35,7 @@ pub struct Broker {
     pub(crate) client_ids: HashMap<ByteStr, SessionId>,
     pub(crate) subs: SubscriptionTrie<SubKey, SubEntry>,
     pub(crate) shared: SharedGroups,
-    pub(crate) retained: RetainedTrie<Arc<Message>>,
+    pub(crate) retained: crate::retained::Retained,
     pub(crate) pending_wills: Vec<crate::will::PendingWill>,
     pub(crate) next_session: SessionId,
     pub(crate) next_assigned_id: u64,
@@ -65,6 +63,8 @@ pub struct Broker {
     pub(crate) pager: crate::pager::Pager,
     pub(crate) forward_size: crate::delivery::ForwardSize,
     pub(crate) throttle: crate::throttle::Throttle,
+    /// Sessions recently sent retained messages at subscribe time (see `retained_burst`).
+    pub(crate) retained_buckets: crate::idmap::IdMap<SessionId, crate::retained_burst::Bucket>,
     /// Spare `Arc<Message>` allocations (see `message_pool`).
     pub(crate) messages: crate::message_pool::MessagePool,
     /// Copies messages out of their read buffers before they are retained or queued.

@@ -30,7 +30,9 @@ pub struct Config {
     pub max_keep_alive: u16,
     /// Whether retained messages are kept.
     pub retain_available: bool,
-    /// Most topic aliases a v5 client may use towards the broker (0 disables them).
+    /// Most topic aliases a v5 client may use towards the broker (0 disables them), and most
+    /// the broker uses towards a client (which may allow more: each is a topic kept for the
+    /// connection's life).
     pub topic_alias_maximum: u16,
     /// Prefix of client identifiers the broker assigns.
     pub assigned_id_prefix: String,
@@ -48,8 +50,8 @@ pub struct Config {
     /// Most levels in a topic name or filter; deeper PUBLISHes get DISCONNECT 0x90 (v5) or a
     /// close, deeper filters SUBACK 0x8F / 0x80.
     pub max_topic_levels: usize,
-    /// Most payload bytes queued for one session; beyond, new messages for it are dropped and
-    /// counted, as for `max_queued_messages`.
+    /// Most message bytes (topic, payload and properties) queued for one session; beyond, new
+    /// messages for it are dropped and counted, as for `max_queued_messages`.
     pub max_queued_bytes: usize,
     /// Most PUBLISH packets per second one client may send (0: no limit); beyond, DISCONNECT
     /// 0x96 (v5) or a close. A burst of one second's worth is allowed.
@@ -58,6 +60,17 @@ pub struct Config {
     /// are paged out to the spool, offline sessions first. Only with a spool
     /// ([`crate::Broker::set_spool`]); without one, queues stay in memory.
     pub queue_memory: usize,
+    /// Most retained messages stored (0: no limit); a retained PUBLISH to a new topic beyond it
+    /// is routed but not stored (counted, logged).
+    pub max_retained_messages: usize,
+    /// Most bytes (topics, payloads, properties) of retained messages stored (0: no limit);
+    /// a retained PUBLISH that would pass it is routed but not stored, and the message it
+    /// would have replaced is deleted.
+    pub max_retained_bytes: usize,
+    /// Seconds an MQTT 5 enhanced authentication exchange may take from its CONNECT; a client
+    /// that has not finished it by then gets CONNACK 0x87 (checked once a second; 0: no
+    /// limit).
+    pub auth_timeout_secs: u32,
 }
 
 /// Member choice in a shared subscription group.
@@ -96,6 +109,9 @@ impl Default for Config {
             max_queued_bytes: 256 * 1024 * 1024,
             max_message_rate: 0,
             queue_memory: 64 * 1024 * 1024,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 1024 * 1024 * 1024,
+            auth_timeout_secs: 10,
         }
     }
 }

@@ -23,19 +23,12 @@ impl Broker {
             if msg.payload.is_empty() {
                 // [MQTT-3.3.1-6] / [MQTT-3.3.1-7] An empty retained payload deletes the retained
                 // message and is itself never stored.
-                if self.retained.remove(&msg.topic).is_some() && self.config.persistence {
-                    out.push(Action::persist(tern_store::Record::RetainedDeleted {
-                        topic: msg.topic.to_string(),
-                    }));
+                if self.retained.remove(&msg.topic).is_some() {
+                    self.persist_retained_deleted(&msg.topic, out);
                 }
             } else {
                 msg = crate::message::Detacher::copy_to_replace(&msg, &mut self.messages);
-                self.retained.insert(&msg.topic, msg.clone());
-                if self.config.persistence {
-                    out.push(Action::persist(tern_store::Record::Retained(
-                        self.persist.stored(&msg),
-                    )));
-                }
+                self.store_retained(&msg, out);
             }
         }
         self.route(msg, now, out)
@@ -257,8 +250,7 @@ impl Broker {
         }
         if session.queue.len() >= self.config.max_queued_messages {
             self.stats.dropped_queue_full += 1;
-        } else if session.queue.bytes() + delivery.msg.payload.len() > self.config.max_queued_bytes
-        {
+        } else if session.queue.bytes() + delivery.msg.size() > self.config.max_queued_bytes {
             self.stats.dropped_queue_bytes += 1;
         } else {
             // Queued for an offline session, it may wait for hours: not in the publisher's read.
@@ -277,7 +269,8 @@ impl Broker {
     }
 
     /// Retained messages sent at subscribe time bypass the queue limit: the subscriber asked for
-    /// all of them, and their number is bounded by the retained store itself.
+    /// all of them, and their number is bounded by the retained store itself (and how often a
+    /// session may ask for them, by `retained_burst`).
     pub(crate) fn deliver_retained(
         &mut self,
         sid: SessionId,

@@ -1,4 +1,5 @@
-//! The periodic sweep: session expiry, delayed wills and expired retained messages.
+//! The periodic sweep: session expiry, delayed wills, expired retained messages and
+//! authentication exchanges left unfinished.
 
 use crate::action::Action;
 use crate::broker::{Broker, SessionId};
@@ -13,6 +14,8 @@ impl Broker {
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.fire_due_wills(now, out);
         self.expire_backpressure(now, out);
+        self.expire_pending_auth(now, out);
+        self.forget_full_buckets(now);
         let expired: Vec<SessionId> = self
             .sessions
             .iter()

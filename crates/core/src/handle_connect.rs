@@ -41,7 +41,9 @@ impl Broker {
             if version == ProtocolVersion::V3_1 && connect.client_id.len() > V3_1_MAX_CLIENT_ID {
                 return self.refuse(conn, version, reason::v3::IDENTIFIER_REJECTED, out);
             }
-            connect.client_id.clone()
+            // Detached: the session keeps it as its key for as long as it lives, and the
+            // CONNECT it is a slice of may carry up to `max_packet_size` of properties.
+            connect.client_id.detached()
         };
         // [MQTT-3.1.3-11] The Will Topic must be a valid topic name.
         if let Some(will) = &connect.will
@@ -174,7 +176,7 @@ impl Broker {
         session.info = self.pending_info.remove(&conn).unwrap_or_default();
         session.expiry_interval = expiry_interval;
         session.expires_at = None;
-        session.will = connect.will.map(Box::new);
+        session.will = connect.will.map(|w| Box::new(w.detached()));
         session.window = window;
         session.keep_alive = match self.config.max_keep_alive {
             max if max > 0 && (connect.keep_alive == 0 || connect.keep_alive > max) && v5 => max,
@@ -183,8 +185,14 @@ impl Broker {
         session.connected_at = Some(now);
         // [MQTT-3.3.2-7] Topic aliases live and die with the network connection.
         session.aliases = None;
+        // The broker keeps each topic it aliases for the connection's life: it uses no more
+        // aliases than it grants, however many the client allows (up to 65,535 topics).
         session.alias_out_max = if v5 {
-            connect.properties.topic_alias_maximum.unwrap_or(0)
+            connect
+                .properties
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(self.config.topic_alias_maximum)
         } else {
             0
         };

@@ -7,7 +7,7 @@ use crate::session::{Delivery, SubEntry};
 use crate::subscriptions::Added;
 use std::sync::Arc;
 use std::time::Instant;
-use tern_codec::{ByteStr, Packet, Properties, RetainHandling, SubAck, Subscribe, reason};
+use tern_codec::{ByteStr, Packet, Properties, QoS, RetainHandling, SubAck, Subscribe, reason};
 
 impl Broker {
     pub(crate) fn handle_subscribe(
@@ -112,13 +112,24 @@ impl Broker {
             properties: Properties::default(),
         };
         out.push(Action::send(conn, Packet::SubAck(suback)));
-        for (filter, entry) in retained_for {
-            self.send_retained(c.session, &filter, entry, now, out);
+        if retained_for.is_empty() {
+            return;
+        }
+        // All or none, decided once for the packet (`retained_burst`).
+        let qos12 = retained_for
+            .iter()
+            .any(|(_, e)| e.options.qos != QoS::AtMostOnce);
+        if self.may_send_retained(c.session, retained_for.len(), qos12, now) {
+            let mut sent = 0;
+            for (filter, entry) in retained_for {
+                sent += self.send_retained(c.session, &filter, entry, now, out);
+            }
+            self.charge_retained(c.session, sent);
         }
     }
 
     /// Sends every retained message matching `filter`, each with the retain flag set
-    /// ([MQTT-3.3.1-8]), none silently dropped.
+    /// ([MQTT-3.3.1-8]), none silently dropped; returns how many.
     fn send_retained(
         &mut self,
         sid: SessionId,
@@ -126,7 +137,7 @@ impl Broker {
         entry: SubEntry,
         now: Instant,
         out: &mut Vec<Action>,
-    ) {
+    ) -> usize {
         let mut found = Vec::new();
         let info = self
             .sessions
@@ -139,6 +150,7 @@ impl Broker {
                 found.push(Arc::clone(msg));
             }
         });
+        let n = found.len();
         for msg in found {
             let delivery = Delivery {
                 qos: entry.options.qos.min(msg.qos),
@@ -151,5 +163,6 @@ impl Broker {
             };
             self.deliver_retained(sid, delivery, now, out);
         }
+        n
     }
 }

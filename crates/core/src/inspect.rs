@@ -225,11 +225,7 @@ impl Broker {
         for topic in topics {
             if self.retained.remove(&topic).is_some() {
                 n += 1;
-                if self.config.persistence {
-                    out.push(Action::persist(tern_store::Record::RetainedDeleted {
-                        topic,
-                    }));
-                }
+                self.persist_retained_deleted(&topic, out);
             }
         }
         Ok(n)

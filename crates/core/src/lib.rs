@@ -22,6 +22,9 @@
 //! - `shared`: shared subscriptions (`$share/{group}/{filter}`): groups, member choice, hand-over.
 //! - `subscriptions`: adding/removing one subscription across trie, groups and session.
 //! - `will`: will messages, including MQTT 5 will delay.
+//! - `retained`: the retained store, its size and its limits.
+//! - `retained_burst`: how many retained messages a SUBSCRIBE may be sent (a client repeating
+//!   its SUBSCRIBEs must not make the broker queue the retained store once per packet).
 //! - `throttle`: back-pressure on QoS 1/2 publishers (their acknowledgements wait while a
 //!   connected subscriber's queue is long).
 //! - `expiry`: the periodic [`Broker::tick`]: session expiry, delayed wills, expired retained messages.
@@ -56,6 +59,8 @@ mod pager;
 mod persist;
 pub mod queue;
 mod restore;
+mod retained;
+mod retained_burst;
 mod route_cache;
 pub mod session;
 mod shared;

@@ -52,6 +52,13 @@ impl Message {
         self.expires_at.is_some_and(|t| t <= now)
     }
 
+    /// Bytes it holds: topic, payload and the data of its properties. What a queue's
+    /// `max_queued_bytes` counts: a payload alone would let a queue of one-byte payloads with
+    /// large user properties hold far more than the limit.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.data_len()
+    }
+
     /// The same message with its topic, payload and properties in allocations of their own.
     /// Decoded, they are slices of the whole read the PUBLISH came in (up to 64 KiB, shared with
     /// the PUBLISHes around it), and a message kept for long keeps all of that: 16 bytes

@@ -127,7 +127,7 @@ impl Pager {
         let mut start = 0;
         let mut bytes = 0;
         for (i, d) in ds.iter().enumerate() {
-            let size = d.msg.payload.len() + d.msg.topic.len() + 32;
+            let size = d.msg.size() + 32;
             if i > start && (i - start >= PAGE_DELIVERIES || bytes + size > PAGE_BYTES) {
                 runs.push(&ds[start..i]);
                 start = i;
@@ -168,7 +168,8 @@ impl Pager {
                 Some(Page {
                     page,
                     count: ds.len(),
-                    bytes: ds.iter().map(|d| d.msg.payload.len()).sum(),
+                    bytes: ds.iter().map(|d| d.msg.size()).sum(),
+                    payload: ds.iter().map(|d| d.msg.payload.len()).sum(),
                     shared: ds.iter().any(|d| d.shared.is_some()),
                 })
             }

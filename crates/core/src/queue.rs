@@ -19,8 +19,10 @@ use tern_store::SpoolPage;
 pub(crate) struct Page {
     pub(crate) page: SpoolPage,
     pub(crate) count: usize,
-    /// Payload bytes of its deliveries.
+    /// Bytes of its deliveries' messages ([`Message::size`](crate::message::Message::size)).
     pub(crate) bytes: usize,
+    /// Payload bytes of its deliveries (what `$SYS/broker/store/messages/bytes` counts).
+    pub(crate) payload: usize,
     /// Whether any of them was chosen for a shared subscription group.
     pub(crate) shared: bool,
 }
@@ -32,7 +34,8 @@ pub struct Queue {
     pages: VecDeque<Page>,
     tail: VecDeque<Delivery>,
     len: usize,
-    /// Payload bytes of every delivery, paged out or not.
+    /// Bytes of every delivery's message ([`Message::size`](crate::message::Message::size)),
+    /// paged out or not.
     bytes: usize,
     /// Estimated memory held by `head` and `tail`.
     mem: usize,
@@ -60,7 +63,7 @@ impl Queue {
         self.len == 0
     }
 
-    /// Payload bytes queued.
+    /// Bytes of the messages queued: topic, payload and properties ([`Message::size`](crate::message::Message::size)).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -98,7 +101,7 @@ impl Queue {
 
     /// Payload bytes of the paged-out deliveries.
     pub fn paged_bytes(&self) -> usize {
-        self.pages.iter().map(|p| p.bytes).sum()
+        self.pages.iter().map(|p| p.payload).sum()
     }
 
     /// See [`crate::Broker`]'s spool compaction.
@@ -153,7 +156,7 @@ impl Queue {
     fn add(&mut self, d: &Delivery) {
         let cost = cost(d);
         self.len += 1;
-        self.bytes += d.msg.payload.len();
+        self.bytes += d.msg.size();
         self.mem += cost;
         self.pinned += d.pin as usize;
         self.counter.add(cost);
@@ -162,7 +165,7 @@ impl Queue {
     fn remove(&mut self, d: &Delivery) {
         let cost = cost(d);
         self.len -= 1;
-        self.bytes = self.bytes.saturating_sub(d.msg.payload.len());
+        self.bytes = self.bytes.saturating_sub(d.msg.size());
         self.mem -= cost;
         debug_assert!(self.pinned >= d.pin as usize);
         self.pinned = self.pinned.saturating_sub(d.pin as usize);
@@ -329,7 +332,6 @@ pub(crate) fn cost(d: &Delivery) -> usize {
     std::mem::size_of::<Delivery>()
         + d.sub_ids.capacity() * 4
         + std::mem::size_of::<crate::message::Message>()
-        + d.msg.topic.len()
-        + d.msg.payload.len()
+        + d.msg.size()
         + 32
 }

@@ -33,6 +33,12 @@ pub struct Stats {
     pub limit_topic_levels: u64,
     /// Messages dropped by `max_queued_bytes`.
     pub dropped_queue_bytes: u64,
+    /// Retained messages not stored for `max_retained_messages` / `max_retained_bytes`.
+    pub limit_retained_messages: u64,
+    pub limit_retained_bytes: u64,
+    /// SUBSCRIBE filters whose retained messages were not sent: the client asked for them again
+    /// faster than it took them (see `retained_burst`).
+    pub dropped_retained: u64,
     /// Clients disconnected by `max_message_rate`.
     pub limit_message_rate: u64,
     /// PUBLISH / SUBSCRIBE refused by the ACL.

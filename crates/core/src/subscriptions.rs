@@ -38,7 +38,9 @@ impl Broker {
             },
         };
         if let Some(session) = self.sessions.get_mut(&sid) {
-            session.subscriptions.insert(filter.clone(), entry);
+            // Detached: the SUBSCRIBE the filter is a slice of may carry up to `max_packet_size`
+            // of user properties or other filters, and the session keeps the filter.
+            session.subscriptions.insert(filter.detached(), entry);
             self.persist.subscribed(session, filter, &entry, out);
         }
         added

@@ -460,3 +460,90 @@ fn a_message_that_fills_its_read_is_kept_without_a_copy() {
     assert_eq!(got.len(), 1);
     assert_eq!(&got[0].payload[..], b"off");
 }
+
+/// A 64 KiB buffer starting with `prefix` (the strings a test slices out of it), and its flag:
+/// a packet a session keeps strings of (CONNECT, SUBSCRIBE) may be as large as
+/// `max_packet_size`, most of it user properties.
+fn packet_read(prefix: &[u8]) -> (Bytes, Arc<AtomicBool>) {
+    let freed = Arc::new(AtomicBool::new(false));
+    let mut bytes = vec![b'x'; READ];
+    bytes[..prefix.len()].copy_from_slice(prefix);
+    let read = Bytes::from_owner(Read {
+        bytes,
+        freed: freed.clone(),
+    });
+    (read, freed)
+}
+
+#[test]
+fn a_subscription_does_not_keep_its_subscribe() {
+    let mut h = Harness::new(Config::default());
+    let subscriber = h.connect(V5, "subscriber", false, Some(3600));
+    let (read, freed) = packet_read(b"kept/filter/#");
+    let filter = ByteStr::from_utf8(read.slice(..13)).unwrap();
+    drop(read);
+    h.packet(
+        subscriber,
+        Packet::Subscribe(tern_codec::Subscribe {
+            packet_id: 1,
+            filters: vec![(filter, tern_codec::SubscriptionOptions::default())],
+            properties: Properties::default(),
+        }),
+    );
+    assert!(
+        h.take(subscriber)
+            .iter()
+            .any(|p| matches!(p, Packet::SubAck(s) if s.reasons == [0])),
+        "no SUBACK"
+    );
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the session's subscription keeps the 64 KiB SUBSCRIBE"
+    );
+    // The subscription works from its copy.
+    let publisher = h.connect(V5, "publisher", true, None);
+    h.publish(
+        publisher,
+        "kept/filter/a",
+        "hello",
+        QoS::AtMostOnce,
+        false,
+        None,
+    );
+    let got = h.publishes(subscriber);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic.as_str(), "kept/filter/a");
+}
+
+#[test]
+fn a_session_does_not_keep_its_connect() {
+    let mut h = Harness::new(Config::default());
+    let (read, freed) = packet_read(b"device-7will/topicgone");
+    let mut c = harness::connect(V5, "unused", false);
+    c.client_id = ByteStr::from_utf8(read.slice(..8)).unwrap();
+    c.properties.session_expiry_interval = Some(3600);
+    let mut will = harness::will("x", "x", None);
+    will.topic = ByteStr::from_utf8(read.slice(8..18)).unwrap();
+    will.payload = read.slice(18..22);
+    c.will = Some(will);
+    drop(read);
+    let (conn, ack) = h.connect_with(c);
+    assert_eq!(ack.code, 0);
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the session keeps the 64 KiB CONNECT (client id or will)"
+    );
+    // The will and the client id work from their copies.
+    let watcher = h.connect(V5, "watcher", true, None);
+    h.subscribe(watcher, "will/#", QoS::AtMostOnce);
+    h.lose(conn);
+    let got = h.publishes(watcher);
+    assert_eq!(got.len(), 1, "the will");
+    assert_eq!(got[0].topic.as_str(), "will/topic");
+    assert_eq!(&got[0].payload[..], b"gone");
+    let (_, ack) = h.connect_with(harness::connect(V5, "device-7", false));
+    assert!(
+        ack.session_present,
+        "[MQTT-3.2.2-3] the session is found by its id"
+    );
+}

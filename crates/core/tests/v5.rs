@@ -197,6 +197,41 @@ fn topic_aliases_towards_a_client_that_allows_them() {
 }
 
 #[test]
+fn the_broker_uses_no_more_aliases_than_it_grants() {
+    // A client may allow 65,535 aliases; each one the broker sets up is a topic it keeps for
+    // the connection. It uses at most its own `topic_alias_maximum` (2 here).
+    let mut h = Harness::new(Config {
+        topic_alias_maximum: 2,
+        ..Config::default()
+    });
+    let mut c = connect(V5, "s", true);
+    c.properties.topic_alias_maximum = Some(u16::MAX);
+    let (s, _) = h.connect_with(c);
+    h.subscribe(s, "#", QoS::AtMostOnce);
+    let p = h.connect(V5, "p", true, None);
+    for t in ["x/1", "x/2", "x/3", "x/1", "x/3"] {
+        h.publish(p, t, "m", QoS::AtMostOnce, false, None);
+    }
+    let got: Vec<_> = h
+        .publishes(s)
+        .iter()
+        .map(|p| (p.topic.to_string(), p.properties.topic_alias))
+        .collect();
+    let expect = [
+        ("x/1", Some(1)),
+        ("x/2", Some(2)),
+        ("x/3", None),
+        ("", Some(1)),
+        ("x/3", None),
+    ];
+    assert_eq!(
+        got,
+        expect.map(|(t, a)| (t.to_string(), a)),
+        "aliases 1..=2 only: the broker's own limit, under the client's ([MQTT-3.3.2-11])"
+    );
+}
+
+#[test]
 fn receive_maximum_towards_client_is_honoured() {
     // [MQTT-3.3.4-9] never more unacknowledged QoS 1/2 messages than the client's Receive Maximum.
     let mut h = Harness::new(Config::default());
@@ -654,6 +689,32 @@ fn enhanced_authentication_exchange() {
     h.packet(2, auth("TOY", b"guess"));
     assert!(matches!(&h.take(2)[..], [Packet::ConnAck(a)] if a.code == reason::NOT_AUTHORIZED));
     assert!(h.closed(2));
+}
+
+#[test]
+fn an_authentication_exchange_left_unanswered_is_refused_after_the_timeout() {
+    // Until CONNACK a connection has no keep alive: a client that starts an exchange and
+    // says nothing more would hold its connection and CONNECT for good.
+    let mut h = Harness::new(Config {
+        auth_timeout_secs: 5,
+        ..Config::default()
+    });
+    h.broker.add_auth_method(Box::new(Toy));
+    let mut c = connect(V5, "a", true);
+    c.keep_alive = 0;
+    c.properties.authentication_method = Some("TOY".into());
+    h.packet(1, Packet::Connect(Box::new(c)));
+    assert!(matches!(&h.take(1)[..], [Packet::Auth(_)]));
+    h.advance(4);
+    assert!(h.take(1).is_empty(), "refused before its time");
+    assert!(!h.closed(1));
+    h.advance(1);
+    assert!(
+        matches!(&h.take(1)[..], [Packet::ConnAck(a)] if a.code == reason::NOT_AUTHORIZED),
+        "no CONNACK 0x87 after the timeout (MQTT 5.0 section 4.12: the server may end the exchange with a refusal)"
+    );
+    assert!(h.closed(1));
+    assert_eq!(h.broker.stats().auth_failures, 1);
 }
 
 #[test]

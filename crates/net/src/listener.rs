@@ -99,6 +99,9 @@ pub struct ListenerSettings {
     /// Largest WebSocket message (and frame) accepted, in bytes; at least the broker's maximum
     /// packet size.
     pub ws_max_message_size: usize,
+    /// Time a WebSocket client has to finish a message it has started (see
+    /// [`WsSettings::message_timeout`]); `None`: no limit.
+    pub ws_message_timeout: Option<Duration>,
     /// Time allowed for everything before MQTT: PROXY header, TLS handshake, WebSocket upgrade.
     pub handshake_timeout: Duration,
     /// Most handshakes in progress at once on this listener; more are closed at once. 0 means
@@ -122,6 +125,7 @@ impl ListenerSettings {
             proxy_protocol: false,
             ws_path: None,
             ws_max_message_size: WsSettings::default().max_message_size,
+            ws_message_timeout: None,
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: Self::DEFAULT_MAX_HANDSHAKES,
         }
@@ -245,6 +249,7 @@ impl Listener {
         let ws = WsSettings {
             path: settings.ws_path.clone(),
             max_message_size: settings.ws_max_message_size,
+            message_timeout: settings.ws_message_timeout,
         };
         let limiter = HandshakeLimiter::new(settings.max_handshakes);
         Ok(Self {

@@ -9,12 +9,18 @@
 //! * MQTT packets may span frames and a frame may hold several packets: reads concatenate the
 //!   payloads of binary frames. A text frame closes the connection ([MQTT-6.0.0-1]).
 //! * Writes: one binary frame per `poll_write` call; `flush` pushes it out.
+//! * A WebSocket message is handed on only once it is whole, so the connection never sees
+//!   an unfinished one: [`WsSettings::message_timeout`] closes a client that has sent part of
+//!   a message and not finished it in time (the transport's equivalent of an MQTT packet left
+//!   unfinished).
 
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream as _};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -38,6 +44,9 @@ pub struct WsSettings {
     /// Largest WebSocket message (and frame) accepted, in bytes. A message may pack several
     /// MQTT packets, so this should be at least the broker's maximum packet size.
     pub max_message_size: usize,
+    /// Time a client has to finish a message once bytes of it have arrived (after the last
+    /// message it finished); `None`: no limit.
+    pub message_timeout: Option<Duration>,
 }
 
 impl Default for WsSettings {
@@ -45,7 +54,47 @@ impl Default for WsSettings {
         Self {
             path: None,
             max_message_size: 2 * 1024 * 1024,
+            message_timeout: None,
         }
+    }
+}
+
+/// The socket under the WebSocket layer, counting the bytes read from it: more than when the
+/// last message was finished means one is under way.
+struct Counted<S> {
+    io: S,
+    read: u64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+        this.read += (buf.filled().len() - before) as u64;
+        Poll::Ready(r)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -116,24 +165,33 @@ where
         .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max);
+    let io = Counted { io, read: 0 };
     let inner = tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config)).await?;
     Ok(WsStream {
+        finished_at: inner.get_ref().read,
         inner,
         read: Bytes::new(),
         eof: false,
         subprotocol: chosen,
         path,
+        message_timeout: settings.message_timeout,
+        deadline: None,
     })
 }
 
 /// A WebSocket connection seen as a byte stream of MQTT packets.
 pub struct WsStream<S> {
-    inner: WebSocketStream<S>,
+    inner: WebSocketStream<Counted<S>>,
     /// The unread rest of the last binary frame.
     read: Bytes,
     eof: bool,
     subprotocol: Option<String>,
     path: String,
+    /// Bytes read from the socket when the last message was finished.
+    finished_at: u64,
+    message_timeout: Option<Duration>,
+    /// Set while a message is under way (with a timeout): when it must be finished.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> std::fmt::Debug for WsStream<S> {
@@ -170,7 +228,32 @@ fn to_io(e: tungstenite::Error) -> io::Error {
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
+        &self.inner.get_ref().io
+    }
+
+    /// After the WebSocket layer found no whole message: `Err` once a message under way has
+    /// taken longer than the timeout (its timer is polled here, so the task wakes for it).
+    fn check_unfinished(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(timeout) = self.message_timeout else {
+            return Ok(());
+        };
+        if self.inner.get_ref().read == self.finished_at {
+            return Ok(());
+        }
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            self.eof = true;
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "a WebSocket message not finished within {} s",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Best effort: queue a close frame and try to send it, without waiting.
@@ -212,7 +295,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+            let next = match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    this.check_unfinished(cx)?;
+                    return Poll::Pending;
+                }
+            };
+            if let Some(Ok(_)) = next {
+                // A message (or control frame) is finished: none is under way now, but for
+                // what the socket read of the next one with it.
+                this.finished_at = this.inner.get_ref().read;
+                this.deadline = None;
+            }
+            match next {
                 Some(Ok(Message::Binary(data))) => this.read = data,
                 Some(Ok(Message::Text(_))) => {
                     // [MQTT-6.0.0-1] MQTT travels in binary frames only.

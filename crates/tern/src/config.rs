@@ -186,10 +186,16 @@ pub struct Limits {
     pub max_subscriptions_per_client: usize,
     /// Most levels in a topic name or filter.
     pub max_topic_levels: usize,
-    /// Most payload bytes queued per session (newest dropped and counted beyond).
+    /// Most message bytes (topic, payload, properties) queued per session (newest dropped and
+    /// counted beyond).
     pub max_queued_bytes: usize,
     /// Most PUBLISH packets per second per client; 0 = no limit (DISCONNECT 0x96 beyond).
     pub max_message_rate: u32,
+    /// Most retained messages stored; 0 = no limit (a new retained topic beyond is routed,
+    /// not stored).
+    pub max_retained_messages: usize,
+    /// Most bytes of retained messages stored; 0 = no limit.
+    pub max_retained_bytes: usize,
     /// Most memory, in bytes, the queues of all sessions hold together; beyond, queued
     /// messages are paged out to `<data_dir>/spool` (offline sessions first).
     pub queue_memory: usize,
@@ -213,7 +219,8 @@ pub struct Limits {
 pub struct Mqtt {
     /// Keep retained messages.
     pub retain_available: bool,
-    /// Most topic aliases an MQTT 5 client may set up towards the broker (0 disables them).
+    /// Most topic aliases an MQTT 5 client may set up towards the broker (0 disables them),
+    /// and most the broker sets up towards a client.
     pub topic_alias_maximum: u16,
     /// How a shared subscription group picks the member for each message.
     pub shared_subscription_strategy: SharedStrategy,
@@ -275,6 +282,8 @@ impl Default for Limits {
             max_topic_levels: core.max_topic_levels,
             max_queued_bytes: core.max_queued_bytes,
             max_message_rate: core.max_message_rate,
+            max_retained_messages: core.max_retained_messages,
+            max_retained_bytes: core.max_retained_bytes,
             queue_memory: core.queue_memory,
             max_connection_rate_per_ip: 50,
             max_handshakes: 1024,
@@ -474,6 +483,11 @@ impl Config {
             let mut s = tern_net::ListenerSettings::new(bind, transport);
             s.handshake_timeout = handshake_timeout;
             s.max_handshakes = self.limits.max_handshakes;
+            // A WebSocket message is handed on whole: the connection cannot see an MQTT packet
+            // left unfinished in one, so the transport applies the packet timeout itself.
+            s.ws_message_timeout = Some(std::time::Duration::from_secs(
+                self.limits.packet_timeout_secs.max(1),
+            ));
             s.ws_max_message_size = s
                 .ws_max_message_size
                 .max(self.limits.max_packet_size as usize);
@@ -526,7 +540,11 @@ impl Config {
             max_topic_levels: self.limits.max_topic_levels,
             max_queued_bytes: self.limits.max_queued_bytes,
             max_message_rate: self.limits.max_message_rate,
+            max_retained_messages: self.limits.max_retained_messages,
+            max_retained_bytes: self.limits.max_retained_bytes,
             queue_memory: self.limits.queue_memory,
+            // The CONNECT's own deadline, once more for the exchange that follows it.
+            auth_timeout_secs: u32::try_from(self.limits.connect_timeout_secs).unwrap_or(u32::MAX),
             retain_available: self.mqtt.retain_available,
             topic_alias_maximum: self.mqtt.topic_alias_maximum,
             shared_strategy: match self.mqtt.shared_subscription_strategy {

@@ -303,6 +303,17 @@ async fn serve(
         }
         match woken.read {
             None => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                // A WebSocket message started and not finished in time: the transport's own
+                // packet timeout (it hands on only whole messages).
+                settings
+                    .metrics
+                    .packet_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(conn, "closing connection: {e} (limits.packet_timeout_secs)");
+                reader.done = true;
+                send(events, Event::Lost { conn }).await;
+            }
             Some(Ok(0) | Err(_)) => {
                 reader.done = true;
                 send(events, Event::Lost { conn }).await;

@@ -747,10 +747,18 @@ impl Driver {
         while let Some(action) = actions.next() {
             match action {
                 Action::Send(conn, packet) => {
-                    if let Some(e) = self.conns.get(&conn)
-                        && e.outbox.push(&packet)
-                    {
-                        dirty.push(e.outbox.clone());
+                    let Some(e) = self.conns.get(&conn) else {
+                        continue;
+                    };
+                    let pushed = if kept_qos0(&packet) {
+                        e.outbox.push_kept_qos0(&packet)
+                    } else {
+                        Some(e.outbox.push(&packet))
+                    };
+                    match pushed {
+                        Some(true) => dirty.push(e.outbox.clone()),
+                        Some(false) => {}
+                        None => self.dropped_slow += 1,
                     }
                 }
                 Action::SendDroppable(conn, Droppable::Forward(f)) if alone(&f) => {
@@ -916,6 +924,15 @@ fn encode_forward(
     f.encode(version, buf)
         .map_err(|e| tracing::warn!(error = %e, "cannot encode a PUBLISH; not sent"))
         .is_ok()
+}
+
+/// A QoS 0 PUBLISH the core sends as one not to drop (a retained message at subscribe time),
+/// which the outbox still drops past its hard cap ([`Outbox::push_kept_qos0`]); not one that
+/// sets up a topic alias, without which the client could not read the PUBLISHes after it.
+fn kept_qos0(packet: &Packet) -> bool {
+    matches!(packet, Packet::Publish(p)
+        if p.qos == tern_codec::QoS::AtMostOnce
+            && (p.properties.topic_alias.is_none() || p.topic.is_empty()))
 }
 
 /// A PUBLISH to a subscriber (as opposed to an answer to a client's packet).
@@ -1271,6 +1288,27 @@ mod tests {
             .unwrap();
         });
         assert_eq!(*order.lock().unwrap(), ["connection", "driver"]);
+    }
+
+    /// The outbox's hard cap applies to QoS 0 PUBLISHes the core sends as packets to keep
+    /// (retained messages at subscribe time), not to QoS 1/2 ones, nor to one that sets up a
+    /// topic alias (the PUBLISHes after it name only the alias).
+    #[test]
+    fn only_qos0_publishes_that_set_up_no_alias_are_capped() {
+        let mut p = tern_codec::Publish {
+            topic: "r/1".into(),
+            retain: true,
+            ..Default::default()
+        };
+        assert!(kept_qos0(&Packet::Publish(p.clone())));
+        p.properties.topic_alias = Some(1);
+        assert!(!kept_qos0(&Packet::Publish(p.clone())), "sets up alias 1");
+        p.topic = "".into();
+        assert!(kept_qos0(&Packet::Publish(p.clone())), "uses alias 1");
+        p.qos = tern_codec::QoS::AtLeastOnce;
+        p.packet_id = Some(1);
+        assert!(!kept_qos0(&Packet::Publish(p)));
+        assert!(!kept_qos0(&Packet::PingResp));
     }
 
     /// A publisher the core pauses (back-pressure) has what was already read from it kept

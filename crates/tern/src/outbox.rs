@@ -36,6 +36,13 @@ pub(crate) struct Pending {
     pub(crate) packets: usize,
 }
 
+/// Least an outbox may hold before a QoS 0 PUBLISH the core asked to be sent, not dropped (a
+/// retained message at subscribe time), is dropped after all; the cap is the larger of this
+/// and 16 times `max_outbox_bytes`. Far more than a client's burst of retained messages at
+/// connect; a client that asks for them again and again without reading meets it instead of
+/// growing the broker's memory by a copy of the retained store each time.
+const KEPT_QOS0_MIN: usize = 16 << 20;
+
 /// The outbox's locked state.
 #[derive(Default)]
 struct Queue {
@@ -91,15 +98,34 @@ impl Outbox {
     /// Returns true when the outbox was empty before: the caller must [`flush`](Self::flush)
     /// it once it has queued what this turn has for the connection.
     pub(crate) fn push(&self, packet: &Packet) -> bool {
+        self.push_within(packet, usize::MAX).unwrap_or(false)
+    }
+
+    /// [`push`](Self::push) of a QoS 0 PUBLISH that is to be sent, not dropped like a forwarded
+    /// one when the outbox is full, unless the outbox already holds [`KEPT_QOS0_MIN`] (or 16
+    /// times `max_outbox_bytes`): then it is dropped and counted, and `None` returned.
+    pub(crate) fn push_kept_qos0(&self, packet: &Packet) -> Option<bool> {
+        self.push_within(
+            packet,
+            self.limit_bytes.saturating_mul(16).max(KEPT_QOS0_MIN),
+        )
+    }
+
+    fn push_within(&self, packet: &Packet, cap: usize) -> Option<bool> {
         let version = self.version();
         let mut q = lock(&self.queue);
         let p = &mut q.pending;
+        if p.bytes.len() >= cap {
+            drop(q);
+            self.count_dropped();
+            return None;
+        }
         if let Err(e) = encode_packet(packet, version, &mut p.bytes) {
             tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet; not sent");
-            return false;
+            return Some(false);
         }
         p.packets += 1;
-        p.packets == 1
+        Some(p.packets == 1)
     }
 
     /// Queues an encoded QoS 0 PUBLISH unless the outbox is full (`max_outbox_packets` or
@@ -371,6 +397,38 @@ mod tests {
 
     fn dropped(o: &Outbox) -> u64 {
         o.metrics.dropped_outbox_full.load(Ordering::Relaxed)
+    }
+
+    /// A QoS 0 PUBLISH the core asked to send, not drop (a retained message at subscribe
+    /// time), goes past `max_outbox_bytes` (the client asked for all of them at once), but not
+    /// past the hard cap: a client that asks again and again without reading stops growing the
+    /// broker's memory there.
+    #[test]
+    fn a_kept_qos0_message_is_dropped_only_past_the_hard_cap() {
+        let o = outbox(10, 1024);
+        let publish = Packet::Publish(tern_codec::Publish {
+            topic: "r/1".into(),
+            payload: bytes::Bytes::from(vec![1u8; 64 * 1024]),
+            retain: true,
+            ..Default::default()
+        });
+        assert_eq!(o.push_kept_qos0(&publish), Some(true));
+        let mut kept = 1;
+        while o.push_kept_qos0(&publish).is_some() {
+            kept += 1;
+        }
+        // 16 MiB (16 times 1 KiB is less) in PUBLISHes of 65,545 bytes: 255 leave it under,
+        // the 256th crosses it, the 257th is dropped.
+        assert_eq!(kept, 256);
+        assert_eq!(dropped(&o), 1);
+        let held = lock(&o.queue).pending.bytes.len();
+        assert!(
+            (KEPT_QOS0_MIN..KEPT_QOS0_MIN + 66 * 1024).contains(&held),
+            "{held}"
+        );
+        // A packet that must be sent still goes.
+        assert!(!o.push(&Packet::PingResp), "not the first");
+        assert_eq!(o.pending_packets(), 257);
     }
 
     /// Encoding straight into the outbox keeps `push_droppable`'s limits: past

@@ -1,6 +1,7 @@
 //! Hostile clients against the real binary (`tern serve` as a child process): random bytes,
 //! truncated packets, a remaining length of 268,435,455 with no body, a CONNECT then garbage,
-//! a million subscriptions from one client, a flood of connects from one address, and slow-loris
+//! the same SUBSCRIBE 20,000 times over a retained store (each one asks for every retained
+//! message again), a million subscriptions from one client, a flood of connects from one address, and slow-loris
 //! clients. After each attack a fresh client must still get PINGRESP and a publish/subscribe
 //! round trip, and the broker's resident memory (VmRSS from /proc) must stay under
 //! [`RSS_BOUND`] (the bound stated in docs/security.md).
@@ -411,6 +412,75 @@ async fn slow_loris(b: &Broker) {
     }
 }
 
+async fn resubscribe_flood(b: &Broker) {
+    // 1,000 retained messages of 1 KiB, half of them QoS 1: 1 MB for every SUBSCRIBE to
+    // `flood/#`, which [MQTT-3.8.4-3] sends again each time the same subscription is replaced.
+    let mut p = connect(b.addr, V3, "retainer").await;
+    let payload = vec![b'r'; 1024];
+    for i in 0..1000u16 {
+        let (qos, id) = if i % 2 == 0 {
+            (QoS::AtMostOnce, None)
+        } else {
+            (QoS::AtLeastOnce, Some(i))
+        };
+        let topic = format!("flood/{i}");
+        p.send(&builder::publish(&topic, payload.clone(), qos, true, id))
+            .await
+            .unwrap();
+    }
+    for _ in 0..500 {
+        match p.recv_timeout(WAIT).await {
+            Ok(Packet::PubAck(_)) => {}
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    // 20,000 of the same SUBSCRIBE (QoS 1) and a PINGREQ, written by one task while another
+    // reads (the broker may stop reading until its answers are taken): 20 GB of deliveries if
+    // each SUBSCRIBE were sent its burst (10 million QoS 1 ones queued).
+    let stream = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let connect = Packet::Connect(Box::new(builder::connect(V3, "resubscriber", true, 60)));
+    let one = encode(&builder::subscribe(1, &[("flood/#", QoS::AtLeastOnce)]), V3);
+    let mut flood = encode(&connect, V3);
+    flood.extend(one.iter().copied().cycle().take(one.len() * 20_000));
+    flood.extend(encode(&Packet::PingReq, V3));
+    let writer = tokio::spawn(async move {
+        wr.write_all(&flood).await.unwrap();
+        wr
+    });
+    // The PINGRESP comes after everything the SUBSCRIBEs produced: by then each was handled.
+    let (mut subacks, mut publishes) = (0, 0);
+    let mut buf = bytes::BytesMut::new();
+    'read: loop {
+        while let Some(packet) = tern_codec::decode_packet(&mut buf, V3, u32::MAX).unwrap() {
+            match packet {
+                Packet::ConnAck(a) => assert_eq!(a.code, 0),
+                Packet::SubAck(_) => subacks += 1,
+                Packet::Publish(_) => publishes += 1,
+                Packet::PingResp => break 'read,
+                other => panic!("expected SUBACK / PUBLISH / PINGRESP, got {other:?}"),
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(60), rd.read_buf(&mut buf))
+            .await
+            .expect("the broker answers")
+            .unwrap();
+        assert!(n > 0, "the broker closed the connection");
+    }
+    eprintln!("hostile: resubscribe flood: {subacks} SUBACKs, {publishes} retained PUBLISHes");
+    assert_eq!(subacks, 20_000, "every SUBSCRIBE is answered");
+    // The first burst: 500 at QoS 0, and 64 of the 500 at QoS 1 (the in-flight window).
+    assert!(publishes >= 564, "the first SUBSCRIBE gets its burst whole");
+    assert!(
+        publishes < 20_000 * 1000 / 100,
+        "{publishes} retained PUBLISHes: most of the repeated bursts must be refused"
+    );
+    writer.await.unwrap();
+    p.send(&Packet::Disconnect(Default::default()))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_clients_do_not_take_the_broker_down() {
     let mut b = Broker::start();
@@ -433,6 +503,23 @@ async fn hostile_clients_do_not_take_the_broker_down() {
 
     slow_loris(&b).await;
     b.healthy("slow loris").await;
+
+    // The peak of this attack alone, not what is left after it (the deliveries are freed once
+    // the client has read them): VmHWM, reset first (writing 5 to clear_refs).
+    std::fs::write(format!("/proc/{}/clear_refs", b.child.child.id()), "5").unwrap();
+    resubscribe_flood(&b).await;
+    let peak = b.child.status_field("VmHWM") * 1024;
+    eprintln!(
+        "hostile: VmHWM after a resubscribe flood: {} KiB",
+        peak / 1024
+    );
+    assert!(
+        peak < RSS_BOUND,
+        "peak VmRSS {} MiB in a resubscribe flood: over the {} MiB bound",
+        peak >> 20,
+        RSS_BOUND >> 20
+    );
+    b.healthy("a resubscribe flood").await;
 
     million_subscriptions(&b).await;
     b.check_rss("a million subscriptions");

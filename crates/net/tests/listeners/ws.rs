@@ -297,3 +297,33 @@ async fn wss_split_halves_round_trip() {
         assert_eq!(back, CONNECT);
     }
 }
+
+/// A WebSocket message is handed on only when whole, so the connection cannot see an MQTT
+/// packet left unfinished in one: the transport times out a message that was started and not
+/// finished (`ws_message_timeout`), and leaves an idle connection alone.
+#[tokio::test]
+async fn ws_message_left_unfinished_times_out() {
+    let mut s = settings(Transport::Ws);
+    s.ws_message_timeout = Some(Duration::from_millis(500));
+    let mut server = Server::start(s);
+    let (mut client, _, mut accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    // A whole message, then nothing: an idle client (keep alive 0 is its right) stays.
+    client
+        .send(Message::Binary(PINGREQ.to_vec().into()))
+        .await
+        .unwrap();
+    let mut got = [0u8; 2];
+    accepted.stream.read_exact(&mut got).await.unwrap();
+    let idle =
+        tokio::time::timeout(Duration::from_millis(1500), accepted.stream.read(&mut got)).await;
+    assert!(idle.is_err(), "an idle connection ended: {idle:?}");
+    // The header of a masked 1,000-byte binary frame and 100 bytes of it, then nothing.
+    let mut frame = vec![0x82, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
+    frame.extend(std::iter::repeat_n(0u8, 100));
+    client.get_mut().write_all(&frame).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), accepted.stream.read(&mut got))
+        .await
+        .expect("the unfinished message times out");
+    let e = read.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+}

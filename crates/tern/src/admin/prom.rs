@@ -179,6 +179,9 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
         );
         for (limit, value) in [
             ("max_queued_bytes", c.stats.dropped_queue_bytes),
+            ("retained_on_subscribe", c.stats.dropped_retained),
+            ("max_retained_messages", c.stats.limit_retained_messages),
+            ("max_retained_bytes", c.stats.limit_retained_bytes),
             ("max_subscriptions_per_client", c.stats.limit_subscriptions),
             ("max_topic_levels", c.stats.limit_topic_levels),
             ("max_message_rate", c.stats.limit_message_rate),
