@@ -214,6 +214,11 @@ impl Broker {
         self.retained.len()
     }
 
+    /// Bytes of the retained messages held (topics, payloads, properties).
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.bytes()
+    }
+
     /// The session of a client id, if any (for inspection and tests).
     pub fn session(&self, client_id: &str) -> Option<&Session> {
         self.client_ids

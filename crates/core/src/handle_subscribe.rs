@@ -3,8 +3,11 @@
 
 use crate::action::Action;
 use crate::broker::{Broker, Conn, ConnId, SessionId};
+use crate::message::Message;
 use crate::session::{Delivery, SubEntry};
 use crate::subscriptions::Added;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 use tern_codec::{ByteStr, Packet, Properties, QoS, RetainHandling, SubAck, Subscribe, reason};
@@ -120,42 +123,61 @@ impl Broker {
             .iter()
             .any(|(_, e)| e.options.qos != QoS::AtMostOnce);
         if self.may_send_retained(c.session, retained_for.len(), qos12, now) {
-            let mut sent = 0;
-            for (filter, entry) in retained_for {
-                sent += self.send_retained(c.session, &filter, entry, now, out);
-            }
+            let sent = self.send_retained(c.session, &retained_for, now, out);
             self.charge_retained(c.session, sent);
         }
     }
 
-    /// Sends every retained message matching `filter`, each with the retain flag set
-    /// ([MQTT-3.3.1-8]), none silently dropped; returns how many.
+    /// Sends every retained message matching `filters` (the ones of one SUBSCRIBE that send
+    /// them), each with the retain flag set ([MQTT-3.3.1-8]), none silently dropped; returns
+    /// how many. Each message goes once, at the highest QoS its filters grant, as a routed
+    /// message does to overlapping subscriptions: a packet that lists the same filter many
+    /// times, or overlapping ones, costs one retained store at most, not one per filter.
     fn send_retained(
         &mut self,
         sid: SessionId,
-        filter: &str,
-        entry: SubEntry,
+        filters: &[(ByteStr, SubEntry)],
         now: Instant,
         out: &mut Vec<Action>,
     ) -> usize {
-        let mut found = Vec::new();
         let info = self
             .sessions
             .get(&sid)
             .map(|s| s.info.clone())
             .unwrap_or_default();
         let access = self.access.as_ref().filter(|a| a.restricts_reading());
-        self.retained.for_each_match(filter, |topic, msg| {
-            if !msg.expired(now) && access.is_none_or(|a| a.can_receive(&info, topic)) {
-                found.push(Arc::clone(msg));
-            }
-        });
+        // Every filter of a packet has the packet's subscription identifier, if any.
+        let sub_id = filters.first().and_then(|(_, e)| e.id);
+        let mut found: Vec<(Arc<Message>, QoS)> = Vec::new();
+        let mut index: HashMap<*const Message, usize> = HashMap::new();
+        let several = filters.len() > 1;
+        for (filter, entry) in filters {
+            self.retained.for_each_match(filter, |topic, msg| {
+                if msg.expired(now) || !access.is_none_or(|a| a.can_receive(&info, topic)) {
+                    return;
+                }
+                let qos = entry.options.qos.min(msg.qos);
+                if !several {
+                    return found.push((Arc::clone(msg), qos));
+                }
+                match index.entry(Arc::as_ptr(msg)) {
+                    Entry::Occupied(i) => {
+                        let f = &mut found[*i.get()];
+                        f.1 = f.1.max(qos);
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert(found.len());
+                        found.push((Arc::clone(msg), qos));
+                    }
+                }
+            });
+        }
         let n = found.len();
-        for msg in found {
+        for (msg, qos) in found {
             let delivery = Delivery {
-                qos: entry.options.qos.min(msg.qos),
+                qos,
                 retain: true,
-                sub_ids: entry.id.into_iter().collect(),
+                sub_ids: sub_id.into_iter().collect(),
                 msg,
                 shared: None,
                 seq: 0,

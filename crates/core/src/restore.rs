@@ -217,6 +217,22 @@ impl Broker {
                 report.retained += 1;
             }
         }
+        // All of it is kept (nothing acknowledged is lost), but the operator should know.
+        let (max_n, max_b) = (
+            self.config.max_retained_messages,
+            self.config.max_retained_bytes,
+        );
+        if (max_n > 0 && self.retained.len() > max_n)
+            || (max_b > 0 && self.retained.bytes() > max_b)
+        {
+            tracing::warn!(
+                stored = self.retained.len(),
+                bytes = self.retained.bytes(),
+                max_retained_messages = max_n,
+                max_retained_bytes = max_b,
+                "the restored retained store is over its limits: kept whole; new topics are not stored until it is under them"
+            );
+        }
         // Messages the live deliveries need, and how many deliveries each.
         let mut wanted: HashMap<u64, usize> = HashMap::new();
         let mut filling: HashMap<String, Filling> = HashMap::new();

@@ -75,10 +75,10 @@ impl Retained {
 impl Broker {
     /// Stores `msg` (a non-empty payload) as the retained message of its topic, and has it
     /// written to the durable store. Unless that would take the store past
-    /// `max_retained_messages` (a topic not yet retained) or `max_retained_bytes` (0: no
-    /// limit): then it is not stored, counted and logged, and the message it would have
-    /// replaced is deleted too, so that no later subscriber is sent a value its publisher has
-    /// superseded. The message is routed either way.
+    /// `max_retained_messages` (a topic not yet retained) or `max_retained_bytes` (a new topic
+    /// or a larger message; 0: no limit): then it is not stored, counted and logged, and the
+    /// message it would have replaced is deleted too, so that no later subscriber is sent a
+    /// value its publisher has superseded. The message is routed either way.
     pub(crate) fn store_retained(&mut self, msg: &Arc<Message>, out: &mut Vec<Action>) {
         let max_messages = self.config.max_retained_messages;
         let max_bytes = self.config.max_retained_bytes;
@@ -86,7 +86,11 @@ impl Broker {
         // Stored first (one walk of the trie in the usual case), taken out again if over.
         let old = self.retained.insert(&msg.topic, msg.clone());
         let too_many = full && old.is_none();
-        let too_big = max_bytes > 0 && self.retained.bytes() > max_bytes;
+        // A replacement that does not grow the store is always taken, even over the limit (a
+        // limit lowered since, or a store filled by someone else, must not wipe a topic that
+        // is being kept up to date).
+        let grows = old.as_ref().is_none_or(|o| msg.size() > o.size());
+        let too_big = grows && max_bytes > 0 && self.retained.bytes() > max_bytes;
         if !too_many && !too_big {
             if self.config.persistence {
                 out.push(Action::persist(tern_store::Record::Retained(

@@ -5,12 +5,13 @@
 //! client already has ([MQTT-3.8.4-3], and Retain Handling 0 in MQTT 5). Those deliveries
 //! bypass the queue limit (a new subscriber asked for all of them), so a client that sent the
 //! same small SUBSCRIBE again and again without reading had the broker queue the whole
-//! retained store once per packet. A SUBSCRIBE packet's retained messages are therefore sent
-//! all or none, decided once per packet:
+//! retained store once per packet. A SUBSCRIBE packet sends each retained message once
+//! (`handle_subscribe`), and all or none of them, decided once per packet:
 //! - a token bucket per session holds the larger of `max_queued_messages` and the number of
 //!   retained messages, refilled at that many a second. A packet is served while the bucket is
-//!   above minus its size, and costs what it was sent, at most the bucket's size. A client
-//!   can thus be sent the whole retained store twice at once (at connect, `#` and `$SYS/#`
+//!   above minus its size, and costs what it was sent (at most the retained store, so at most
+//!   the bucket's size). A client can thus be sent the whole retained store at least twice
+//!   at once (at connect, `#` and `$SYS/#`
 //!   or many filters in many packets), and a client repeating its SUBSCRIBEs about once a
 //!   second after that;
 //! - a packet with a QoS 1/2 filter is not served while the session's queue holds as many

@@ -285,3 +285,80 @@ fn retained_messages_are_capped_in_number_and_in_bytes() {
     got.sort();
     assert_eq!(got, ["r/3=x", "r/4=x"]);
 }
+
+/// One SUBSCRIBE packet with the given filters.
+fn subscribe_packet(filters: &[(&str, QoS)]) -> Packet {
+    Packet::Subscribe(tern_codec::Subscribe {
+        packet_id: 1,
+        filters: filters
+            .iter()
+            .map(|&(f, qos)| {
+                let options = tern_codec::SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                };
+                (f.into(), options)
+            })
+            .collect(),
+        properties: Default::default(),
+    })
+}
+
+#[test]
+fn a_subscribe_listing_a_filter_many_times_gets_each_retained_message_once() {
+    // One packet listing `r/#` 10,000 times (4 bytes each) must not cost 10,000 retained
+    // stores: each message goes once per packet.
+    let mut h = Harness::new(Config::default());
+    eight_retained(&mut h, QoS::AtMostOnce);
+    let s = h.connect(V5, "s", true, None);
+    h.packet(s, subscribe_packet(&[("r/#", QoS::AtMostOnce); 10_000]));
+    assert_eq!(h.publishes(s).len(), 8);
+
+    // Overlapping filters: each message once, at the highest QoS its filters grant.
+    let mut h = Harness::new(Config::default());
+    eight_retained(&mut h, QoS::AtLeastOnce);
+    let s = h.connect(V5, "s", true, None);
+    h.packet(
+        s,
+        subscribe_packet(&[("r/#", QoS::AtMostOnce), ("r/1", QoS::AtLeastOnce)]),
+    );
+    let got = h.publishes(s);
+    assert_eq!(got.len(), 8);
+    for p in &got {
+        let want = if p.topic.as_str() == "r/1" {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        assert_eq!((p.topic.as_str(), p.qos), (p.topic.as_str(), want));
+    }
+}
+
+#[test]
+fn a_retained_message_that_does_not_grow_the_store_replaces_its_topic_even_over_the_limit() {
+    // Over the byte limit (lowered since, or filled by someone else), a topic kept up to date
+    // with values of the same size or smaller is not wiped; a larger one is refused.
+    let mut h = Harness::new(Config {
+        max_retained_bytes: 10,
+        ..Config::default()
+    });
+    let p = h.connect(V3_1_1, "p", true, None);
+    h.publish(p, "r/1", "12345", QoS::AtMostOnce, true, None);
+    // `$SYS` messages are not held to the limit: 8 + 28 bytes, over 10.
+    let sys = [("$SYS/broker/x".to_string(), "0123456789abcdef".to_string())];
+    let now = h.now;
+    h.broker.publish_sys(sys, now, &mut h.out);
+    assert_eq!(h.broker.retained_count(), 2);
+    h.publish(p, "r/1", "54321", QoS::AtMostOnce, true, None);
+    h.publish(p, "r/1", "5432", QoS::AtMostOnce, true, None);
+    assert_eq!(h.broker.stats().limit_retained_bytes, 0);
+    let s = h.connect(V3_1_1, "s", true, None);
+    h.subscribe(s, "r/#", QoS::AtMostOnce);
+    let got = h.publishes(s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].payload[..], b"5432");
+    // Larger: not stored, and the superseded "5432" is not kept either.
+    h.publish(p, "r/1", "543210", QoS::AtMostOnce, true, None);
+    assert_eq!(h.broker.stats().limit_retained_bytes, 1);
+    assert_eq!(h.broker.retained_count(), 1, "only the $SYS message");
+}

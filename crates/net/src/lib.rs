@@ -38,4 +38,4 @@ pub use split::{ReadHalf, WriteHalf};
 pub use stream::{Accepted, Stream};
 pub use tcp::TcpListener;
 pub use tls::{ReloadableTls, TlsError, TlsSettings};
-pub use ws::{WsSettings, WsStream};
+pub use ws::{WsMessageTimeout, WsSettings, WsStream};

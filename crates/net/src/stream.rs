@@ -56,6 +56,16 @@ impl Stream {
         }
     }
 
+    /// For WebSocket streams, the count of milliseconds the connection held reading back
+    /// ([`WsStream::hold_clock`]).
+    pub fn ws_hold_clock(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        match self {
+            Stream::Ws(s) => Some(s.hold_clock()),
+            Stream::WsTls(s) => Some(s.hold_clock()),
+            _ => None,
+        }
+    }
+
     /// The WebSocket subprotocol agreed on, for WebSocket streams.
     pub fn ws_subprotocol(&self) -> Option<&str> {
         match self {

@@ -19,6 +19,8 @@ use futures_util::{Sink, Stream as _};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -58,6 +60,24 @@ impl Default for WsSettings {
         }
     }
 }
+
+/// The read error of a WebSocket client that started a message and did not finish it within
+/// [`WsSettings::message_timeout`] (kind `TimedOut`; told apart from the socket's own
+/// time-outs by `io::Error::get_ref`).
+#[derive(Debug)]
+pub struct WsMessageTimeout(pub Duration);
+
+impl std::fmt::Display for WsMessageTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a WebSocket message not finished within {} s",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for WsMessageTimeout {}
 
 /// The socket under the WebSocket layer, counting the bytes read from it: more than when the
 /// last message was finished means one is under way.
@@ -176,6 +196,8 @@ where
         path,
         message_timeout: settings.message_timeout,
         deadline: None,
+        held_ms: Arc::default(),
+        held_at_arm: 0,
     })
 }
 
@@ -192,6 +214,11 @@ pub struct WsStream<S> {
     message_timeout: Option<Duration>,
     /// Set while a message is under way (with a timeout): when it must be finished.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Milliseconds the connection has held reading back in all ([`WsStream::hold_clock`]):
+    /// the timeout does not run meanwhile, as an MQTT packet's does not.
+    held_ms: Arc<AtomicU64>,
+    /// `held_ms` when `deadline` was last set.
+    held_at_arm: u64,
 }
 
 impl<S> std::fmt::Debug for WsStream<S> {
@@ -212,6 +239,13 @@ impl<S> WsStream<S> {
     /// The request path of the upgrade.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The count of milliseconds during which the connection held reading back (its client's
+    /// answers piling up, say): the owner adds to it, and a message under way gets that much
+    /// more time.
+    pub fn hold_clock(&self) -> Arc<AtomicU64> {
+        self.held_ms.clone()
     }
 }
 
@@ -237,20 +271,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         let Some(timeout) = self.message_timeout else {
             return Ok(());
         };
-        if self.inner.get_ref().read == self.finished_at {
+        if self.inner.get_ref().read <= self.finished_at {
+            self.deadline = None;
             return Ok(());
         }
-        let deadline = self
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let held = self.held_ms.load(Ordering::Relaxed);
+        let deadline = self.deadline.get_or_insert_with(|| {
+            self.held_at_arm = held;
+            Box::pin(tokio::time::sleep(timeout))
+        });
+        if deadline.as_mut().poll(cx).is_ready() && held > self.held_at_arm {
+            // Reading was held back meanwhile: the clock did not run for that long.
+            let at = deadline.deadline() + Duration::from_millis(held - self.held_at_arm);
+            self.held_at_arm = held;
+            deadline.as_mut().reset(at);
+        }
         if deadline.as_mut().poll(cx).is_ready() {
             self.eof = true;
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "a WebSocket message not finished within {} s",
-                    timeout.as_secs()
-                ),
+                WsMessageTimeout(timeout),
             ));
         }
         Ok(())
@@ -302,11 +342,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                     return Poll::Pending;
                 }
             };
-            if let Some(Ok(_)) = next {
-                // A message (or control frame) is finished: none is under way now, but for
-                // what the socket read of the next one with it.
-                this.finished_at = this.inner.get_ref().read;
-                this.deadline = None;
+            let read = this.inner.get_ref().read;
+            match &next {
+                Some(Ok(Message::Ping(p) | Message::Pong(p))) => {
+                    // A control frame may come in the middle of a fragmented message: it
+                    // finishes only itself (a client's frame: 2 bytes of header, 4 of mask and
+                    // at most 125 of payload), and a message under way stays under way.
+                    this.finished_at = (this.finished_at + 6 + p.len() as u64).min(read);
+                }
+                Some(Ok(_)) => {
+                    // A message is finished: none is under way now, but for what the socket
+                    // read of the next one with it.
+                    this.finished_at = read;
+                    this.deadline = None;
+                }
+                _ => {}
             }
             match next {
                 Some(Ok(Message::Binary(data))) => this.read = data,

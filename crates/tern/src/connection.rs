@@ -81,6 +81,7 @@ pub(crate) async fn run(
     if !send(&events, open).await {
         return; // shutting down
     }
+    let ws_hold = accepted.stream.ws_hold_clock();
     let (rd, wr) = unbox(accepted).stream.into_split();
     let mut wr = match wr {
         WriteHalf::Tcp(w) => {
@@ -103,6 +104,7 @@ pub(crate) async fn run(
         done: false,
         batch_hint: 0,
         alloc: 0,
+        ws_hold,
     };
     serve(&mut reader, &mut wr, &outbox, &events, &settings).await;
     // The driver may have written to the socket itself: take it back before closing.
@@ -303,7 +305,10 @@ async fn serve(
         }
         match woken.read {
             None => {}
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Some(Err(e))
+                if e.get_ref()
+                    .is_some_and(|i| i.is::<tern_net::WsMessageTimeout>()) =>
+            {
                 // A WebSocket message started and not finished in time: the transport's own
                 // packet timeout (it hands on only whole messages).
                 settings
@@ -517,6 +522,9 @@ struct Reader {
     /// not what is there; the core must know what a decoded packet keeps (see
     /// `tern_core::ReadRef`), so [`append`] makes every allocation itself and notes its size.
     alloc: usize,
+    /// For WebSocket: where to tell the transport how long reading was held back (its timeout
+    /// for a message under way is paused meanwhile, as `partial_deadline` is).
+    ws_hold: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Appends the bytes of a read to a reader's buffer: into the room left in it, or else into a
@@ -545,6 +553,9 @@ impl Reader {
     fn postpone(&mut self, by: Duration) {
         self.deadline = self.deadline.map(|d| d + by);
         self.partial_deadline = self.partial_deadline.map(|d| d + by);
+        if let Some(clock) = &self.ws_hold {
+            clock.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+        }
     }
 
     /// Decodes what `buf` holds and hands the packets to the driver: at once when it has room
@@ -910,6 +921,7 @@ pub(crate) mod tests {
             done: false,
             batch_hint: 0,
             alloc: 0,
+            ws_hold: None,
         };
         // The driver's channel is full.
         let (tx, mut rx) = mpsc::channel(1);

@@ -37,10 +37,10 @@ pub(crate) struct Pending {
 }
 
 /// Least an outbox may hold before a QoS 0 PUBLISH the core asked to be sent, not dropped (a
-/// retained message at subscribe time), is dropped after all; the cap is the larger of this
-/// and 16 times `max_outbox_bytes`. Far more than a client's burst of retained messages at
-/// connect; a client that asks for them again and again without reading meets it instead of
-/// growing the broker's memory by a copy of the retained store each time.
+/// retained message at subscribe time), is dropped after all; the cap is the largest of this,
+/// 16 times `max_outbox_bytes` and what the caller says (twice the retained store: all of it
+/// for a subscriber to `#`, encoded). A client that asks for them again and again without
+/// reading meets it instead of growing the broker's memory by a copy of the store each time.
 const KEPT_QOS0_MIN: usize = 16 << 20;
 
 /// The outbox's locked state.
@@ -102,13 +102,16 @@ impl Outbox {
     }
 
     /// [`push`](Self::push) of a QoS 0 PUBLISH that is to be sent, not dropped like a forwarded
-    /// one when the outbox is full, unless the outbox already holds [`KEPT_QOS0_MIN`] (or 16
-    /// times `max_outbox_bytes`): then it is dropped and counted, and `None` returned.
-    pub(crate) fn push_kept_qos0(&self, packet: &Packet) -> Option<bool> {
-        self.push_within(
-            packet,
-            self.limit_bytes.saturating_mul(16).max(KEPT_QOS0_MIN),
-        )
+    /// one when the outbox is full, unless the outbox already holds [`KEPT_QOS0_MIN`], 16 times
+    /// `max_outbox_bytes` or `at_least`, whichever is largest: then it is dropped and counted,
+    /// and `None` returned.
+    pub(crate) fn push_kept_qos0(&self, packet: &Packet, at_least: usize) -> Option<bool> {
+        let cap = self
+            .limit_bytes
+            .saturating_mul(16)
+            .max(KEPT_QOS0_MIN)
+            .max(at_least);
+        self.push_within(packet, cap)
     }
 
     fn push_within(&self, packet: &Packet, cap: usize) -> Option<bool> {
@@ -412,9 +415,9 @@ mod tests {
             retain: true,
             ..Default::default()
         });
-        assert_eq!(o.push_kept_qos0(&publish), Some(true));
+        assert_eq!(o.push_kept_qos0(&publish, 0), Some(true));
         let mut kept = 1;
-        while o.push_kept_qos0(&publish).is_some() {
+        while o.push_kept_qos0(&publish, 0).is_some() {
             kept += 1;
         }
         // 16 MiB (16 times 1 KiB is less) in PUBLISHes of 65,545 bytes: 255 leave it under,
@@ -429,6 +432,15 @@ mod tests {
         // A packet that must be sent still goes.
         assert!(!o.push(&Packet::PingResp), "not the first");
         assert_eq!(o.pending_packets(), 257);
+
+        // With a retained store of 10 MiB the cap is twice that (the driver says so): a
+        // subscriber to `#` gets all of it at once.
+        let o = outbox(10, 1024);
+        let mut kept = 0;
+        while o.push_kept_qos0(&publish, 20 << 20).is_some() {
+            kept += 1;
+        }
+        assert_eq!(kept, 320, "20 MiB in PUBLISHes of 65,545 bytes");
     }
 
     /// Encoding straight into the outbox keeps `push_droppable`'s limits: past

@@ -326,4 +326,58 @@ async fn ws_message_left_unfinished_times_out() {
         .expect("the unfinished message times out");
     let e = read.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(
+        e.get_ref()
+            .is_some_and(|i| i.is::<tern_net::WsMessageTimeout>())
+    );
+
+    // The first fragment of a message (FIN clear, 4 masked bytes), then a Ping every 100 ms:
+    // a control frame between fragments finishes only itself, and the message still times out.
+    let (mut client, _, mut accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    let fragment = [0x02, 0x80 | 4, 1, 2, 3, 4, 0, 0, 0, 0];
+    client.get_mut().write_all(&fragment).await.unwrap();
+    let pinger = tokio::spawn(async move {
+        for _ in 0..100 {
+            let ping = [0x89, 0x80, 9, 9, 9, 9];
+            if client.get_mut().write_all(&ping).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let read = tokio::time::timeout(Duration::from_secs(10), accepted.stream.read(&mut got))
+        .await
+        .expect("the unfinished message times out in spite of the Pings");
+    let e = read.unwrap_err();
+    assert!(
+        e.get_ref()
+            .is_some_and(|i| i.is::<tern_net::WsMessageTimeout>()),
+        "{e}"
+    );
+    pinger.abort();
+}
+
+/// While the connection holds reading back (its client's answers pile up), a message under way
+/// does not lose time: the connection tells the transport how long it held (`ws_hold_clock`),
+/// as the packet timeout of plain TCP is paused meanwhile.
+#[tokio::test]
+async fn ws_message_timeout_does_not_run_while_reading_is_held() {
+    let mut s = settings(Transport::Ws);
+    s.ws_message_timeout = Some(Duration::from_secs(2));
+    let mut server = Server::start(s);
+    let (mut client, _, mut accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
+    let clock = accepted.stream.ws_hold_clock().expect("a WebSocket stream");
+    let mut frame = vec![0x82, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
+    frame.extend(std::iter::repeat_n(0u8, 100));
+    client.get_mut().write_all(&frame).await.unwrap();
+    let mut got = [0u8; 2];
+    // A read that sees the start of the message: its 2 s start.
+    let first =
+        tokio::time::timeout(Duration::from_millis(300), accepted.stream.read(&mut got)).await;
+    assert!(first.is_err(), "{first:?}");
+    // The connection held reading back for 10 s (as it reports on resuming): the message now
+    // has until about 12 s after it started, so 3 s more of reading do not end it.
+    clock.fetch_add(10_000, std::sync::atomic::Ordering::Relaxed);
+    let later = tokio::time::timeout(Duration::from_secs(3), accepted.stream.read(&mut got)).await;
+    assert!(later.is_err(), "timed out in spite of the hold: {later:?}");
 }
