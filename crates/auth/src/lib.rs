@@ -44,6 +44,7 @@ pub mod password_file;
 pub mod scram;
 pub mod scram_credential;
 pub mod throttle;
+mod verified;
 
 pub use access::{AuthConfig, AuthError, AuthStats, FileAccess};
 pub use acl::{AclError, AclFile};

@@ -415,3 +415,56 @@ fn bad_files_at_start_are_errors() {
     assert!(msg.starts_with("ACL file: "), "{msg}");
     assert!(msg.contains(&format!("{}: line 1", acl.display())), "{msg}");
 }
+
+#[test]
+fn a_password_accepted_before_costs_no_second_hash_check_until_a_reload() {
+    // A client with good credentials reconnecting in a loop must not cost an Argon2 check (on
+    // the broker's core) each time: the same password again is checked with one HMAC.
+    let f = fixture(vec![]);
+    let a = &f.access;
+    let alice = who(Some("alice"), "a1");
+    assert_eq!(
+        a.authenticate(&alice, Some(b"alice-pw")),
+        AuthDecision::Allow
+    );
+    assert_eq!(
+        a.stats().logins_remembered,
+        0,
+        "the first is checked in full"
+    );
+    assert_eq!(
+        a.authenticate(&alice, Some(b"alice-pw")),
+        AuthDecision::Allow
+    );
+    assert_eq!(a.stats().logins_remembered, 1);
+    // A wrong password is not taken for the remembered one. (Failures from other addresses,
+    // so that the back-off does not refuse the logins after them.)
+    let from = |mut info: ClientInfo, last: u8| {
+        info.peer = Some(SocketAddr::from(([198, 51, 100, last], 4000)));
+        info
+    };
+    assert_eq!(
+        a.authenticate(&from(alice.clone(), 8), Some(b"alice-pw2")),
+        AuthDecision::BadCredentials
+    );
+    // Another user with the same password is checked in full (and refused).
+    let bob = from(who(Some("bob"), "b1"), 9);
+    assert_eq!(
+        a.authenticate(&bob, Some(b"alice-pw")),
+        AuthDecision::BadCredentials
+    );
+    // A reload forgets: a password changed in the file is not accepted from memory.
+    let mut pw = PasswordFile::load(&f.passwd).unwrap();
+    pw.set_password("alice", b"changed", false).unwrap();
+    pw.save(&f.passwd).unwrap();
+    a.reload().unwrap();
+    assert_eq!(
+        a.authenticate(&from(alice.clone(), 10), Some(b"alice-pw")),
+        AuthDecision::BadCredentials
+    );
+    assert_eq!(
+        a.authenticate(&alice, Some(b"changed")),
+        AuthDecision::Allow
+    );
+    assert_eq!(a.stats().logins_remembered, 1);
+}

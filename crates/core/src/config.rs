@@ -67,6 +67,12 @@ pub struct Config {
     /// a retained PUBLISH that would pass it is routed but not stored, and the message it
     /// would have replaced is deleted.
     pub max_retained_bytes: usize,
+    /// Longest client id accepted, in bytes (0: no limit beyond the protocol's 65,535); longer
+    /// ones get CONNACK 0x85 (v5) / 0x02 (3.x).
+    pub max_client_id_len: usize,
+    /// Most sessions (0: no limit); a CONNECT that would create one more that outlives its
+    /// connection gets CONNACK 0x97 (v5) / 0x03 (3.x).
+    pub max_sessions: usize,
     /// Seconds an MQTT 5 enhanced authentication exchange may take from its CONNECT; a client
     /// that has not finished it by then gets CONNACK 0x87 (checked once a second; 0: no
     /// limit).
@@ -111,6 +117,8 @@ impl Default for Config {
             queue_memory: 64 * 1024 * 1024,
             max_retained_messages: 1_000_000,
             max_retained_bytes: 1024 * 1024 * 1024,
+            max_client_id_len: 1024,
+            max_sessions: 1_000_000,
             auth_timeout_secs: 10,
         }
     }

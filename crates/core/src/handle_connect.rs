@@ -41,6 +41,18 @@ impl Broker {
             if version == ProtocolVersion::V3_1 && connect.client_id.len() > V3_1_MAX_CLIENT_ID {
                 return self.refuse(conn, version, reason::v3::IDENTIFIER_REJECTED, out);
             }
+            // [MQTT-3.1.3-5] allows any server 23 bytes; longer ones up to a limit of ours (a
+            // session keeps its id, and the durable store writes it in every record).
+            let max = self.config.max_client_id_len;
+            if max > 0 && connect.client_id.len() > max {
+                self.stats.limit_client_id_len += 1;
+                tracing::info!(
+                    len = connect.client_id.len(),
+                    max,
+                    "connection refused: client id longer than limits.max_client_id_len"
+                );
+                return self.refuse(conn, version, reason::v3::IDENTIFIER_REJECTED, out);
+            }
             // Detached: the session keeps it as its key for as long as it lives, and the
             // CONNECT it is a slice of may carry up to `max_packet_size` of properties.
             connect.client_id.detached()
@@ -144,9 +156,41 @@ impl Broker {
         };
 
         let existing = self.client_ids.get(&client_id).copied();
+        // A new session that outlives its connection counts against `max_sessions` (sessions
+        // that end with their connection are bounded by the connections).
+        let max = self.config.max_sessions;
+        if existing.is_none() && expiry_interval > 0 && max > 0 && self.sessions.len() >= max {
+            self.stats.limit_sessions += 1;
+            tracing::warn!(
+                client_id = %client_id,
+                sessions = self.sessions.len(),
+                "connection refused: limits.max_sessions reached (a new persistent session)"
+            );
+            return self.refuse(conn, version, reason::QUOTA_EXCEEDED, out);
+        }
+        // A session belongs to the user who made it: another user who connects with its client
+        // id does not get its queued messages and subscriptions (which that user's read ACL may
+        // not allow), but a new session, as with clean start. (Sessions restored after a restart
+        // do not know their user, and are resumed by whoever comes with their client id.)
+        let other_user = existing.is_some_and(|sid| {
+            let new_user = self
+                .pending_info
+                .get(&conn)
+                .and_then(|i| i.username.as_deref());
+            self.sessions
+                .get(&sid)
+                .and_then(|s| s.info.username.as_deref())
+                .is_some_and(|owner| Some(owner) != new_user)
+        });
+        if other_user {
+            tracing::info!(
+                client_id = %client_id,
+                "a session resumed by another user: discarded, the client gets a new one"
+            );
+        }
         let (sid, session_present) = match existing {
             // [MQTT-3.1.2-4] / [MQTT-3.1.2-5] Clean start discards any existing session.
-            Some(sid) if connect.clean_start => {
+            Some(sid) if connect.clean_start || other_user => {
                 self.discard_session_for_clean_start(sid, now, out);
                 (self.create_session(client_id.clone(), version), false)
             }
@@ -290,7 +334,9 @@ impl Broker {
                 c if c < 0x80 => c,
                 reason::BAD_USER_NAME_OR_PASSWORD => reason::v3::BAD_USER_NAME_OR_PASSWORD,
                 reason::NOT_AUTHORIZED => reason::v3::NOT_AUTHORIZED,
-                reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY => reason::v3::SERVER_UNAVAILABLE,
+                reason::SERVER_UNAVAILABLE | reason::SERVER_BUSY | reason::QUOTA_EXCEEDED => {
+                    reason::v3::SERVER_UNAVAILABLE
+                }
                 // 3.x has no code for the rest; "not authorized" is the closest refusal.
                 _ => reason::v3::NOT_AUTHORIZED,
             }

@@ -33,6 +33,10 @@ pub struct Stats {
     pub limit_topic_levels: u64,
     /// Messages dropped by `max_queued_bytes`.
     pub dropped_queue_bytes: u64,
+    /// CONNECTs refused for `max_client_id_len`.
+    pub limit_client_id_len: u64,
+    /// CONNECTs refused for `max_sessions`.
+    pub limit_sessions: u64,
     /// Retained messages not stored for `max_retained_messages` / `max_retained_bytes`.
     pub limit_retained_messages: u64,
     pub limit_retained_bytes: u64,

@@ -135,3 +135,49 @@ fn wildcard_subscription_does_not_leak_denied_topics_live_or_retained() {
     h.lose(dev);
     assert_eq!(h.publishes(s).len(), 1);
 }
+
+#[test]
+fn another_user_does_not_resume_a_session_or_get_its_messages() {
+    // A session belongs to the user who made it. Another user who connects with its client id
+    // and clean start 0 gets a new session ([MQTT-3.2.2-3] session present 0), not the queued
+    // messages of the first (which its read ACL might not allow).
+    let mut h = Harness::new(Config::default());
+    let as_user = |user: &str| {
+        let mut c = connect(V3_1_1, "sensor-1", false);
+        c.username = Some(user.into());
+        c
+    };
+    let (s, ack) = h.connect_with(as_user("alice"));
+    assert!(!ack.session_present);
+    h.subscribe(s, "alice/inbox", QoS::AtLeastOnce);
+    h.lose(s);
+    let p = h.connect(V3_1_1, "p", true, None);
+    h.publish(
+        p,
+        "alice/inbox",
+        "for alice",
+        QoS::AtLeastOnce,
+        false,
+        Some(1),
+    );
+    // The same user resumes it.
+    let (s, ack) = h.connect_with(as_user("alice"));
+    assert!(ack.session_present);
+    let got = h.publishes(s);
+    assert_eq!(got.len(), 1);
+    h.ack(s, &got[0]);
+    h.lose(s);
+    h.publish(p, "alice/inbox", "again", QoS::AtLeastOnce, false, Some(2));
+    // Another user does not.
+    let (m, ack) = h.connect_with(as_user("mallory"));
+    assert!(!ack.session_present, "mallory resumed alice's session");
+    assert!(
+        h.publishes(m).is_empty(),
+        "mallory got alice's queued message"
+    );
+    h.publish(p, "alice/inbox", "live", QoS::AtLeastOnce, false, Some(3));
+    assert!(
+        h.publishes(m).is_empty(),
+        "mallory got alice's subscriptions"
+    );
+}

@@ -362,3 +362,46 @@ fn a_retained_message_that_does_not_grow_the_store_replaces_its_topic_even_over_
     assert_eq!(h.broker.stats().limit_retained_bytes, 1);
     assert_eq!(h.broker.retained_count(), 1, "only the $SYS message");
 }
+
+#[test]
+fn client_ids_longer_than_the_limit_are_refused() {
+    // [MQTT-3.1.3-5] 1 to 23 bytes must be accepted; a server may accept more, up to a limit.
+    let mut h = Harness::new(Config {
+        max_client_id_len: 24,
+        ..Config::default()
+    });
+    let (_, ack) = h.connect_with(connect(V5, &"x".repeat(24), true));
+    assert_eq!(ack.code, 0);
+    let (c, ack) = h.connect_with(connect(V5, &"x".repeat(25), true));
+    assert_eq!(ack.code, reason::CLIENT_IDENTIFIER_NOT_VALID);
+    assert!(h.closed(c));
+    let (_, ack) = h.connect_with(connect(V3_1_1, &"y".repeat(25), true));
+    assert_eq!(ack.code, reason::v3::IDENTIFIER_REJECTED);
+    assert_eq!(h.broker.stats().limit_client_id_len, 2);
+}
+
+#[test]
+fn new_persistent_sessions_past_the_limit_are_refused() {
+    let mut h = Harness::new(Config {
+        max_sessions: 2,
+        ..Config::default()
+    });
+    for id in ["a", "b"] {
+        let c = h.connect(V3_1_1, id, false, None);
+        h.lose(c);
+    }
+    // A third session that would outlive its connection: 0x97 (v5), 0x03 (3.x).
+    let mut c = connect(V5, "c", false);
+    c.properties.session_expiry_interval = Some(3600);
+    let (conn, ack) = h.connect_with(c);
+    assert_eq!(ack.code, reason::QUOTA_EXCEEDED);
+    assert!(h.closed(conn));
+    let (_, ack) = h.connect_with(connect(V3_1_1, "d", false));
+    assert_eq!(ack.code, reason::v3::SERVER_UNAVAILABLE);
+    assert_eq!(h.broker.stats().limit_sessions, 2);
+    // Resuming one, and a session that ends with its connection, are not refused.
+    let (_, ack) = h.connect_with(connect(V3_1_1, "a", false));
+    assert_eq!((ack.code, ack.session_present), (0, true));
+    let (_, ack) = h.connect_with(connect(V3_1_1, "e", true));
+    assert_eq!(ack.code, 0);
+}

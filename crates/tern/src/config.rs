@@ -196,6 +196,10 @@ pub struct Limits {
     pub max_retained_messages: usize,
     /// Most bytes of retained messages stored; 0 = no limit.
     pub max_retained_bytes: usize,
+    /// Longest client id accepted, in bytes; 0 = no limit (CONNACK 0x85 / 0x02 beyond).
+    pub max_client_id_len: usize,
+    /// Most sessions; 0 = no limit (a new persistent session beyond: CONNACK 0x97 / 0x03).
+    pub max_sessions: usize,
     /// Most memory, in bytes, the queues of all sessions hold together; beyond, queued
     /// messages are paged out to `<data_dir>/spool` (offline sessions first).
     pub queue_memory: usize,
@@ -284,6 +288,8 @@ impl Default for Limits {
             max_message_rate: core.max_message_rate,
             max_retained_messages: core.max_retained_messages,
             max_retained_bytes: core.max_retained_bytes,
+            max_client_id_len: core.max_client_id_len,
+            max_sessions: core.max_sessions,
             queue_memory: core.queue_memory,
             max_connection_rate_per_ip: 50,
             max_handshakes: 1024,
@@ -542,6 +548,8 @@ impl Config {
             max_message_rate: self.limits.max_message_rate,
             max_retained_messages: self.limits.max_retained_messages,
             max_retained_bytes: self.limits.max_retained_bytes,
+            max_client_id_len: self.limits.max_client_id_len,
+            max_sessions: self.limits.max_sessions,
             queue_memory: self.limits.queue_memory,
             // The CONNECT's own deadline, once more for the exchange that follows it.
             auth_timeout_secs: u32::try_from(self.limits.connect_timeout_secs).unwrap_or(u32::MAX),

@@ -182,6 +182,8 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             ("retained_on_subscribe", c.stats.dropped_retained),
             ("max_retained_messages", c.stats.limit_retained_messages),
             ("max_retained_bytes", c.stats.limit_retained_bytes),
+            ("max_client_id_len", c.stats.limit_client_id_len),
+            ("max_sessions", c.stats.limit_sessions),
             ("max_subscriptions_per_client", c.stats.limit_subscriptions),
             ("max_topic_levels", c.stats.limit_topic_levels),
             ("max_message_rate", c.stats.limit_message_rate),

@@ -1,0 +1,61 @@
+//! Logins verified before. A password hash worth its name costs the broker 15–30 ms
+//! (Argon2id), on the task that runs the broker's core: a client with good credentials that
+//! connects in a loop (nothing throttles success) would stall every other client's messages.
+//! So each user's last accepted password is remembered, as an HMAC-SHA-256 under a key made
+//! for this load of the password file, and a login with the same password again costs one
+//! HMAC. A reload of the file starts over with a new key and nothing remembered; a wrong
+//! password is always checked against the file's hash.
+
+use crate::hash::random_bytes;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use subtle::ConstantTimeEq;
+
+/// Users remembered at most; past it the memory starts over (the next login of each user
+/// costs a full check again).
+const MAX_USERS: usize = 100_000;
+
+#[derive(Debug)]
+pub(crate) struct Verified {
+    key: [u8; 32],
+    users: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl Default for Verified {
+    fn default() -> Self {
+        Self {
+            key: random_bytes(),
+            users: Mutex::default(),
+        }
+    }
+}
+
+impl Verified {
+    /// What is remembered of `password`.
+    pub(crate) fn tag(&self, password: &[u8]) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        m.update(password);
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(&m.finalize().into_bytes());
+        tag
+    }
+
+    /// Whether `user` was accepted with the password of `tag` since the file was loaded.
+    pub(crate) fn knows(&self, user: &str, tag: &[u8; 32]) -> bool {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users
+            .get(user)
+            .is_some_and(|known| bool::from(known.ct_eq(tag)))
+    }
+
+    /// `user` was accepted with the password of `tag`.
+    pub(crate) fn remember(&self, user: &str, tag: [u8; 32]) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if users.len() >= MAX_USERS && !users.contains_key(user) {
+            users.clear();
+        }
+        users.insert(user.to_string(), tag);
+    }
+}
