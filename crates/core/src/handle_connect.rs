@@ -126,23 +126,6 @@ impl Broker {
         let version = connect.protocol;
         let v5 = version.is_v5();
 
-        // Session takeover [MQTT-3.1.4-3]: the existing connection of this client id is closed.
-        // The old connection ended without DISCONNECT, so its will applies: detaching it schedules
-        // the will (or sends it, without will delay) and ends the session if its expiry is 0. A
-        // delayed will is then cancelled below when the session is resumed, or sent when clean
-        // start ends the session (MQTT 5.0 section 3.1.3.2.2).
-        let old_conn = self
-            .client_ids
-            .get(&client_id)
-            .and_then(|sid| self.sessions.get(sid))
-            .and_then(|s| s.conn);
-        if let Some(old) = old_conn {
-            self.stats.takeovers += 1;
-            self.send_disconnect(old, reason::SESSION_TAKEN_OVER, out);
-            out.push(Action::Close(old, CloseReason::TakenOver));
-            self.detach(old, true, now, out);
-        }
-
         let expiry_interval = if v5 {
             connect
                 .properties
@@ -155,11 +138,40 @@ impl Broker {
             self.config.v3_session_expiry
         };
 
-        let existing = self.client_ids.get(&client_id).copied();
+        // Checked before the takeover below, so that a refused CONNECT leaves the connection
+        // and the session of its client id alone.
+        let found = self
+            .client_ids
+            .get(&client_id)
+            .and_then(|sid| self.sessions.get(sid));
+        // A session belongs to the user who made it: another user who comes with its client id
+        // is refused, and neither takes the connection over nor gets the queued messages and
+        // subscriptions (which its read ACL may not allow). Sessions restored after a restart do
+        // not know their user (nor do anonymous ones), and go to whoever comes with their id.
+        let new_user = self
+            .pending_info
+            .get(&conn)
+            .and_then(|i| i.username.as_deref());
+        if let Some(owner) = found.and_then(|s| s.info.username.as_deref())
+            && Some(owner) != new_user
+        {
+            self.stats.limit_session_owner += 1;
+            tracing::info!(
+                client_id = %client_id,
+                owner,
+                username = ?new_user,
+                "connection refused: the client id's session belongs to another user"
+            );
+            return self.refuse(conn, version, reason::v3::IDENTIFIER_REJECTED, out);
+        }
         // A new session that outlives its connection counts against `max_sessions` (sessions
-        // that end with their connection are bounded by the connections).
+        // that end with their connection are bounded by the connections). The one of this
+        // client id lives on only if it outlives its connection too (the takeover ends it
+        // otherwise).
+        let stays = found.is_some_and(|s| s.expiry_interval > 0);
         let max = self.config.max_sessions;
-        if existing.is_none() && expiry_interval > 0 && max > 0 && self.sessions.len() >= max {
+        let others = self.sessions.len() - usize::from(found.is_some());
+        if !stays && expiry_interval > 0 && max > 0 && others >= max {
             self.stats.limit_sessions += 1;
             tracing::warn!(
                 client_id = %client_id,
@@ -168,29 +180,24 @@ impl Broker {
             );
             return self.refuse(conn, version, reason::QUOTA_EXCEEDED, out);
         }
-        // A session belongs to the user who made it: another user who connects with its client
-        // id does not get its queued messages and subscriptions (which that user's read ACL may
-        // not allow), but a new session, as with clean start. (Sessions restored after a restart
-        // do not know their user, and are resumed by whoever comes with their client id.)
-        let other_user = existing.is_some_and(|sid| {
-            let new_user = self
-                .pending_info
-                .get(&conn)
-                .and_then(|i| i.username.as_deref());
-            self.sessions
-                .get(&sid)
-                .and_then(|s| s.info.username.as_deref())
-                .is_some_and(|owner| Some(owner) != new_user)
-        });
-        if other_user {
-            tracing::info!(
-                client_id = %client_id,
-                "a session resumed by another user: discarded, the client gets a new one"
-            );
+
+        // Session takeover [MQTT-3.1.4-3]: the existing connection of this client id is closed.
+        // The old connection ended without DISCONNECT, so its will applies: detaching it schedules
+        // the will (or sends it, without will delay) and ends the session if its expiry is 0. A
+        // delayed will is then cancelled below when the session is resumed, or sent when clean
+        // start ends the session (MQTT 5.0 section 3.1.3.2.2).
+        let old_conn = found.and_then(|s| s.conn);
+        if let Some(old) = old_conn {
+            self.stats.takeovers += 1;
+            self.send_disconnect(old, reason::SESSION_TAKEN_OVER, out);
+            out.push(Action::Close(old, CloseReason::TakenOver));
+            self.detach(old, true, now, out);
         }
+
+        let existing = self.client_ids.get(&client_id).copied();
         let (sid, session_present) = match existing {
             // [MQTT-3.1.2-4] / [MQTT-3.1.2-5] Clean start discards any existing session.
-            Some(sid) if connect.clean_start || other_user => {
+            Some(sid) if connect.clean_start => {
                 self.discard_session_for_clean_start(sid, now, out);
                 (self.create_session(client_id.clone(), version), false)
             }

@@ -37,6 +37,8 @@ pub struct Stats {
     pub limit_client_id_len: u64,
     /// CONNECTs refused for `max_sessions`.
     pub limit_sessions: u64,
+    /// CONNECTs refused because their client id's session belongs to another user.
+    pub limit_session_owner: u64,
     /// Retained messages not stored for `max_retained_messages` / `max_retained_bytes`.
     pub limit_retained_messages: u64,
     pub limit_retained_bytes: u64,

@@ -402,6 +402,13 @@ fn new_persistent_sessions_past_the_limit_are_refused() {
     // Resuming one, and a session that ends with its connection, are not refused.
     let (_, ack) = h.connect_with(connect(V3_1_1, "a", false));
     assert_eq!((ack.code, ack.session_present), (0, true));
-    let (_, ack) = h.connect_with(connect(V3_1_1, "e", true));
+    let (e, ack) = h.connect_with(connect(V3_1_1, "e", true));
     assert_eq!(ack.code, 0);
+    // `e` again, now asking for a session that outlives the connection: refused before the
+    // takeover, so the connection it would have taken over stays.
+    let (again, ack) = h.connect_with(connect(V3_1_1, "e", false));
+    assert_eq!(ack.code, reason::v3::SERVER_UNAVAILABLE);
+    assert!(h.closed(again));
+    assert!(!h.closed(e), "the refused CONNECT took the connection over");
+    assert_eq!(h.broker.stats().takeovers, 0);
 }

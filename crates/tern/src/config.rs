@@ -436,6 +436,13 @@ impl Config {
                 "MQTT packets cannot exceed 268435460 bytes",
             );
         }
+        if (1..23).contains(&l.max_client_id_len) {
+            // [MQTT-3.1.3-5] A server must accept client ids of 1 to 23 bytes.
+            return invalid(
+                "limits.max_client_id_len",
+                "must be 0 (no limit) or at least 23: MQTT requires client ids of up to 23 bytes to be accepted",
+            );
+        }
         if l.max_inflight == 0 {
             return invalid("limits.max_inflight", "must be at least 1");
         }
@@ -599,6 +606,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.receive_maximum"), "{err}");
+    }
+
+    #[test]
+    fn a_client_id_limit_under_23_bytes_is_refused() {
+        let err = Config::from_toml("[limits]\nmax_client_id_len = 22\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max_client_id_len"), "{err}");
+        Config::from_toml("[limits]\nmax_client_id_len = 23\n").unwrap();
+        Config::from_toml("[limits]\nmax_client_id_len = 0\n").unwrap();
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
             ("max_retained_bytes", c.stats.limit_retained_bytes),
             ("max_client_id_len", c.stats.limit_client_id_len),
             ("max_sessions", c.stats.limit_sessions),
+            ("session_owner", c.stats.limit_session_owner),
             ("max_subscriptions_per_client", c.stats.limit_subscriptions),
             ("max_topic_levels", c.stats.limit_topic_levels),
             ("max_message_rate", c.stats.limit_message_rate),
