@@ -743,8 +743,6 @@ impl Driver {
                 conns.get(&c).map(|e| e.peer)
             });
         let mut dirty = std::mem::take(&mut self.dirty);
-        // A subscriber to `#` is sent the whole retained store at once (see `kept_qos0`).
-        let kept_qos0_cap = self.broker.retained_bytes().saturating_mul(2);
         let mut actions = actions.drain(..).peekable();
         while let Some(action) = actions.next() {
             match action {
@@ -753,7 +751,10 @@ impl Driver {
                         continue;
                     };
                     let pushed = if kept_qos0(&packet) {
-                        e.outbox.push_kept_qos0(&packet, kept_qos0_cap)
+                        // A subscriber to `#` is sent the whole retained store at once: the
+                        // cap is at least twice its size (read here, not once per turn).
+                        let at_least = self.broker.retained_bytes().saturating_mul(2);
+                        e.outbox.push_kept_qos0(&packet, at_least)
                     } else {
                         Some(e.outbox.push(&packet))
                     };

@@ -298,6 +298,13 @@ async fn wss_split_halves_round_trip() {
     }
 }
 
+/// The header of a masked 1,000-byte binary frame and 100 bytes of it: a message under way.
+fn unfinished_frame() -> Vec<u8> {
+    let mut frame = vec![0x82, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
+    frame.extend(std::iter::repeat_n(0u8, 100));
+    frame
+}
+
 /// A WebSocket message is handed on only when whole, so the connection cannot see an MQTT
 /// packet left unfinished in one: the transport times out a message that was started and not
 /// finished (`ws_message_timeout`), and leaves an idle connection alone.
@@ -318,8 +325,7 @@ async fn ws_message_left_unfinished_times_out() {
         tokio::time::timeout(Duration::from_millis(1500), accepted.stream.read(&mut got)).await;
     assert!(idle.is_err(), "an idle connection ended: {idle:?}");
     // The header of a masked 1,000-byte binary frame and 100 bytes of it, then nothing.
-    let mut frame = vec![0x82, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
-    frame.extend(std::iter::repeat_n(0u8, 100));
+    let frame = unfinished_frame();
     client.get_mut().write_all(&frame).await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), accepted.stream.read(&mut got))
         .await
@@ -367,8 +373,7 @@ async fn ws_message_timeout_does_not_run_while_reading_is_held() {
     let mut server = Server::start(s);
     let (mut client, _, mut accepted) = ws_connect(&mut server, "/mqtt", Some("mqtt")).await;
     let clock = accepted.stream.ws_hold_clock().expect("a WebSocket stream");
-    let mut frame = vec![0x82, 0x80 | 126, 0x03, 0xe8, 1, 2, 3, 4];
-    frame.extend(std::iter::repeat_n(0u8, 100));
+    let frame = unfinished_frame();
     client.get_mut().write_all(&frame).await.unwrap();
     let mut got = [0u8; 2];
     // A read that sees the start of the message: its 2 s start.
