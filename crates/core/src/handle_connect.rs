@@ -146,8 +146,9 @@ impl Broker {
             .and_then(|sid| self.sessions.get(sid));
         // A session belongs to the user who made it: another user who comes with its client id
         // is refused, and neither takes the connection over nor gets the queued messages and
-        // subscriptions (which its read ACL may not allow). Sessions restored after a restart do
-        // not know their user (nor do anonymous ones), and go to whoever comes with their id.
+        // subscriptions (which its read ACL may not allow). The owner is in the durable record of
+        // a persistent session, so this holds after a restart. Anonymous sessions have no owner
+        // and go to whoever comes with their id.
         let new_user = self
             .pending_info
             .get(&conn)

@@ -98,6 +98,9 @@ impl Persistence {
                 expiry_interval: s.expiry_interval,
                 disconnected_at_ms: (!s.online()).then(|| self.ms(now)),
             }));
+            if let Some(owner) = s.owner_record() {
+                out.push(Action::persist(owner));
+            }
         }
     }
 

@@ -32,6 +32,8 @@ struct SessionImage {
     version: u8,
     expiry_interval: u32,
     disconnected_at_ms: Option<u64>,
+    /// Its owner (see `Record::SessionOwner`).
+    username: Option<String>,
     subscriptions: Vec<(String, u8, Option<u32>)>,
     /// Which life of this client id the image is (the number of `SessionDeleted` before it):
     /// sequence numbers start again with each.
@@ -105,6 +107,15 @@ impl Broker {
                 s.version = version;
                 s.expiry_interval = expiry_interval;
                 s.disconnected_at_ms = disconnected_at_ms;
+            }
+            // Written after its session's record, in the same commit.
+            Record::SessionOwner {
+                client_id,
+                username,
+            } => {
+                if let Some(s) = sessions.get_mut(&client_id) {
+                    s.username = Some(username);
+                }
             }
             Record::SessionDeleted { client_id } => {
                 sessions.remove(&client_id);
@@ -246,6 +257,9 @@ impl Broker {
             let mut session = Session::new(ByteStr::from(client_id.clone()), version);
             session.expiry_interval = image.expiry_interval;
             session.persisted = true;
+            // The owner, so that another user is refused its client id after a restart too.
+            session.info.client_id.clone_from(&client_id);
+            session.info.username = image.username;
             let left = image
                 .disconnected_at_ms
                 .map_or(now, |ms| self.persist.instant(ms, now));
@@ -419,6 +433,7 @@ impl Broker {
                 expiry_interval: s.expiry_interval,
                 disconnected_at_ms: (!s.online()).then(|| self.persist.ms(now)),
             }));
+            items.extend(s.owner_record().map(Item::Record));
             for (filter, e) in &s.subscriptions {
                 items.push(Item::Record(Record::Subscribed {
                     client_id: client_id.clone(),

@@ -229,3 +229,94 @@ fn a_snapshot_rebuilds_the_same_state_as_the_full_log() {
         assert!(matches!(sent[0], Packet::PubRel(_)));
     }
 }
+
+/// A read ACL by user name and client id (like `pattern read inbox/%u/%c`).
+struct InboxOnly;
+
+impl tern_core::AccessControl for InboxOnly {
+    fn authenticate(&self, _: &tern_core::ClientInfo, _: Option<&[u8]>) -> tern_core::AuthDecision {
+        tern_core::AuthDecision::Allow
+    }
+    fn can_publish(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
+        true
+    }
+    fn can_subscribe(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
+        true
+    }
+    fn can_receive(&self, info: &tern_core::ClientInfo, topic: &str) -> bool {
+        let user = info.username.as_deref().unwrap_or("");
+        topic == format!("inbox/{user}/{}", info.client_id)
+    }
+}
+
+fn as_user(user: &str, clean: bool) -> tern_codec::Connect {
+    let mut c = connect(V3_1_1, "sensor-1", clean);
+    c.username = Some(user.into());
+    c
+}
+
+#[test]
+fn a_restored_session_still_belongs_to_its_user() {
+    // The owner of a session is in its durable record: after a restart, another user who comes
+    // with its client id is refused (CONNACK 0x85 / 0x02) as before it, whatever its clean
+    // start, and the owner resumes the session with its queued message.
+    let mut h = Harness::persistent(Config::default(), T0);
+    let (s, _) = h.connect_with(as_user("alice", false));
+    h.subscribe(s, "alice/inbox", QoS::AtLeastOnce);
+    h.lose(s);
+    let p = h.connect(V3_1_1, "p", true, None);
+    h.publish(p, "alice/inbox", "queued", QoS::AtLeastOnce, false, Some(1));
+    let log = h.records();
+    let snapshot = h.broker.snapshot(h.now).records().unwrap();
+    assert!(snapshot.iter().any(|r| matches!(
+        r,
+        Record::SessionOwner { client_id, username } if client_id == "sensor-1" && username == "alice"
+    )));
+    for records in [log, snapshot] {
+        let mut h2 = restart(records);
+        assert_eq!(
+            h2.broker
+                .session("sensor-1")
+                .unwrap()
+                .info
+                .username
+                .as_deref(),
+            Some("alice")
+        );
+        for clean in [false, true] {
+            let (m, ack) = h2.connect_with(as_user("mallory", clean));
+            assert_eq!(ack.code, tern_codec::reason::v3::IDENTIFIER_REJECTED);
+            assert!(h2.closed(m));
+        }
+        assert_eq!(h2.broker.stats().limit_session_owner, 2);
+        let (s, ack) = h2.connect_with(as_user("alice", false));
+        assert!(ack.session_present);
+        let got = h2.publishes(s);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].payload[..], b"queued");
+    }
+}
+
+#[test]
+fn a_restored_offline_session_reads_under_its_own_acl() {
+    // Messages routed to a session restored offline are checked against the read ACL of its
+    // user and client id, not those of an anonymous client with an empty id.
+    let mut h = Harness::persistent(Config::default(), T0);
+    h.broker.set_access_control(Box::new(InboxOnly));
+    let (s, _) = h.connect_with(as_user("alice", false));
+    h.subscribe(s, "inbox/#", QoS::AtLeastOnce);
+    h.lose(s);
+    let mut h2 = restart(h.records());
+    h2.broker.set_access_control(Box::new(InboxOnly));
+    let p = h2.connect(V3_1_1, "p", true, None);
+    for (id, topic) in (1..).zip(["inbox/alice/sensor-1", "inbox/bob/sensor-1", "inbox//"]) {
+        h2.publish(p, topic, topic, QoS::AtLeastOnce, false, Some(id));
+    }
+    let (s, ack) = h2.connect_with(as_user("alice", false));
+    assert!(ack.session_present);
+    let got = h2.publishes(s);
+    assert_eq!(
+        got.iter().map(|m| m.topic.to_string()).collect::<Vec<_>>(),
+        vec!["inbox/alice/sensor-1"]
+    );
+}

@@ -44,6 +44,7 @@ mod tag {
     pub const RETAINED_DELETED: u8 = 14;
     pub const PENDING_WILL: u8 = 15;
     pub const PENDING_WILL_DONE: u8 = 16;
+    pub const SESSION_OWNER: u8 = 17;
 }
 
 /// Appends the encoding of `record` to `out`.
@@ -168,6 +169,14 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             w.u8(tag::PENDING_WILL_DONE);
             w.str(client_id);
         }
+        Record::SessionOwner {
+            client_id,
+            username,
+        } => {
+            w.u8(tag::SESSION_OWNER);
+            w.str(client_id);
+            w.str(username);
+        }
     }
 }
 
@@ -234,6 +243,10 @@ pub fn decode(input: &[u8]) -> Result<Record, StoreError> {
         },
         tag::PENDING_WILL_DONE => Record::PendingWillDone {
             client_id: r.string()?,
+        },
+        tag::SESSION_OWNER => Record::SessionOwner {
+            client_id: r.string()?,
+            username: r.string()?,
         },
         CONTROL_TAG => {
             return Err(StoreError::Malformed(

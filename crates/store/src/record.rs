@@ -111,4 +111,12 @@ pub enum Record {
     PendingWillDone {
         client_id: String,
     },
+    /// The user a session belongs to (its client logged in with this user name), written
+    /// after the `Session` record of a session that has one. Another user who comes with its
+    /// client id is refused, after a restart too. A record of its own, not a field of
+    /// `Session`: a binary from before it skips it (with a warning) and keeps the session.
+    SessionOwner {
+        client_id: String,
+        username: String,
+    },
 }

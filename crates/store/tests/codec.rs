@@ -26,6 +26,26 @@ fn every_strict_prefix_is_an_error() {
 }
 
 #[test]
+fn tags_are_stable() {
+    // A tag keeps its meaning forever: logs written by earlier binaries read the same.
+    let session = [1, 1, b'c', 4, 60, 1, 0xE8, 0x07];
+    assert_eq!(
+        decode(&session).unwrap(),
+        Record::Session {
+            client_id: "c".into(),
+            version: 4,
+            expiry_interval: 60,
+            disconnected_at_ms: Some(1000),
+        }
+    );
+    let owner = Record::SessionOwner {
+        client_id: "c".into(),
+        username: "al".into(),
+    };
+    assert_eq!(encoded(&owner), [17, 1, b'c', 2, b'a', b'l']);
+}
+
+#[test]
 fn every_tag_byte_is_handled() {
     for tag in 0..=255u8 {
         let _ = decode(&[tag]);

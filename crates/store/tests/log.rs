@@ -378,6 +378,25 @@ fn a_newer_version_in_a_later_segment_is_refused_too() {
 }
 
 #[test]
+fn a_record_of_a_later_binary_is_skipped_alone() {
+    // A record with a tag this binary does not know, as a later binary may write (new variants
+    // take new tags, such as 17 `SessionOwner`): skipped with a warning, the rest is kept. So
+    // going back to an earlier binary loses only what the new records add.
+    let dir = tempfile::tempdir().unwrap();
+    write_all(dir.path(), &[small(1)]);
+    let seg = segments(dir.path())[0].clone();
+    let mut data = fs::read(&seg).unwrap();
+    let unknown = [250, 1, b'c', 2, b'a', b'l'];
+    data.extend_from_slice(&frame(&unknown));
+    data.extend_from_slice(&record_frame(&small(2)));
+    fs::write(&seg, &data).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.records, vec![small(1), small(2)]);
+    assert_eq!(recovered.report.corrupt_records_skipped, 1);
+    assert!(!recovered.report.torn_tail_truncated);
+}
+
+#[test]
 fn a_garbage_last_segment_is_a_torn_tail() {
     for garbage in [
         Vec::new(),

@@ -447,3 +447,80 @@ async fn acknowledged_messages_survive_kill_9() {
         "QoS 2 delivered twice: {totals:?}"
     );
 }
+
+/// CONNECT as `user` with the client id "sensor-1"; returns the connection and CONNACK.
+async fn connect_as(
+    addr: SocketAddr,
+    user: &str,
+    clean: bool,
+) -> (Connection, tern_codec::ConnAck) {
+    let mut c = Connection::connect(addr, V).await.unwrap();
+    let mut connect = builder::connect(V, "sensor-1", clean, 60);
+    connect.username = Some(user.into());
+    c.send(&Packet::Connect(Box::new(connect))).await.unwrap();
+    match c.recv_timeout(WAIT).await.unwrap() {
+        Packet::ConnAck(a) => (c, a),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_its_owner_across_kill_9() {
+    // A session belongs to the user who made it: its durable record names the user, so after
+    // a restart another user who comes with its client id is still refused (0x02, identifier
+    // rejected) and the owner still resumes it, queued message included.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    let (mut alice, ack) = connect_as(broker.addr(), "alice", false).await;
+    assert_eq!(ack.code, 0);
+    alice
+        .send(&builder::subscribe(1, &[("alice/inbox", QoS::AtLeastOnce)]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        alice.recv_timeout(WAIT).await.unwrap(),
+        Packet::SubAck(_)
+    ));
+    alice.drop_connection().await;
+    let mut p = Connection::connect(broker.addr(), V).await.unwrap();
+    p.send(&Packet::Connect(Box::new(builder::connect(
+        V, "p", true, 60,
+    ))))
+    .await
+    .unwrap();
+    assert!(matches!(
+        p.recv_timeout(WAIT).await.unwrap(),
+        Packet::ConnAck(_)
+    ));
+    // PUBACK: the message is durable in alice's session (queued, or in flight if the broker
+    // routed it before it saw her go; either way it is sent again when she resumes).
+    p.send(&builder::publish(
+        "alice/inbox",
+        &b"queued"[..],
+        QoS::AtLeastOnce,
+        false,
+        Some(1),
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        p.recv_timeout(WAIT).await.unwrap(),
+        Packet::PubAck(_)
+    ));
+    broker.kill();
+
+    let broker = start(dir.path());
+    for clean in [false, true] {
+        let (mut mallory, ack) = connect_as(broker.addr(), "mallory", clean).await;
+        assert_eq!(ack.code, 0x02, "clean {clean}: {ack:?}");
+        mallory.expect_closed(WAIT).await.unwrap();
+    }
+    let (mut alice, ack) = connect_as(broker.addr(), "alice", false).await;
+    assert_eq!(ack.code, 0);
+    assert!(ack.session_present);
+    match alice.recv_timeout(WAIT).await.unwrap() {
+        Packet::Publish(m) => assert_eq!(&m.payload[..], b"queued"),
+        other => panic!("{other:?}"),
+    }
+    broker.kill();
+}

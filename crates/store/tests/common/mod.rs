@@ -115,6 +115,10 @@ pub fn every_variant() -> Vec<Record> {
         Record::PendingWillDone {
             client_id: "c1".into(),
         },
+        Record::SessionOwner {
+            client_id: "c1".into(),
+            username: "ü-user".into(),
+        },
     ]
 }
 
@@ -222,6 +226,10 @@ pub fn record() -> impl Strategy<Value = Record> {
             }
         }),
         text().prop_map(|client_id| Record::PendingWillDone { client_id }),
+        (text(), text()).prop_map(|(client_id, username)| Record::SessionOwner {
+            client_id,
+            username
+        }),
     ]
 }
 
