@@ -63,6 +63,11 @@ pub struct AuthStats {
     /// Of the accepted ones, those whose password had been accepted for that user before (since
     /// the file was loaded): checked with one HMAC instead of the password hash.
     pub logins_remembered: u64,
+    /// Passwords checked in full ahead of the core, by [`FileAccess::check_ahead`].
+    pub checked_ahead: u64,
+    /// Passwords checked in full by [`AccessControl::authenticate`] itself (on the broker's
+    /// core): those no check ahead had a verdict for.
+    pub checked_on_core: u64,
     /// Successful and failed reloads.
     pub reloads_ok: u64,
     pub reloads_failed: u64,
@@ -74,6 +79,8 @@ struct Counters {
     logins_failed: AtomicU64,
     logins_throttled: AtomicU64,
     logins_remembered: AtomicU64,
+    checked_ahead: AtomicU64,
+    checked_on_core: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
 }
@@ -175,9 +182,38 @@ impl FileAccess {
             logins_failed: c.logins_failed.load(Ordering::Relaxed),
             logins_throttled: c.logins_throttled.load(Ordering::Relaxed),
             logins_remembered: c.logins_remembered.load(Ordering::Relaxed),
+            checked_ahead: c.checked_ahead.load(Ordering::Relaxed),
+            checked_on_core: c.checked_on_core.load(Ordering::Relaxed),
             reloads_ok: c.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: c.reloads_failed.load(Ordering::Relaxed),
         }
+    }
+
+    /// Checks `user`'s `password` in full (15–30 ms: call it on a blocking thread) and leaves
+    /// the verdict for the [`AccessControl::authenticate`] of the same login, which then costs
+    /// the broker's core one HMAC instead. Does nothing when there is nothing to check, or the
+    /// outcome is known already: no password file, the address `peer` in its back-off window
+    /// (the login is refused unchecked), or this password accepted for `user` before. Each
+    /// verdict is taken once; the back-off and the counters are the core's business, so a
+    /// login whose CONNECT never reaches the core leaves no trace but its verdict (bounded).
+    pub fn check_ahead(&self, user: &str, password: &[u8], peer: Option<std::net::IpAddr>) {
+        let loaded = self.loaded();
+        let Some(passwords) = &loaded.passwords else {
+            return;
+        };
+        if peer.is_some_and(|ip| self.throttle().blocked(ip, Instant::now()).is_some()) {
+            return;
+        }
+        let tag = loaded.verified.tag(password);
+        if loaded.verified.knows(user, &tag) || loaded.verified.has_verdict(user, &tag) {
+            return;
+        }
+        let verdict = passwords.verify(user, password);
+        self.inner
+            .counters
+            .checked_ahead
+            .fetch_add(1, Ordering::Relaxed);
+        loaded.verified.leave_verdict(user, tag, verdict);
     }
 
     /// The SCRAM-SHA-256 and SCRAM-SHA-512 methods over this password file, for
@@ -311,7 +347,13 @@ impl AccessControl for FileAccess {
                 .logins_remembered
                 .fetch_add(1, Ordering::Relaxed);
             Verification::Ok
+        } else if let Some(verdict) = loaded.verified.take_verdict(user, &tag) {
+            verdict
         } else {
+            self.inner
+                .counters
+                .checked_on_core
+                .fetch_add(1, Ordering::Relaxed);
             passwords.verify(user, password)
         };
         match verification {

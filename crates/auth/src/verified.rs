@@ -5,8 +5,14 @@
 //! for this load of the password file, and a login with the same password again costs one
 //! HMAC. A reload of the file starts over with a new key and nothing remembered; a wrong
 //! password is always checked against the file's hash.
+//!
+//! The first login of each user (every user after a restart) would still cost a full check on
+//! the core. So the connection's own task checks the password in full before it hands the
+//! CONNECT over ([`crate::FileAccess::check_ahead`], on a blocking thread), and leaves its
+//! verdict here, under the same HMAC; the core takes it instead of checking again.
 
 use crate::hash::random_bytes;
+use crate::password_file::Verification;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -17,10 +23,15 @@ use subtle::ConstantTimeEq;
 /// costs a full check again).
 const MAX_USERS: usize = 100_000;
 
+/// Verdicts made ahead and not yet taken, at most (a connection may close before its CONNECT
+/// reaches the core); past it they start over, and the core checks those logins itself.
+const MAX_AHEAD: usize = 10_000;
+
 #[derive(Debug)]
 pub(crate) struct Verified {
     key: [u8; 32],
     users: Mutex<HashMap<String, [u8; 32]>>,
+    ahead: Mutex<HashMap<(String, [u8; 32]), Verification>>,
 }
 
 impl Default for Verified {
@@ -28,6 +39,7 @@ impl Default for Verified {
         Self {
             key: random_bytes(),
             users: Mutex::default(),
+            ahead: Mutex::default(),
         }
     }
 }
@@ -57,5 +69,26 @@ impl Verified {
             users.clear();
         }
         users.insert(user.to_string(), tag);
+    }
+
+    /// Whether a verdict for `user` with the password of `tag` waits to be taken.
+    pub(crate) fn has_verdict(&self, user: &str, tag: &[u8; 32]) -> bool {
+        let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        ahead.contains_key(&(user.to_string(), *tag))
+    }
+
+    /// The full check of `user` with the password of `tag` found `verdict`.
+    pub(crate) fn leave_verdict(&self, user: &str, tag: [u8; 32], verdict: Verification) {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        if ahead.len() >= MAX_AHEAD {
+            ahead.clear();
+        }
+        ahead.insert((user.to_string(), tag), verdict);
+    }
+
+    /// Takes the verdict left for `user` with the password of `tag`, if any.
+    pub(crate) fn take_verdict(&self, user: &str, tag: &[u8; 32]) -> Option<Verification> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        ahead.remove(&(user.to_string(), *tag))
     }
 }

@@ -468,3 +468,80 @@ fn a_password_accepted_before_costs_no_second_hash_check_until_a_reload() {
     );
     assert_eq!(a.stats().logins_remembered, 1);
 }
+
+#[test]
+fn a_password_checked_ahead_is_not_checked_again_on_the_core() {
+    // The connection's task checks the password in full (`check_ahead`, off the broker's
+    // core); `authenticate` then takes that verdict, once, and checks nothing itself.
+    let f = fixture(vec![]);
+    let a = &f.access;
+    let ip = |last: u8| Some(std::net::IpAddr::from([198, 51, 100, last]));
+    let from = |mut info: ClientInfo, last: u8| {
+        info.peer = Some(SocketAddr::from(([198, 51, 100, last], 4000)));
+        info
+    };
+    let alice = from(who(Some("alice"), "a1"), 1);
+    let stats = |a: &FileAccess| {
+        let s = a.stats();
+        (s.checked_ahead, s.checked_on_core)
+    };
+    a.check_ahead("alice", b"alice-pw", ip(1));
+    assert_eq!(stats(a), (1, 0));
+    assert_eq!(
+        a.authenticate(&alice, Some(b"alice-pw")),
+        AuthDecision::Allow
+    );
+    assert_eq!(stats(a), (1, 0), "the core took the verdict");
+    // Accepted before: nothing to check ahead, and the core remembers it.
+    a.check_ahead("alice", b"alice-pw", ip(1));
+    assert_eq!(
+        a.authenticate(&alice, Some(b"alice-pw")),
+        AuthDecision::Allow
+    );
+    assert_eq!(stats(a), (1, 0));
+    assert_eq!(a.stats().logins_remembered, 1);
+    // A wrong password and an unknown user: refused on the verdict, counted as failures.
+    a.check_ahead("alice", b"guess", ip(2));
+    a.check_ahead("mallory", b"guess", ip(3));
+    assert_eq!(stats(a), (3, 0));
+    assert_eq!(
+        a.authenticate(&from(alice.clone(), 2), Some(b"guess")),
+        AuthDecision::BadCredentials
+    );
+    assert_eq!(
+        a.authenticate(&from(who(Some("mallory"), "m"), 3), Some(b"guess")),
+        AuthDecision::BadCredentials
+    );
+    assert_eq!(stats(a), (3, 0));
+    assert_eq!(a.stats().logins_failed, 2);
+    // A verdict is taken once: the same guess again, not checked ahead, is checked on the core.
+    assert_eq!(
+        a.authenticate(&from(alice.clone(), 4), Some(b"guess")),
+        AuthDecision::BadCredentials
+    );
+    assert_eq!(stats(a), (3, 1));
+    // A verdict is for that user and password only.
+    a.check_ahead("bob", b"bob-pw", ip(5));
+    assert_eq!(
+        a.authenticate(&from(who(Some("bob"), "b"), 5), Some(b"alice-pw")),
+        AuthDecision::BadCredentials
+    );
+    assert_eq!(stats(a), (4, 2));
+    // An address in its back-off window is refused unchecked: nothing is checked ahead.
+    let x = from(who(Some("bob"), "b"), 6);
+    for _ in 0..5 {
+        a.authenticate(&x, Some(b"wrong"));
+    }
+    let checked = stats(a);
+    a.check_ahead("bob", b"other", ip(6));
+    assert_eq!(stats(a), checked, "back-off: not checked ahead");
+    // A reload forgets the verdicts with the rest.
+    a.check_ahead("bob", b"bob-pw2", ip(7));
+    a.reload().unwrap();
+    let before = stats(a);
+    assert_eq!(
+        a.authenticate(&from(who(Some("bob"), "b"), 7), Some(b"bob-pw2")),
+        AuthDecision::BadCredentials
+    );
+    assert_eq!(stats(a), (before.0, before.1 + 1));
+}

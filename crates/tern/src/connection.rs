@@ -49,6 +49,8 @@ pub(crate) struct ConnSettings {
     pub(crate) write_timeout: Duration,
     /// Counters of the listener this connection came in on.
     pub(crate) metrics: Arc<crate::metrics::ListenerMetrics>,
+    /// With a password file: checks a CONNECT's password before the core sees it.
+    pub(crate) check_ahead: Option<Arc<crate::check_ahead::CheckAhead>>,
 }
 
 /// Runs one connection to its end. Registers with the driver first, so every later event of this
@@ -68,9 +70,13 @@ pub(crate) async fn run(
     ));
     // With `use_identity_as_username`, the certificate's CN replaces the CONNECT's user name
     // (none at all when the certificate has no CN: the client is then anonymous).
-    let cert_username = accepted
-        .cn_as_username
-        .then(|| accepted.cert_username().map(str::to_string));
+    let pre = Box::new(PreConnect {
+        cert_username: accepted
+            .cn_as_username
+            .then(|| accepted.cert_username().map(str::to_string)),
+        cert_cn: accepted.cert_cn.is_some(),
+        peer: peer.ip(),
+    });
     let open = Event::Open {
         conn,
         outbox: outbox.clone(),
@@ -100,7 +106,7 @@ pub(crate) async fn run(
         keep_alive: None,
         seen_connect: false,
         partial_deadline: None,
-        cert_username,
+        pre: Some(pre),
         done: false,
         batch_hint: 0,
         alloc: 0,
@@ -169,7 +175,8 @@ async fn serve(
     let mut stalled_since: Option<Instant> = None;
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed: Option<Instant> = None;
-    // Set while reading is held back because the client's answers pile up.
+    // Set while reading is held back: the client's answers pile up, or its packets wait for the
+    // driver or for their password check.
     let mut held_since: Option<Instant> = None;
     // Whether the outbox may hold something for us: at the start, when it signals, and when a
     // batch is done (the driver leaves what it queues during a batch for us to find then).
@@ -198,7 +205,9 @@ async fn serve(
         // While reading is held back the client's packets wait unread in the kernel: its
         // deadlines (keep alive, a packet started) are paused, and moved on by the pause when
         // reading resumes. A client that reads nothing meets the write-stall deadline instead.
-        match (held, held_since) {
+        // So are they while packets already read wait for the broker (a long queue of password
+        // checks must not time out the clients it holds).
+        match (held || handoff.is_some(), held_since) {
             (true, None) => held_since = Some(Instant::now()),
             (false, Some(since)) => {
                 reader.postpone(since.elapsed());
@@ -510,7 +519,8 @@ struct Reader {
     seen_connect: bool,
     /// Set while a packet has started arriving but is not complete.
     partial_deadline: Option<Instant>,
-    cert_username: Option<Option<String>>,
+    /// What only the CONNECT needs (freed with it: idle connections do not carry it).
+    pre: Option<Box<PreConnect>>,
     /// Nothing more is read (end of stream, a bad packet, a timeout).
     done: bool,
     /// Packets in the last batch (at most [`MAX_BATCH_HINT`]): the next batch's vector starts
@@ -525,6 +535,18 @@ struct Reader {
     /// For WebSocket: where to tell the transport how long reading was held back (its timeout
     /// for a message under way is paused meanwhile, as `partial_deadline` is).
     ws_hold: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// What a connection knows before its CONNECT and needs only for it.
+struct PreConnect {
+    /// With `use_identity_as_username`: the certificate's CN (or none), which replaces the
+    /// CONNECT's user name.
+    cert_username: Option<Option<String>>,
+    /// The client presented a verified certificate (whose CN vouches for a matching user name
+    /// without a password check).
+    cert_cn: bool,
+    /// For the address back-off of a password check made ahead.
+    peer: std::net::IpAddr,
 }
 
 /// Appends the bytes of a read to a reader's buffer: into the room left in it, or else into a
@@ -570,6 +592,8 @@ impl Reader {
         let conn = self.conn;
         let mut packets = Vec::new();
         let mut error = None;
+        // A CONNECT's password to check before the packets go to the core.
+        let mut ahead = None;
         let before = self.buf.len();
         // The decoded packets are slices of this buffer's allocation (with the bytes left over
         // from earlier reads): what the core keeps of them keeps all of it.
@@ -583,8 +607,19 @@ impl Reader {
                         self.seen_connect = true;
                         self.version = c.protocol;
                         outbox.set_version(self.version);
-                        if let Some(name) = &self.cert_username {
+                        let pre = self.pre.take();
+                        if let Some(name) = pre.as_ref().and_then(|p| p.cert_username.as_ref()) {
                             c.username = name.as_deref().map(tern_codec::ByteStr::from);
+                        }
+                        // A password to check, and no certificate that might vouch instead.
+                        if let (Some(pre), Some(user), Some(password)) =
+                            (&pre, &c.username, &c.password)
+                            && settings.check_ahead.is_some()
+                            && pre.cert_username.is_none()
+                            && !pre.cert_cn
+                            && c.properties.authentication_method.is_none()
+                        {
+                            ahead = Some((user.to_string(), password.clone(), pre.peer));
                         }
                         // The keep alive granted: the client's, capped by the server's maximum
                         // (which the core announces as Server Keep Alive to v5 clients).
@@ -659,6 +694,19 @@ impl Reader {
             let bytes = read.min(settings.budget_bytes) as u32;
             outbox.read_ahead(bytes);
             batch = Some((packets, bytes, read_len));
+        }
+        if let (Some((user, password, peer)), Some(check)) = (ahead, &settings.check_ahead) {
+            // The packets wait for the check like a hand-off waiting for the driver: the
+            // connection is not read meanwhile, and its timeouts wait too.
+            let check = check.clone().check(user, password, peer);
+            let (events, budget) = (events.clone(), settings.budget.clone());
+            return Handled::Waiting(Box::pin(async move {
+                check.await;
+                match hand_off(conn, &events, &budget, batch, bad) {
+                    Handled::Done(more) => more,
+                    Handled::Waiting(rest) => rest.await,
+                }
+            }));
         }
         hand_off(conn, events, &settings.budget, batch, bad)
     }
@@ -885,16 +933,17 @@ pub(crate) mod tests {
     /// A connection whose packets wait for the driver (its channel full) and whose next write
     /// fails (the client reset the connection) still hands those packets over before it ends:
     /// a DISCONNECT among them must not become a lost connection (which would publish the will).
-    #[tokio::test]
-    async fn packets_waiting_for_the_driver_reach_it_when_a_write_fails() {
-        use tokio::io::AsyncWriteExt;
-        let (mut client, server, addr) = loopback_pair().await;
+    /// A connection's reader, writer and settings on the server side of a loopback pair.
+    fn parts(
+        server: tokio::net::TcpStream,
+        addr: std::net::SocketAddr,
+        budget: &Arc<tokio::sync::Semaphore>,
+        keep_alive: Option<Duration>,
+    ) -> (Reader, Writer, ConnSettings) {
         let (rd, wr) = tern_net::Stream::Tcp(server).into_split();
         let WriteHalf::Tcp(wr) = wr else {
             unreachable!("a TCP stream splits into TCP halves")
         };
-        let mut wr = Writer::Tcp(Arc::new(wr));
-        let budget = Arc::new(tokio::sync::Semaphore::new(1 << 20));
         let settings = ConnSettings {
             connect_timeout: Duration::from_secs(60),
             budget: budget.clone(),
@@ -906,23 +955,36 @@ pub(crate) mod tests {
             packet_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
             metrics: Arc::new(crate::metrics::ListenerMetrics::new(addr)),
+            check_ahead: None,
         };
-        let outbox = Arc::new(Outbox::new(1, 1 << 20, settings.metrics.clone()));
-        let mut reader = Reader {
+        let reader = Reader {
             conn: 1,
             rd,
             buf: BytesMut::new(),
             version: ProtocolVersion::V3_1_1,
-            deadline: Some(Instant::now() + Duration::from_secs(60)),
-            keep_alive: None,
-            seen_connect: false,
+            deadline: Some(Instant::now() + keep_alive.unwrap_or(Duration::from_secs(60))),
+            keep_alive,
+            seen_connect: keep_alive.is_some(),
             partial_deadline: None,
-            cert_username: None,
+            pre: None,
             done: false,
             batch_hint: 0,
             alloc: 0,
             ws_hold: None,
         };
+        (reader, Writer::Tcp(Arc::new(wr)), settings)
+    }
+
+    /// A connection whose packets wait for the driver (its channel full) and whose next write
+    /// fails (the client reset the connection) still hands those packets over before it ends:
+    /// a DISCONNECT among them must not become a lost connection (which would publish the will).
+    #[tokio::test]
+    async fn packets_waiting_for_the_driver_reach_it_when_a_write_fails() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server, addr) = loopback_pair().await;
+        let budget = Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        let (mut reader, mut wr, settings) = parts(server, addr, &budget, None);
+        let outbox = Arc::new(Outbox::new(1, 1 << 20, settings.metrics.clone()));
         // The driver's channel is full.
         let (tx, mut rx) = mpsc::channel(1);
         tx.try_send(Event::Lost { conn: 9 }).unwrap();
@@ -985,5 +1047,58 @@ pub(crate) mod tests {
         assert_eq!(poll(&mut h), Poll::Ready(true));
         assert_eq!(budget.available_permits(), 50);
         assert_eq!(kinds(&mut rx), ["packets"]);
+    }
+
+    /// [MQTT-3.1.2-24] The keep alive measures the client: time its packets spend waiting for
+    /// the broker (the driver, or a queue of password checks ahead of a CONNECT) does not count
+    /// against it. A client whose packet waited longer than its keep alive is not timed out as
+    /// soon as the packet is taken, but a keep alive after.
+    #[tokio::test]
+    async fn a_wait_for_the_broker_does_not_count_against_the_keep_alive() {
+        use tokio::io::AsyncWriteExt;
+        let keep_alive = Duration::from_millis(300);
+        let (mut client, server, addr) = loopback_pair().await;
+        let budget = Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        let (mut reader, mut wr, settings) = parts(server, addr, &budget, Some(keep_alive));
+        let outbox = Arc::new(Outbox::new(1000, 1 << 20, settings.metrics.clone()));
+        // The driver's channel is full.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(Event::Lost { conn: 9 }).unwrap();
+        let _task = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { serve(&mut reader, &mut wr, &outbox, &tx, &settings).await }
+        });
+        client.write_all(&[0xC0, 0]).await.unwrap();
+        let within = Duration::from_secs(10);
+        tokio::time::timeout(within, async {
+            while budget.available_permits() == 1 << 20 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the connection read the PINGREQ");
+        // The PINGREQ waits twice the keep alive for the driver.
+        tokio::time::sleep(2 * keep_alive).await;
+        let next =
+            async |rx: &mut mpsc::Receiver<Event>| match tokio::time::timeout(within, rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Event::Packets { packets, .. } => format!("{} packets", packets.len()),
+                Event::Lost { conn } => format!("lost {conn}"),
+                Event::KeepAliveTimeout { .. } => "keep alive timeout".to_string(),
+                _ => "other".to_string(),
+            };
+        assert_eq!(next(&mut rx).await, "lost 9");
+        let taken = Instant::now();
+        assert_eq!(next(&mut rx).await, "1 packets");
+        // Nothing more from the client: it times out, a keep alive after its packet was taken.
+        assert_eq!(next(&mut rx).await, "keep alive timeout");
+        let after = taken.elapsed();
+        assert!(
+            after >= keep_alive * 2 / 3,
+            "timed out {after:?} after its packet was taken"
+        );
     }
 }

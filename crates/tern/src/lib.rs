@@ -6,7 +6,7 @@
 //! - [`server`]: binds the listeners, runs the accept loops and the driver; graceful shutdown.
 //! - `driver`: the task that owns the [`tern_core::Broker`] and carries out its actions.
 //! - `connection`: one connection's task (reads, decodes, writes); `outbox`: what the driver
-//!   queued for it.
+//!   queued for it; `check_ahead`: a CONNECT's password checked there, not on the core.
 //! - [`admin`]: the admin HTTP listener (metrics, health, JSON API, dashboard), `$SYS`, the
 //!   connection event log; [`metrics`]: counters shared by the I/O layer and the driver.
 //! - [`cli`]: the command line (`tern serve`, `tern check-config`, ...); [`fd_table`]: the
@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod bench;
+mod check_ahead;
 pub mod cli;
 pub mod config;
 mod connection;

@@ -173,6 +173,8 @@ pub struct Metrics {
     pub admin_requests: AtomicU64,
     /// Log lines held back by the repetition limiter.
     pub log_suppressed: AtomicU64,
+    /// The password file's access control, for its counters (set at start when configured).
+    pub auth: std::sync::OnceLock<tern_auth::FileAccess>,
 }
 
 impl Default for Metrics {
@@ -192,6 +194,7 @@ impl Metrics {
             admin_auth_failures: AtomicU64::new(0),
             admin_requests: AtomicU64::new(0),
             log_suppressed: AtomicU64::new(0),
+            auth: std::sync::OnceLock::new(),
         }
     }
 

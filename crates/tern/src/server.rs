@@ -93,6 +93,9 @@ impl Server {
             None
         };
         let metrics = Arc::new(crate::metrics::Metrics::new());
+        if let Some(a) = &access {
+            let _ = metrics.auth.set(a.clone());
+        }
         let ops = crate::admin::DriverOps::new(
             metrics.clone(),
             Duration::from_secs(config.sys_interval_secs),
@@ -117,6 +120,9 @@ impl Server {
                 [0, 0, 0, 0],
                 0,
             )))),
+            check_ahead: access
+                .as_ref()
+                .and_then(crate::check_ahead::CheckAhead::new),
         };
         let rate = Arc::new(ConnectRate::new(config.limits.max_connection_rate_per_ip));
         let live = Arc::new(AtomicUsize::new(0));

@@ -1,6 +1,8 @@
-//! MQTT 5 enhanced authentication with SCRAM-SHA-256 and SCRAM-SHA-512 end to end: a broker
-//! with a password file written by the auth library (`tern passwd` writes the same lines), and
-//! a client doing the AUTH exchange over TCP (MQTT 5.0 section 4.12, RFC 5802 / RFC 7677).
+//! Logins against a password file end to end: MQTT 5 enhanced authentication with
+//! SCRAM-SHA-256 and SCRAM-SHA-512 (a client doing the AUTH exchange over TCP, MQTT 5.0 section
+//! 4.12, RFC 5802 / RFC 7677), and plain passwords, checked by the connection's task before
+//! the core sees the CONNECT. The password file is written by the auth library (`tern passwd`
+//! writes the same lines).
 
 mod common;
 
@@ -18,11 +20,73 @@ async fn broker(dir: &tempfile::TempDir) -> TestBroker {
     let mut file = PasswordFile::new();
     file.set_password("alice", b"wonderland", true).unwrap();
     file.save(&path).unwrap();
-    TestBroker::with_config(Config {
+    let mut config = Config {
         password_file: Some(path),
         ..Config::default()
-    })
-    .await
+    };
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    TestBroker::with_config(config).await
+}
+
+/// CONNECT as `user` with `password`, and the packets after it in the same write; returns
+/// the connection and the CONNACK's code.
+async fn plain_login(
+    b: &TestBroker,
+    version: tern_codec::ProtocolVersion,
+    user: &str,
+    password: &str,
+    after: &[Packet],
+) -> (tern_client::Connection, u8) {
+    let mut c = b.raw(version).await;
+    let mut connect = builder::connect(version, "plain-client", true, 60);
+    connect.username = Some(user.into());
+    connect.password = Some(Bytes::copy_from_slice(password.as_bytes()));
+    let mut bytes = bytes::BytesMut::new();
+    for p in std::iter::once(&Packet::Connect(Box::new(connect))).chain(after) {
+        tern_codec::encode_packet(p, version, &mut bytes).unwrap();
+    }
+    c.send_raw(&bytes).await.unwrap();
+    match next(&mut c).await {
+        Packet::ConnAck(a) => (c, a.code),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn plain_passwords_are_checked_ahead_of_the_core() {
+    // A password check costs 15–30 ms; the core, which every client's messages go through,
+    // must not spend them. The connection's task checks, the core takes its verdict.
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir).await;
+    let ahead = "tern_password_checks_total{where=\"ahead\"}";
+    let core = "tern_password_checks_total{where=\"core\"}";
+    // Packets sent behind the CONNECT wait for its check, and come after it in order.
+    let (mut c, code) = plain_login(
+        &b,
+        V5,
+        "alice",
+        "wonderland",
+        &[builder::subscribe(1, &[("t", tern_codec::QoS::AtMostOnce)])],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(matches!(next(&mut c).await, Packet::SubAck(_)));
+    assert_eq!(
+        plain_login(&b, V5, "alice", "guess", &[]).await.1,
+        reason::BAD_USER_NAME_OR_PASSWORD
+    );
+    assert_eq!(
+        plain_login(&b, V3_1_1, "nobody", "guess", &[]).await.1,
+        0x04
+    );
+    assert_eq!((b.metric(ahead).await, b.metric(core).await), (3.0, 0.0));
+    // The same password again is remembered: nothing to check, ahead or on the core.
+    assert_eq!(
+        plain_login(&b, V3_1_1, "alice", "wonderland", &[]).await.1,
+        0
+    );
+    assert_eq!((b.metric(ahead).await, b.metric(core).await), (3.0, 0.0));
+    assert_eq!(b.metric("tern_logins_remembered_total").await, 1.0);
 }
 
 /// Runs one exchange; returns the CONNACK reason code, checking the server's final signature on

@@ -506,5 +506,29 @@ pub fn render(m: &Metrics, core: Option<&CoreStats>) -> String {
         "Connection event log lines held back by the repetition limiter.",
         m.log_suppressed.load(Ordering::Relaxed),
     );
+    if let Some(auth) = m.auth.get() {
+        let st = auth.stats();
+        o.header(
+            "tern_password_checks_total",
+            "counter",
+            "Passwords checked in full against the password file (Argon2id or PBKDF2): by the connection's task before its CONNECT reaches the core (ahead), or by the core itself.",
+        );
+        o.sample(
+            "tern_password_checks_total",
+            &[("where", "ahead")],
+            st.checked_ahead,
+        );
+        o.sample(
+            "tern_password_checks_total",
+            &[("where", "core")],
+            st.checked_on_core,
+        );
+        o.one(
+            "tern_logins_remembered_total",
+            "counter",
+            "Logins accepted with a password accepted for that user before (one HMAC, no hash check).",
+            st.logins_remembered,
+        );
+    }
     o.0
 }
