@@ -8,7 +8,8 @@
 use crate::action::{Action, CloseReason};
 use crate::broker::{Broker, ConnId, SessionId};
 use crate::message::Message;
-use crate::session::Session;
+use crate::page::{Page, PageRequest, Selector};
+use crate::session::{Session, SubEntry};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,18 +111,20 @@ pub struct AdminPublish {
 }
 
 impl Broker {
-    /// Every connected client, sorted by client id.
-    pub fn clients(&self) -> Vec<ClientInfo> {
-        let mut v: Vec<ClientInfo> = self
-            .conns
-            .iter()
-            .filter_map(|(&conn, c)| {
-                let s = self.sessions.get(&c.session)?;
-                Some(client_info(conn, s))
-            })
-            .collect();
-        v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        v
+    /// Connected clients, sorted by client id: the page `page` asks for.
+    pub fn clients(&self, page: &PageRequest) -> Page<ClientInfo> {
+        let mut sel = Selector::new(page.after.as_deref(), page.limit);
+        for (&conn, c) in &self.conns {
+            if let Some(s) = self.sessions.get(&c.session) {
+                sel.offer(s.client_id.as_str(), || (conn, &**s));
+            }
+        }
+        let page = sel.finish(|k| k.to_string());
+        Page {
+            items: page.items.iter().map(|&(c, s)| client_info(c, s)).collect(),
+            total: page.total,
+            next: page.next,
+        }
     }
 
     /// The connected client with `client_id`.
@@ -136,15 +139,18 @@ impl Broker {
         self.sessions.get(&c.session).map(|s| s.client_id.as_str())
     }
 
-    /// Every session, online and offline, sorted by client id.
-    pub fn sessions(&self, now: Instant) -> Vec<SessionInfo> {
-        let mut v: Vec<SessionInfo> = self
-            .sessions
-            .values()
-            .map(|s| session_info(s, now))
-            .collect();
-        v.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        v
+    /// Sessions, online and offline, sorted by client id: the page `page` asks for.
+    pub fn sessions(&self, page: &PageRequest, now: Instant) -> Page<SessionInfo> {
+        let mut sel = Selector::new(page.after.as_deref(), page.limit);
+        for s in self.sessions.values() {
+            sel.offer(s.client_id.as_str(), || &**s);
+        }
+        let page = sel.finish(|k| k.to_string());
+        Page {
+            items: page.items.iter().map(|s| session_info(s, now)).collect(),
+            total: page.total,
+            next: page.next,
+        }
     }
 
     /// The session of `client_id`.
@@ -152,16 +158,38 @@ impl Broker {
         self.session(client_id).map(|s| session_info(s, now))
     }
 
-    /// Every subscription, sorted by client id then filter. With `client_id`, that client's only.
-    pub fn subscriptions(&self, client_id: Option<&str>) -> Vec<SubscriptionInfo> {
-        let mut v: Vec<SubscriptionInfo> = self
-            .sessions
-            .values()
-            .filter(|s| client_id.is_none_or(|id| s.client_id == id))
-            .flat_map(|s| subscription_infos(s))
-            .collect();
-        v.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
-        v
+    /// Subscriptions, sorted by client id then filter (with `client_id`, that client's only):
+    /// the page `page` asks for. Its cursor is the client id and the filter, joined by U+0000
+    /// (which neither may contain [MQTT-1.5.4-2]).
+    pub fn subscriptions(
+        &self,
+        client_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Page<SubscriptionInfo> {
+        let after = page
+            .after
+            .as_deref()
+            .map(|a| a.split_once('\0').unwrap_or((a, "")));
+        let mut sel = Selector::new(after, page.limit);
+        let sessions: Box<dyn Iterator<Item = &Session>> = match client_id {
+            Some(id) => Box::new(self.session(id).into_iter()),
+            None => Box::new(self.sessions.values().map(|s| &**s)),
+        };
+        for s in sessions {
+            for (filter, e) in &s.subscriptions {
+                sel.offer((s.client_id.as_str(), filter.as_str()), || (s, filter, e));
+            }
+        }
+        let page = sel.finish(|(c, f)| format!("{c}\0{f}"));
+        Page {
+            items: page
+                .items
+                .iter()
+                .map(|&(s, filter, e)| subscription_info(s, filter, e))
+                .collect(),
+            total: page.total,
+            next: page.next,
+        }
     }
 
     /// Shared subscriptions (`$share/...`) over all sessions, each member counted.
@@ -174,31 +202,36 @@ impl Broker {
     }
 
     /// Retained messages whose topic matches `filter` (all of them, `$`-topics included, when
-    /// `None`), sorted by topic. Expired messages are left out.
+    /// `None`), sorted by topic: the page `page` asks for. Expired messages are left out.
     pub fn retained_messages(
         &self,
         filter: Option<&str>,
+        page: &PageRequest,
         now: Instant,
-    ) -> Result<Vec<Arc<Message>>, AdminError> {
-        let mut v = Vec::new();
+    ) -> Result<Page<Arc<Message>>, AdminError> {
+        let mut sel = Selector::new(page.after.as_deref(), page.limit);
         match filter {
-            None => self.retained.for_each(|_, m| {
+            None => self.retained.for_each(|topic, m| {
                 if !m.expired(now) {
-                    v.push(m.clone());
+                    sel.offer(topic, || m);
                 }
             }),
             Some(f) => {
                 tern_topic::validate_topic_filter(f)
                     .map_err(|e| AdminError::InvalidTopic(format!("{f}: {e}")))?;
-                self.retained.for_each_match(f, |_, m| {
+                self.retained.for_each_match(f, |topic, m| {
                     if !m.expired(now) {
-                        v.push(m.clone());
+                        sel.offer(topic, || m);
                     }
                 });
             }
         }
-        v.sort_by(|a, b| a.topic.cmp(&b.topic));
-        Ok(v)
+        let page = sel.finish(|k| k.to_string());
+        Ok(Page {
+            items: page.items.into_iter().cloned().collect(),
+            total: page.total,
+            next: page.next,
+        })
     }
 
     /// The retained message of `topic`, if any (and not expired).
@@ -420,7 +453,12 @@ fn session_info(s: &Session, now: Instant) -> SessionInfo {
 fn subscription_infos(s: &Session) -> impl Iterator<Item = SubscriptionInfo> + '_ {
     let mut subs: Vec<_> = s.subscriptions.iter().collect();
     subs.sort_by(|a, b| a.0.cmp(b.0));
-    subs.into_iter().map(move |(filter, e)| SubscriptionInfo {
+    subs.into_iter()
+        .map(move |(filter, e)| subscription_info(s, filter, e))
+}
+
+fn subscription_info(s: &Session, filter: &str, e: &SubEntry) -> SubscriptionInfo {
+    SubscriptionInfo {
         client_id: s.client_id.to_string(),
         filter: filter.to_string(),
         qos: e.options.qos,
@@ -433,5 +471,5 @@ fn subscription_infos(s: &Session) -> impl Iterator<Item = SubscriptionInfo> + '
             _ => None,
         },
         online: s.conn.is_some(),
-    })
+    }
 }

@@ -35,7 +35,8 @@
 //! - [`idmap`]: hash maps keyed by the broker's own ids (a cheap hash; ids are not chosen by
 //!   clients).
 //! - [`inspect`]: read-only views and the admin operations (clients, sessions, subscriptions,
-//!   retained messages, disconnect, publish as the broker).
+//!   retained messages, disconnect, publish as the broker); [`page`]: their listings a page at a
+//!   time ([`PageRequest`], [`Page`]).
 //! - [`sys`]: the `$SYS` tree with Mosquitto's names ([`SysTree`]).
 
 pub mod access;
@@ -55,6 +56,7 @@ pub mod idmap;
 pub mod inspect;
 pub mod message;
 mod message_pool;
+pub mod page;
 mod pager;
 mod persist;
 pub mod queue;
@@ -76,6 +78,7 @@ pub use auth::{AuthExchange, AuthStep, EnhancedAuth};
 pub use broker::{Broker, ConnId, SessionId};
 pub use config::{Config, SharedStrategy};
 pub use message::{Message, ReadRef};
+pub use page::{Page, PageRequest};
 pub use pager::PagerStats;
 pub use restore::{RestoreReport, Snapshot};
 pub use shared::{GroupId, SubKey};

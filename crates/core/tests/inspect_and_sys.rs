@@ -10,7 +10,11 @@ use std::time::Duration;
 use tern_codec::ProtocolVersion::{V3_1_1, V5};
 use tern_codec::{Packet, Properties, PropertyValues, QoS, reason};
 use tern_core::inspect::{AdminError, AdminPublish};
-use tern_core::{Action, CloseReason, Config, IoCounters, SysTree};
+use tern_core::{Action, CloseReason, Config, IoCounters, Page, PageRequest, SysTree};
+
+fn all() -> PageRequest {
+    PageRequest::all()
+}
 
 fn sys_map(values: &[(String, String)]) -> HashMap<String, String> {
     values.iter().cloned().collect()
@@ -27,7 +31,7 @@ fn clients_and_sessions_are_listed() {
     h.subscribe(a, "x/#", QoS::AtLeastOnce);
     h.subscribe(b, "$share/g/y/+", QoS::AtMostOnce);
 
-    let clients = h.broker.clients();
+    let clients = h.broker.clients(&all()).items;
     assert_eq!(clients.len(), 2);
     assert_eq!(clients[0].client_id, "alpha");
     assert_eq!(clients[0].conn, a);
@@ -43,8 +47,8 @@ fn clients_and_sessions_are_listed() {
     // beta goes offline; its session stays (clean session 0).
     h.lose(b);
     h.advance(10);
-    assert_eq!(h.broker.clients().len(), 1);
-    let sessions = h.broker.sessions(h.now);
+    assert_eq!(h.broker.clients(&all()).items.len(), 1);
+    let sessions = h.broker.sessions(&all(), h.now).items;
     assert_eq!(sessions.len(), 2);
     let beta = &sessions[1];
     assert_eq!(beta.client_id, "beta");
@@ -62,7 +66,7 @@ fn clients_and_sessions_are_listed() {
         "online sessions do not expire"
     );
 
-    let subs = h.broker.subscriptions(None);
+    let subs = h.broker.subscriptions(None, &all()).items;
     assert_eq!(
         subs.iter()
             .map(|s| (s.client_id.as_str(), s.filter.as_str()))
@@ -70,7 +74,85 @@ fn clients_and_sessions_are_listed() {
         [("alpha", "x/#"), ("beta", "$share/g/y/+")]
     );
     assert_eq!(subs[0].qos, QoS::AtLeastOnce);
-    assert_eq!(h.broker.subscriptions(Some("beta")).len(), 1);
+    assert_eq!(h.broker.subscriptions(Some("beta"), &all()).items.len(), 1);
+}
+
+/// A page with each entry named by `name`.
+fn named<T>(page: Page<T>, name: impl FnMut(T) -> String) -> Page<String> {
+    Page {
+        items: page.items.into_iter().map(name).collect(),
+        total: page.total,
+        next: page.next,
+    }
+}
+
+#[test]
+fn listings_come_a_page_at_a_time() {
+    // A listing runs on the core: it walks the entries once and builds only the page asked
+    // for. Each page starts after the last key of the one before (its `next`).
+    let mut h = Harness::new(Config::default());
+    let mut conns = Vec::new();
+    for i in [5, 1, 4, 2, 3] {
+        let c = h.connect(V5, &format!("c{i}"), false, Some(600));
+        h.subscribe(c, &format!("t/{i}/b"), QoS::AtMostOnce);
+        h.subscribe(c, &format!("t/{i}/a"), QoS::AtMostOnce);
+        h.publish(c, &format!("r/{i}"), "x", QoS::AtMostOnce, true, None);
+        conns.push(c);
+    }
+    h.lose(conns[0]); // c5: offline, its session stays
+    // Every page of a listing, two entries at a time: (entries, total) of each.
+    let walk = |list: &dyn Fn(&PageRequest) -> Page<String>| {
+        let mut request = PageRequest::first(2);
+        let mut pages = Vec::new();
+        loop {
+            let page = list(&request);
+            pages.push((page.items, page.total));
+            assert!(pages.len() <= 10, "the pages do not end");
+            match page.next {
+                Some(n) => request.after = Some(n),
+                None => return pages,
+            }
+        }
+    };
+    let b = &h.broker;
+    let clients = walk(&|p| named(b.clients(p), |c| c.client_id));
+    assert_eq!(
+        clients,
+        [
+            (vec!["c1".into(), "c2".into()], 4),
+            (vec!["c3".into(), "c4".into()], 4)
+        ]
+    );
+    let sessions = walk(&|p| named(b.sessions(p, h.now), |s| s.client_id));
+    let ids: Vec<_> = sessions.iter().flat_map(|(ids, _)| ids.clone()).collect();
+    assert_eq!(ids, ["c1", "c2", "c3", "c4", "c5"]);
+    assert_eq!(sessions.len(), 3);
+    let subscriptions = walk(&|p| {
+        named(b.subscriptions(None, p), |s| {
+            format!("{} {}", s.client_id, s.filter)
+        })
+    });
+    let subs: Vec<_> = subscriptions.iter().flat_map(|(s, _)| s.clone()).collect();
+    assert_eq!(subs.len(), 10);
+    assert_eq!(&subs[..3], ["c1 t/1/a", "c1 t/1/b", "c2 t/2/a"]);
+    assert!(subscriptions.iter().all(|(_, total)| *total == 10));
+    // One client's, after a cursor within them.
+    let page = b.subscriptions(
+        Some("c3"),
+        &PageRequest {
+            after: Some("c3\0t/3/a".into()),
+            limit: 5,
+        },
+    );
+    assert_eq!(page.items.len(), 1);
+    assert_eq!((page.items[0].filter.as_str(), page.total), ("t/3/b", 2));
+    let retained = walk(&|p| {
+        named(b.retained_messages(Some("r/+"), p, h.now).unwrap(), |m| {
+            m.topic.to_string()
+        })
+    });
+    let topics: Vec<_> = retained.iter().flat_map(|(t, _)| t.clone()).collect();
+    assert_eq!(topics, ["r/1", "r/2", "r/3", "r/4", "r/5"]);
 }
 
 #[test]
@@ -172,9 +254,14 @@ fn retained_by_filter_read_and_delete() {
     .into();
     h.publish_props(p, "home/attic", "x", QoS::AtLeastOnce, true, Some(1), props);
 
-    let all = h.broker.retained_messages(None, h.now).unwrap();
+    let everything = h.broker.retained_messages(None, &all(), h.now).unwrap();
+    assert_eq!(everything.total, 4);
     assert_eq!(
-        all.iter().map(|m| m.topic.as_str()).collect::<Vec<_>>(),
+        everything
+            .items
+            .iter()
+            .map(|m| m.topic.as_str())
+            .collect::<Vec<_>>(),
         [
             "home/attic",
             "home/hall/temp",
@@ -182,13 +269,16 @@ fn retained_by_filter_read_and_delete() {
             "office/temp"
         ]
     );
-    let temps = h.broker.retained_messages(Some("+/+/temp"), h.now).unwrap();
-    assert_eq!(temps.len(), 2);
+    let temps = h
+        .broker
+        .retained_messages(Some("+/+/temp"), &all(), h.now)
+        .unwrap();
+    assert_eq!(temps.items.len(), 2);
     let attic = h.broker.retained_message("home/attic", h.now).unwrap();
     assert_eq!(attic.qos, QoS::AtLeastOnce);
     assert_eq!(attic.properties.content_type.as_deref(), Some("text/plain"));
     assert!(matches!(
-        h.broker.retained_messages(Some("a/#/b"), h.now),
+        h.broker.retained_messages(Some("a/#/b"), &all(), h.now),
         Err(AdminError::InvalidTopic(_))
     ));
 

@@ -131,6 +131,30 @@ async fn clients_sessions_subscriptions() {
 
     let sessions = h.get("/api/v1/sessions").await.json();
     assert_eq!(sessions["count"], 3);
+    assert_eq!(sessions["truncated"], false);
+    assert!(sessions.get("next").is_none());
+    // A page at a time: `limit` entries, and `next` for the `after` of the next page.
+    let mut after = String::new();
+    let mut ids = Vec::new();
+    loop {
+        let page = h
+            .get(&format!("/api/v1/sessions?limit=2&after={after}"))
+            .await
+            .json();
+        assert_eq!(page["count"], 3);
+        for s in page["sessions"].as_array().unwrap() {
+            ids.push(s["client_id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(page["truncated"], true);
+                after = next.to_string();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(ids, ["idle", "pub", "sub"]);
+    assert_eq!(h.get("/api/v1/clients?limit=x").await.status, 400);
     let idle = h.get("/api/v1/sessions/idle").await.json();
     assert_eq!(idle["online"], false);
     assert_eq!(idle["protocol"], "3.1.1");

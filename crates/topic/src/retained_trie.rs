@@ -203,10 +203,10 @@ impl<V> RetainedTrie<V> {
     /// Visits only the matching branches; `#` visits the whole subtree below
     /// it. Allocates nothing unless more than 16 frames are pending (more
     /// than about 8 wildcard levels).
-    pub fn for_each_match<F: FnMut(&str, &V)>(&self, filter: &str, mut f: F) {
+    pub fn for_each_match<'a, F: FnMut(&'a str, &'a V)>(&'a self, filter: &str, mut f: F) {
         let bytes = filter.as_bytes();
         let end = filter.len() + 1;
-        let mut emit = |node: &Node<V>| {
+        let mut emit = |node: &'a Node<V>| {
             if let Some(e) = &node.entry {
                 f(&e.topic, &e.value);
             }
@@ -259,9 +259,10 @@ impl<V> RetainedTrie<V> {
         }
     }
 
-    /// Visits every retained entry, `$` topics included (for snapshots and listings).
-    pub fn for_each<F: FnMut(&str, &V)>(&self, mut f: F) {
-        let mut stack: Vec<&Node<V>> = vec![&self.root];
+    /// Visits every retained entry, `$` topics included (for snapshots and listings). The
+    /// topics and values are lent for as long as the trie is (a listing keeps some).
+    pub fn for_each<'a, F: FnMut(&'a str, &'a V)>(&'a self, mut f: F) {
+        let mut stack: Vec<&'a Node<V>> = vec![&self.root];
         while let Some(node) = stack.pop() {
             if let Some(entry) = &node.entry {
                 f(&entry.topic, &entry.value);

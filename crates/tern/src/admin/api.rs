@@ -5,13 +5,14 @@
 //! [`super::DriverOps::handle`] between two batches of client events.
 
 use std::collections::BTreeMap;
-use tern_core::Stats;
 use tern_core::inspect::{AdminPublish, StoreUsage};
+use tern_core::{PageRequest, Stats};
 use tokio::sync::oneshot;
 
-/// Default and largest number of retained messages one listing returns.
-pub const RETAINED_LIMIT_DEFAULT: usize = 1000;
-pub const RETAINED_LIMIT_MAX: usize = 100_000;
+/// Default and largest number of entries one page of a listing (clients, sessions,
+/// subscriptions, retained messages) holds.
+pub const LIST_LIMIT_DEFAULT: usize = 1000;
+pub const LIST_LIMIT_MAX: usize = 100_000;
 
 /// One admin operation.
 #[derive(Debug, Clone)]
@@ -20,22 +21,22 @@ pub enum Command {
     Ping,
     /// Counts, rates history and `$SYS` values, for the dashboard.
     Overview,
-    /// Connected clients.
-    Clients,
+    /// Connected clients, a page at a time.
+    Clients(PageRequest),
     /// One connected client.
     Client(String),
     /// Disconnect a client (MQTT 5: DISCONNECT 0x98).
     DisconnectClient(String),
-    /// Sessions, online and offline.
-    Sessions,
+    /// Sessions, online and offline, a page at a time.
+    Sessions(PageRequest),
     Session(String),
     DeleteSession(String),
-    /// Subscriptions, of one client or all.
-    Subscriptions(Option<String>),
-    /// Retained messages matching a filter (all when `None`).
+    /// Subscriptions, of one client or all, a page at a time.
+    Subscriptions(Option<String>, PageRequest),
+    /// Retained messages matching a filter (all when `None`), a page at a time.
     Retained {
         filter: Option<String>,
-        limit: usize,
+        page: PageRequest,
         /// Include payloads (a topic tree needs only the topics).
         payload: bool,
     },

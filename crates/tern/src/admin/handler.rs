@@ -18,7 +18,7 @@
 //! accepted/open connections, limit hits, timeouts) and the store's histograms in
 //! [`crate::metrics::Metrics`].
 
-use super::api::{AdminCall, ApiError, Command, CoreStats, RETAINED_LIMIT_MAX, Reply, Response};
+use super::api::{AdminCall, ApiError, Command, CoreStats, Reply, Response};
 use super::events::EventLog;
 use super::json;
 use crate::metrics::Metrics;
@@ -146,13 +146,14 @@ impl DriverOps {
         match cmd {
             Command::Ping => ok(json!({"ok": true})),
             Command::Overview => ok(self.overview(broker, now)),
-            Command::Clients => {
-                let list: Vec<Value> = broker
-                    .clients()
+            Command::Clients(page) => {
+                let page = broker.clients(&page);
+                let list: Vec<Value> = page
+                    .items
                     .iter()
                     .map(|c| json::client(c, peer(c.conn), now))
                     .collect();
-                ok(json!({"count": list.len(), "clients": list}))
+                ok(json::page(&page, "clients", list))
             }
             Command::Client(id) => match broker.client(&id) {
                 Some(c) => ok(json::client(&c, peer(c.conn), now)),
@@ -162,13 +163,14 @@ impl DriverOps {
                 broker.disconnect_client(&id, now, out)?;
                 ok(json!({"disconnected": id}))
             }
-            Command::Sessions => {
-                let list: Vec<Value> = broker
-                    .sessions(now)
+            Command::Sessions(page) => {
+                let page = broker.sessions(&page, now);
+                let list: Vec<Value> = page
+                    .items
                     .iter()
                     .map(|s| json::session(s, s.conn.and_then(peer)))
                     .collect();
-                ok(json!({"count": list.len(), "sessions": list}))
+                ok(json::page(&page, "sessions", list))
             }
             Command::Session(id) => match broker.session_info(&id, now) {
                 Some(s) => ok(json::session(&s, s.conn.and_then(peer))),
@@ -178,31 +180,23 @@ impl DriverOps {
                 broker.delete_session(&id, now, out)?;
                 ok(json!({"deleted": id}))
             }
-            Command::Subscriptions(id) => {
-                let list: Vec<Value> = broker
-                    .subscriptions(id.as_deref())
-                    .iter()
-                    .map(json::subscription)
-                    .collect();
-                ok(json!({"count": list.len(), "subscriptions": list}))
+            Command::Subscriptions(id, page) => {
+                let page = broker.subscriptions(id.as_deref(), &page);
+                let list: Vec<Value> = page.items.iter().map(json::subscription).collect();
+                ok(json::page(&page, "subscriptions", list))
             }
             Command::Retained {
                 filter,
-                limit,
+                page,
                 payload,
             } => {
-                let all = broker.retained_messages(filter.as_deref(), now)?;
-                let limit = limit.min(RETAINED_LIMIT_MAX);
-                let list: Vec<Value> = all
+                let page = broker.retained_messages(filter.as_deref(), &page, now)?;
+                let list: Vec<Value> = page
+                    .items
                     .iter()
-                    .take(limit)
                     .map(|m| json::retained(m, now, payload))
                     .collect();
-                ok(json!({
-                    "count": all.len(),
-                    "truncated": all.len() > limit,
-                    "retained": list,
-                }))
+                ok(json::page(&page, "retained", list))
             }
             Command::RetainedGet(topic) => match broker.retained_message(&topic, now) {
                 Some(m) => ok(json::retained(&m, now, true)),

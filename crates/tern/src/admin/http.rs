@@ -20,7 +20,7 @@
 //! `/metrics` need `Authorization: Bearer TOKEN`; the health endpoints and the page itself do not
 //! (the page asks for the token and sends it with its API calls).
 
-use super::api::{AdminCall, ApiError, Command, RETAINED_LIMIT_DEFAULT, Reply};
+use super::api::{AdminCall, ApiError, Command, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, Reply};
 use super::{json, prom};
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -364,12 +364,26 @@ pub fn route(
         Some((h, t)) => (h, Some(t)),
         None => (rest, None),
     };
+    // A page of a listing: `limit` (default 1000, at most 100,000) entries after `after`.
+    let page = || -> Result<tern_core::PageRequest, ApiError> {
+        let limit = match param("limit") {
+            None => LIST_LIMIT_DEFAULT,
+            Some(l) => l
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request("limit must be a number"))?
+                .min(LIST_LIMIT_MAX),
+        };
+        Ok(tern_core::PageRequest {
+            after: param("after").filter(|a| !a.is_empty()),
+            limit,
+        })
+    };
     let get = method == Method::GET;
     let delete = method == Method::DELETE;
     let post = method == Method::POST;
     Ok(match (head, tail) {
         ("overview", None) if get => Command::Overview,
-        ("clients", None) if get => Command::Clients,
+        ("clients", None) if get => Command::Clients(page()?),
         ("clients", Some(t)) => match t.strip_suffix("/disconnect") {
             Some(id) if post => Command::DisconnectClient(decode(id)?),
             Some(_) => return Err(not_allowed()),
@@ -377,18 +391,13 @@ pub fn route(
             None if delete => Command::DisconnectClient(decode(t)?),
             None => return Err(not_allowed()),
         },
-        ("sessions", None) if get => Command::Sessions,
+        ("sessions", None) if get => Command::Sessions(page()?),
         ("sessions", Some(t)) if get => Command::Session(decode(t)?),
         ("sessions", Some(t)) if delete => Command::DeleteSession(decode(t)?),
-        ("subscriptions", None) if get => Command::Subscriptions(param("client_id")),
+        ("subscriptions", None) if get => Command::Subscriptions(param("client_id"), page()?),
         ("retained", None) if get => Command::Retained {
             filter: param("filter").filter(|f| !f.is_empty()),
-            limit: match param("limit") {
-                None => RETAINED_LIMIT_DEFAULT,
-                Some(l) => l
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("limit must be a number"))?,
-            },
+            page: page()?,
             payload: param("payload").is_none_or(|p| p != "false" && p != "0"),
         },
         ("retained", None) if delete => match param("filter") {
@@ -448,8 +457,24 @@ mod tests {
         ));
         assert!(matches!(
             r(Method::GET, "/api/v1/retained", Some("filter=a%2F%23&limit=3&payload=false")),
-            Ok(Command::Retained { filter: Some(f), limit: 3, payload: false }) if f == "a/#"
+            Ok(Command::Retained { filter: Some(f), page, payload: false })
+                if f == "a/#" && page.limit == 3 && page.after.is_none()
         ));
+        assert!(matches!(
+            r(Method::GET, "/api/v1/sessions", Some("after=a%2Fb&limit=9999999")),
+            Ok(Command::Sessions(page))
+                if page.after.as_deref() == Some("a/b") && page.limit == LIST_LIMIT_MAX
+        ));
+        assert!(matches!(
+            r(Method::GET, "/api/v1/clients", None),
+            Ok(Command::Clients(page)) if page.limit == LIST_LIMIT_DEFAULT && page.after.is_none()
+        ));
+        assert_eq!(
+            r(Method::GET, "/api/v1/subscriptions", Some("limit=x"))
+                .unwrap_err()
+                .status,
+            400
+        );
         assert!(matches!(
             r(Method::DELETE, "/api/v1/retained", Some("filter=%23")),
             Ok(Command::RetainedDelete(f)) if f == "#"
