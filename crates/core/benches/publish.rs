@@ -1,6 +1,7 @@
 //! The core's cost per PUBLISH, without any I/O: `Broker::handle_packet` for one QoS 0
 //! PUBLISH and the actions it returns, in the shapes `tern bench` loads the whole broker with
-//! (1→1, 1→100 fan-out, 100→1 fan-in through a `#` subscriber), over MQTT 3.1.1 and 5.0.
+//! (1→1, 1→100 fan-out, 100→1 fan-in through a `#` subscriber), over MQTT 3.1.1 and 5.0, and
+//! a shared group whose members are nearly all offline.
 //! The broker's profile on the network puts this part at about half of its time; this
 //! benchmark measures it on its own, so a change to the routing path can be judged in
 //! nanoseconds instead of through the noise of a loopback run.
@@ -136,5 +137,28 @@ fn fan_in(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, one_to_one, fan_out, fan_in);
+/// A shared group of 10,000 members, of which two are online (workers with persistent sessions
+/// under changing client ids leave their sessions behind until they expire): each message goes
+/// to one online member. MQTT 3.1.1 only.
+fn shared_mostly_offline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish_shared_10000_offline");
+    let version = ProtocolVersion::V3_1_1;
+    let mut h = setup();
+    for i in 0..10_000 {
+        let member = h.connect(version, &format!("gone{i}"), false, None);
+        h.subscribe(member, "$share/workers/jobs", QoS::AtMostOnce);
+        if i % 5000 != 0 {
+            h.lose(member);
+        }
+    }
+    let publisher = h.connect(version, "pub", true, None);
+    let p = publish("jobs");
+    assert_eq!(publish_once(&mut h, publisher, &p), 1);
+    group.bench_function(BenchmarkId::from_parameter("3.1.1"), |b| {
+        b.iter(|| black_box(publish_once(&mut h, publisher, black_box(&p))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, one_to_one, fan_out, fan_in, shared_mostly_offline);
 criterion_main!(benches);

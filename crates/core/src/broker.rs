@@ -407,6 +407,7 @@ impl Broker {
         if with_will && let Some(will) = will {
             self.schedule_will(c.session, *will, interval, now, out);
         }
+        self.shared_presence(c.session, false);
         self.redistribute_shared(c.session, now, out);
         self.detach_kept(c.session);
         self.park_or_end_session(c.session, now, out);

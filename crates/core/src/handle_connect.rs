@@ -263,6 +263,7 @@ impl Broker {
         }
         session.persisted = persist;
         self.persist.session(session, now, out);
+        self.shared_presence(sid, true);
         self.conns.insert(
             conn,
             Conn {

@@ -21,13 +21,52 @@ pub enum SubKey {
     Shared(GroupId),
 }
 
-/// One shared group.
-#[derive(Debug)]
+/// One shared group. Its members are kept in two lists, by whether their session is online, so
+/// that choosing a member never walks past offline ones: a group of workers with persistent
+/// sessions and changing client ids collects offline members until their sessions expire
+/// (thousands, with one online), and every message would have walked them all.
+#[derive(Debug, Default)]
 pub(crate) struct SharedGroup {
-    /// Members in the order they joined, each with its subscription options.
-    pub(crate) members: Vec<(SessionId, SubEntry)>,
-    /// Round robin position / sticky choice.
+    /// Members whose session has a connection, in the order they joined or came back, each with
+    /// its subscription options.
+    pub(crate) online: Vec<(SessionId, SubEntry)>,
+    /// Members whose session is offline: one that outlives its connection keeps QoS 1/2
+    /// messages for later while no member is online.
+    pub(crate) offline: Vec<(SessionId, SubEntry)>,
+    /// Round robin position / sticky choice in `online`.
     pub(crate) cursor: usize,
+    /// Round robin position in `offline`, for messages kept for later.
+    pub(crate) offline_cursor: usize,
+}
+
+impl SharedGroup {
+    fn list(&mut self, online: bool) -> &mut Vec<(SessionId, SubEntry)> {
+        if online {
+            &mut self.online
+        } else {
+            &mut self.offline
+        }
+    }
+
+    /// Removes `sid` from whichever list holds it; keeps the cursors on the members they point
+    /// at (a sticky choice does not move because another member left).
+    fn remove(&mut self, sid: SessionId) -> Option<(SubEntry, bool)> {
+        if let Some(i) = self.online.iter().position(|(s, _)| *s == sid) {
+            if i < self.cursor {
+                self.cursor -= 1;
+            }
+            return Some((self.online.remove(i).1, true));
+        }
+        let i = self.offline.iter().position(|(s, _)| *s == sid)?;
+        if i < self.offline_cursor {
+            self.offline_cursor -= 1;
+        }
+        Some((self.offline.remove(i).1, false))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.online.is_empty() && self.offline.is_empty()
+    }
 }
 
 /// Every shared group of the broker.
@@ -41,34 +80,36 @@ pub(crate) struct SharedGroups {
 }
 
 impl SharedGroups {
-    /// Adds or replaces a member; returns the group id and whether the group is new (so the
-    /// caller adds it to the trie).
+    /// Adds or replaces a member (`online`: whether its session has a connection); returns the
+    /// group id and whether the group is new (so the caller adds it to the trie).
     pub(crate) fn join(
         &mut self,
         group: &str,
         filter: &str,
         sid: SessionId,
         entry: SubEntry,
+        online: bool,
     ) -> (GroupId, bool) {
         let key = (ByteStr::from(group), ByteStr::from(filter));
         if let Some(&gid) = self.index.get(&key) {
             let g = self.groups.get_mut(&gid).expect("indexed group exists");
-            match g.members.iter_mut().find(|(s, _)| *s == sid) {
+            let known = g
+                .online
+                .iter_mut()
+                .chain(g.offline.iter_mut())
+                .find(|(s, _)| *s == sid);
+            match known {
                 Some(m) => m.1 = entry,
-                None => g.members.push((sid, entry)),
+                None => g.list(online).push((sid, entry)),
             }
             return (gid, false);
         }
         self.next += 1;
         let gid = self.next;
         self.index.insert(key, gid);
-        self.groups.insert(
-            gid,
-            SharedGroup {
-                members: vec![(sid, entry)],
-                cursor: 0,
-            },
-        );
+        let mut g = SharedGroup::default();
+        g.list(online).push((sid, entry));
+        self.groups.insert(gid, g);
         (gid, true)
     }
 
@@ -83,17 +124,29 @@ impl SharedGroups {
         let key = (ByteStr::from(group), ByteStr::from(filter));
         let gid = *self.index.get(&key)?;
         let g = self.groups.get_mut(&gid)?;
-        let before = g.members.len();
-        g.members.retain(|(s, _)| *s != sid);
-        if g.members.len() == before {
-            return None;
-        }
-        let empty = g.members.is_empty();
+        g.remove(sid)?;
+        let empty = g.is_empty();
         if empty {
             self.groups.remove(&gid);
             self.index.remove(&key);
         }
         Some((gid, empty))
+    }
+
+    /// The session of member `sid` came online or went offline: it moves to the end of the
+    /// other list.
+    pub(crate) fn set_online(&mut self, group: &str, filter: &str, sid: SessionId, online: bool) {
+        let key = (ByteStr::from(group), ByteStr::from(filter));
+        let Some(g) = self
+            .index
+            .get(&key)
+            .and_then(|gid| self.groups.get_mut(gid))
+        else {
+            return;
+        };
+        if let Some((entry, _)) = g.remove(sid) {
+            g.list(online).push((sid, entry));
+        }
     }
 
     fn random(&mut self) -> u64 {
@@ -126,20 +179,15 @@ impl Broker {
         };
         let sessions = &self.sessions;
         let g = self.shared.groups.get_mut(&gid)?;
-        let n = g.members.len();
-        if n == 0 {
-            return None;
-        }
-        let eligible = |sid: &SessionId| {
-            Some(*sid) != exclude && sessions.get(sid).is_some_and(|s| s.online())
-        };
+        let n = g.online.len();
+        let eligible = |sid: &SessionId| Some(*sid) != exclude;
         let start = match random {
-            Some(r) => (r % n as u64) as usize,
-            None => g.cursor % n,
+            Some(r) if n > 0 => (r % n as u64) as usize,
+            _ => g.cursor % n.max(1),
         };
         let pick = match strategy {
             SharedStrategy::LeastInflight => g
-                .members
+                .online
                 .iter()
                 .enumerate()
                 .filter(|(_, (sid, _))| eligible(sid))
@@ -151,27 +199,48 @@ impl Broker {
                     (load, (i + n - start) % n)
                 })
                 .map(|(i, _)| i),
+            // Without `exclude`, the first one looked at (the walk is for the member leaving).
             _ => (0..n)
                 .map(|k| (start + k) % n)
-                .find(|&i| eligible(&g.members[i].0)),
+                .find(|&i| eligible(&g.online[i].0)),
         };
-        let pick = pick.or_else(|| {
-            // Nobody online: a persistent member keeps QoS 1/2 messages for later.
-            qos_above_0
-                .then(|| {
-                    (0..n).map(|k| (start + k) % n).find(|&i| {
-                        let sid = g.members[i].0;
-                        Some(sid) != exclude
-                            && sessions.get(&sid).is_some_and(|s| s.expiry_interval > 0)
-                    })
-                })
-                .flatten()
+        if let Some(pick) = pick {
+            debug_assert!(
+                sessions.get(&g.online[pick].0).is_some_and(|s| s.online()),
+                "an offline member in the online list"
+            );
+            g.cursor = match strategy {
+                SharedStrategy::Sticky => pick,
+                _ => pick + 1,
+            };
+            return Some(g.online[pick]);
+        }
+        // Nobody online: a persistent member keeps QoS 1/2 messages for later, in turn.
+        if !qos_above_0 {
+            return None;
+        }
+        let m = g.offline.len();
+        let from = g.offline_cursor % m.max(1);
+        let pick = (0..m).map(|k| (from + k) % m).find(|&i| {
+            let sid = g.offline[i].0;
+            Some(sid) != exclude && sessions.get(&sid).is_some_and(|s| s.expiry_interval > 0)
         })?;
-        g.cursor = match strategy {
-            SharedStrategy::Sticky => pick,
-            _ => pick + 1,
+        g.offline_cursor = pick + 1;
+        Some(g.offline[pick])
+    }
+
+    /// Session `sid` came online or went offline: it moves to the other list of each group it
+    /// is a member of.
+    pub(crate) fn shared_presence(&mut self, sid: SessionId, online: bool) {
+        let Some(session) = self.sessions.get(&sid) else {
+            return;
         };
-        Some(g.members[pick])
+        for filter in session.subscriptions.keys() {
+            if let Some(Ok(shared)) = tern_topic::parse_shared(filter) {
+                self.shared
+                    .set_online(shared.group, shared.filter, sid, online);
+            }
+        }
     }
 
     /// Sends a message matched by shared group `gid` to one of its members.

@@ -24,7 +24,10 @@ impl Broker {
     ) -> Added {
         let added = match tern_topic::parse_shared(filter) {
             Some(Ok(shared)) => {
-                let (gid, new_group) = self.shared.join(shared.group, shared.filter, sid, entry);
+                let online = self.sessions.get(&sid).is_some_and(|s| s.online());
+                let (gid, new_group) =
+                    self.shared
+                        .join(shared.group, shared.filter, sid, entry, online);
                 if new_group {
                     self.subs.insert(shared.filter, SubKey::Shared(gid), entry);
                 }

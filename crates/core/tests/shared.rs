@@ -211,3 +211,93 @@ fn unsubscribe_and_session_end_leave_the_group() {
     h.lose(b);
     assert_eq!(h.broker.subscription_count(), 0);
 }
+
+#[test]
+fn offline_members_are_skipped_and_come_back_when_they_reconnect() {
+    // A group keeps its persistent members while they are offline, in a list of their own:
+    // messages go round the online ones, and a member that reconnects takes its turn again.
+    let mut h = Harness::new(Config::default());
+    let a = h.connect(V3_1_1, "a", false, None);
+    let b = h.connect(V3_1_1, "b", false, None);
+    let c = h.connect(V3_1_1, "c", true, None);
+    for m in [a, b, c] {
+        h.subscribe(m, "$share/g/t", QoS::AtMostOnce);
+    }
+    h.lose(a);
+    let p = h.connect(V5, "p", true, None);
+    for _ in 0..4 {
+        h.publish(p, "t", "x", QoS::AtMostOnce, false, None);
+    }
+    assert_eq!((count(&mut h, b), count(&mut h, c)), (2, 2));
+    let a = h.connect(V3_1_1, "a", false, None);
+    for _ in 0..6 {
+        h.publish(p, "t", "x", QoS::AtMostOnce, false, None);
+    }
+    assert_eq!(
+        (count(&mut h, a), count(&mut h, b), count(&mut h, c)),
+        (2, 2, 2)
+    );
+}
+
+#[test]
+fn round_robin_goes_on_with_the_next_member_when_one_leaves() {
+    let mut h = Harness::new(Config::default());
+    let members: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            let m = h.connect(V3_1_1, id, true, None);
+            h.subscribe(m, "$share/g/t", QoS::AtMostOnce);
+            m
+        })
+        .collect();
+    let p = h.connect(V5, "p", true, None);
+    h.publish(p, "t", "1", QoS::AtMostOnce, false, None);
+    assert_eq!(count(&mut h, members[0]), 1);
+    // a goes: b, whose turn it was, gets the next message, then c.
+    h.lose(members[0]);
+    h.publish(p, "t", "2", QoS::AtMostOnce, false, None);
+    assert_eq!(
+        (count(&mut h, members[1]), count(&mut h, members[2])),
+        (1, 0)
+    );
+    h.publish(p, "t", "3", QoS::AtMostOnce, false, None);
+    assert_eq!(count(&mut h, members[2]), 1);
+}
+
+#[test]
+fn messages_for_later_go_round_the_offline_members() {
+    let mut h = Harness::new(Config::default());
+    for id in ["a", "b"] {
+        let m = h.connect(V5, id, false, Some(600));
+        h.subscribe(m, "$share/g/t", QoS::AtLeastOnce);
+        h.lose(m);
+    }
+    let p = h.connect(V5, "p", true, None);
+    for i in 1..=4u16 {
+        h.publish(p, "t", &format!("{i}"), QoS::AtLeastOnce, false, Some(i));
+    }
+    let a = h.connect(V5, "a", false, Some(600));
+    let b = h.connect(V5, "b", false, Some(600));
+    assert_eq!((count(&mut h, a), count(&mut h, b)), (2, 2));
+}
+
+#[test]
+fn a_member_restored_offline_is_online_again_when_it_connects() {
+    let t0 = 1_800_000_000_000;
+    let mut h = Harness::persistent(Config::default(), t0);
+    let a = h.connect(V3_1_1, "a", false, None);
+    h.subscribe(a, "$share/g/t", QoS::AtMostOnce);
+    h.lose(a);
+    let mut h2 = Harness::persistent(Config::default(), t0 + 1000);
+    let records = h.records();
+    h2.broker.restore(records, h2.now);
+    let p = h2.connect(V5, "p", true, None);
+    h2.publish(p, "t", "dropped", QoS::AtMostOnce, false, None);
+    let a = h2.connect(V3_1_1, "a", false, None);
+    h2.publish(p, "t", "kept", QoS::AtMostOnce, false, None);
+    let got = h2.publishes(a);
+    assert_eq!(
+        got.iter().map(|m| &m.payload[..]).collect::<Vec<_>>(),
+        [b"kept"]
+    );
+}
