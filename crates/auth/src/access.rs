@@ -194,8 +194,8 @@ impl FileAccess {
     /// the broker's core one HMAC instead. Does nothing when there is nothing to check, or the
     /// outcome is known already: no password file, the address `peer` in its back-off window
     /// (the login is refused unchecked), or this password accepted for `user` before. Each
-    /// verdict is taken once; the back-off and the counters are the core's business, so a
-    /// login whose CONNECT never reaches the core leaves no trace but its verdict (bounded).
+    /// verdict is taken once. A failure counts against `peer`'s back-off here (the core does
+    /// not count it again); the other counters are the core's.
     pub fn check_ahead(&self, user: &str, password: &[u8], peer: Option<std::net::IpAddr>) {
         let loaded = self.loaded();
         let Some(passwords) = &loaded.passwords else {
@@ -204,8 +204,11 @@ impl FileAccess {
         if peer.is_some_and(|ip| self.throttle().blocked(ip, Instant::now()).is_some()) {
             return;
         }
-        let tag = loaded.verified.tag(password);
-        if loaded.verified.knows(user, &tag) || loaded.verified.has_verdict(user, &tag) {
+        let (tag, login) = (
+            loaded.verified.tag(password),
+            loaded.verified.login(user, password),
+        );
+        if loaded.verified.knows(user, &tag) || loaded.verified.has_verdict(&login) {
             return;
         }
         let verdict = passwords.verify(user, password);
@@ -213,7 +216,15 @@ impl FileAccess {
             .counters
             .checked_ahead
             .fetch_add(1, Ordering::Relaxed);
-        loaded.verified.leave_verdict(user, tag, verdict);
+        // A failure counts against the address now, whatever the core makes of the CONNECT
+        // afterwards: one it refuses before it authenticates (a bad client id or will topic)
+        // must not make guessing free of the back-off.
+        if verdict != Verification::Ok
+            && let Some(ip) = peer
+        {
+            self.count_failure(ip);
+        }
+        loaded.verified.leave_verdict(login, verdict);
     }
 
     /// The SCRAM-SHA-256 and SCRAM-SHA-512 methods over this password file, for
@@ -276,18 +287,21 @@ impl FileAccess {
 
     /// Counts a password failure against the client's address.
     fn password_failure(&self, info: &ClientInfo, why: &str) -> AuthDecision {
-        if let Some(peer) = info.peer
-            && let Some(window) = self.throttle().failure(peer.ip(), Instant::now())
-        {
-            tracing::warn!(
-                peer = %peer,
-                backoff_ms = window.as_millis() as u64,
-                "repeated failed logins from {}: refusing its logins for {:?}",
-                peer.ip(),
-                window
-            );
+        if let Some(peer) = info.peer {
+            self.count_failure(peer.ip());
         }
         self.refuse(info, AuthDecision::BadCredentials, why)
+    }
+
+    /// A password failure from `ip`, for the back-off.
+    fn count_failure(&self, ip: std::net::IpAddr) {
+        if let Some(window) = self.throttle().failure(ip, Instant::now()) {
+            tracing::warn!(
+                peer = %ip,
+                backoff_ms = window.as_millis() as u64,
+                "repeated failed logins from {ip}: refusing its logins for {window:?}"
+            );
+        }
     }
 }
 
@@ -330,6 +344,12 @@ impl AccessControl for FileAccess {
                 .counters
                 .logins_throttled
                 .fetch_add(1, Ordering::Relaxed);
+            // A verdict made ahead for this login is of no use now.
+            if let Some(p) = password {
+                loaded
+                    .verified
+                    .take_verdict(&loaded.verified.login(user, p));
+            }
             return self.refuse(
                 info,
                 AuthDecision::BadCredentials,
@@ -341,13 +361,19 @@ impl AccessControl for FileAccess {
         };
         let tag = loaded.verified.tag(password);
         let remembered = loaded.verified.knows(user, &tag);
+        // A verdict made ahead has counted its failure against the address already.
+        let mut counted = false;
         let verification = if remembered {
             self.inner
                 .counters
                 .logins_remembered
                 .fetch_add(1, Ordering::Relaxed);
             Verification::Ok
-        } else if let Some(verdict) = loaded.verified.take_verdict(user, &tag) {
+        } else if let Some(verdict) = loaded
+            .verified
+            .take_verdict(&loaded.verified.login(user, password))
+        {
+            counted = true;
             verdict
         } else {
             self.inner
@@ -355,6 +381,10 @@ impl AccessControl for FileAccess {
                 .checked_on_core
                 .fetch_add(1, Ordering::Relaxed);
             passwords.verify(user, password)
+        };
+        let failure = |why| match counted {
+            true => self.refuse(info, AuthDecision::BadCredentials, why),
+            false => self.password_failure(info, why),
         };
         match verification {
             Verification::Ok => {
@@ -367,8 +397,8 @@ impl AccessControl for FileAccess {
                 self.record_success();
                 AuthDecision::Allow
             }
-            Verification::WrongPassword => self.password_failure(info, "wrong password"),
-            Verification::UnknownUser => self.password_failure(info, "unknown user"),
+            Verification::WrongPassword => failure("wrong password"),
+            Verification::UnknownUser => failure("unknown user"),
         }
     }
 

@@ -9,7 +9,8 @@
 //! The first login of each user (every user after a restart) would still cost a full check on
 //! the core. So the connection's own task checks the password in full before it hands the
 //! CONNECT over ([`crate::FileAccess::check_ahead`], on a blocking thread), and leaves its
-//! verdict here, under the same HMAC; the core takes it instead of checking again.
+//! verdict here, under an HMAC of the user name and password; the core takes it instead of
+//! checking again.
 
 use crate::hash::random_bytes;
 use crate::password_file::Verification;
@@ -31,7 +32,9 @@ const MAX_AHEAD: usize = 10_000;
 pub(crate) struct Verified {
     key: [u8; 32],
     users: Mutex<HashMap<String, [u8; 32]>>,
-    ahead: Mutex<HashMap<(String, [u8; 32]), Verification>>,
+    /// Verdicts by [`Verified::login`]: a fixed-size key, whatever the length of the user name
+    /// (up to 64 KiB in a CONNECT), so the map's memory is bounded by its count.
+    ahead: Mutex<HashMap<[u8; 32], Verification>>,
 }
 
 impl Default for Verified {
@@ -45,13 +48,18 @@ impl Default for Verified {
 }
 
 impl Verified {
+    /// HMAC-SHA-256 of `parts` run together, under this load's key.
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        for part in parts {
+            m.update(part);
+        }
+        m.finalize().into_bytes().into()
+    }
+
     /// What is remembered of `password`.
     pub(crate) fn tag(&self, password: &[u8]) -> [u8; 32] {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
-        m.update(password);
-        let mut tag = [0u8; 32];
-        tag.copy_from_slice(&m.finalize().into_bytes());
-        tag
+        self.mac(&[password])
     }
 
     /// Whether `user` was accepted with the password of `tag` since the file was loaded.
@@ -71,24 +79,31 @@ impl Verified {
         users.insert(user.to_string(), tag);
     }
 
-    /// Whether a verdict for `user` with the password of `tag` waits to be taken.
-    pub(crate) fn has_verdict(&self, user: &str, tag: &[u8; 32]) -> bool {
-        let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-        ahead.contains_key(&(user.to_string(), *tag))
+    /// The key of a verdict on `user` logging in with `password`.
+    pub(crate) fn login(&self, user: &str, password: &[u8]) -> [u8; 32] {
+        // The length first: ("ab", "c") and ("a", "bc") are different logins.
+        let len = (user.len() as u64).to_le_bytes();
+        self.mac(&[&len, user.as_bytes(), password])
     }
 
-    /// The full check of `user` with the password of `tag` found `verdict`.
-    pub(crate) fn leave_verdict(&self, user: &str, tag: [u8; 32], verdict: Verification) {
+    /// Whether a verdict on `login` waits to be taken.
+    pub(crate) fn has_verdict(&self, login: &[u8; 32]) -> bool {
+        let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+        ahead.contains_key(login)
+    }
+
+    /// The full check of `login` found `verdict`.
+    pub(crate) fn leave_verdict(&self, login: [u8; 32], verdict: Verification) {
         let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
         if ahead.len() >= MAX_AHEAD {
             ahead.clear();
         }
-        ahead.insert((user.to_string(), tag), verdict);
+        ahead.insert(login, verdict);
     }
 
-    /// Takes the verdict left for `user` with the password of `tag`, if any.
-    pub(crate) fn take_verdict(&self, user: &str, tag: &[u8; 32]) -> Option<Verification> {
+    /// Takes the verdict left on `login`, if any.
+    pub(crate) fn take_verdict(&self, login: &[u8; 32]) -> Option<Verification> {
         let mut ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-        ahead.remove(&(user.to_string(), *tag))
+        ahead.remove(login)
     }
 }

@@ -527,6 +527,46 @@ fn a_password_checked_ahead_is_not_checked_again_on_the_core() {
         AuthDecision::BadCredentials
     );
     assert_eq!(stats(a), (4, 2));
+    // The verdict is on the user name and the password, not on the two run together.
+    // ("admi", "nadmin-pw") is not ("admin", "admin-pw"): that login is checked on the core.
+    a.check_ahead("admi", b"nadmin-pw", ip(5));
+    assert_eq!(
+        a.authenticate(&from(who(Some("admin"), "ad"), 5), Some(b"admin-pw")),
+        AuthDecision::Allow
+    );
+    assert_eq!(stats(a), (5, 3));
+    // Failures checked ahead count against the address even when the core never authenticates
+    // their CONNECTs (it refuses some first, for a bad client id or will topic): guessing that
+    // way meets the back-off after FREE_FAILURES, and nothing more is checked for the address.
+    let before = stats(a);
+    for i in 0..10 {
+        a.check_ahead("alice", format!("guess-{i}").as_bytes(), ip(9));
+    }
+    assert_eq!(
+        stats(a).0,
+        before.0 + u64::from(tern_auth::throttle::FREE_FAILURES) + 1
+    );
+    // The core counts a failure checked ahead once: not one more failure to the address.
+    let y = from(who(Some("bob"), "y"), 11);
+    a.check_ahead("bob", b"nope", ip(11));
+    assert_eq!(
+        a.authenticate(&y, Some(b"nope")),
+        AuthDecision::BadCredentials
+    );
+    for i in 0..u64::from(tern_auth::throttle::FREE_FAILURES) - 1 {
+        assert_eq!(
+            a.authenticate(&y, Some(format!("nope-{i}").as_bytes())),
+            AuthDecision::BadCredentials
+        );
+    }
+    let throttled = a.stats().logins_throttled;
+    assert_eq!(
+        a.authenticate(&y, Some(b"bob-pw")),
+        AuthDecision::Allow,
+        "{} failures: still below the back-off",
+        tern_auth::throttle::FREE_FAILURES
+    );
+    assert_eq!(a.stats().logins_throttled, throttled);
     // An address in its back-off window is refused unchecked: nothing is checked ahead.
     let x = from(who(Some("bob"), "b"), 6);
     for _ in 0..5 {

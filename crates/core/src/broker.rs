@@ -404,10 +404,11 @@ impl Broker {
         session.connected_at = None;
         let will = session.will.take();
         let interval = session.expiry_interval;
+        // Offline in its shared groups before anything is routed (its own will may match one).
+        self.shared_presence(c.session, false);
         if with_will && let Some(will) = will {
             self.schedule_will(c.session, *will, interval, now, out);
         }
-        self.shared_presence(c.session, false);
         self.redistribute_shared(c.session, now, out);
         self.detach_kept(c.session);
         self.park_or_end_session(c.session, now, out);

@@ -119,12 +119,8 @@ impl Broker {
                 sel.offer(s.client_id.as_str(), || (conn, &**s));
             }
         }
-        let page = sel.finish(|k| k.to_string());
-        Page {
-            items: page.items.iter().map(|&(c, s)| client_info(c, s)).collect(),
-            total: page.total,
-            next: page.next,
-        }
+        sel.finish(|k| k.to_string())
+            .map(|(c, s)| client_info(c, s))
     }
 
     /// The connected client with `client_id`.
@@ -145,12 +141,7 @@ impl Broker {
         for s in self.sessions.values() {
             sel.offer(s.client_id.as_str(), || &**s);
         }
-        let page = sel.finish(|k| k.to_string());
-        Page {
-            items: page.items.iter().map(|s| session_info(s, now)).collect(),
-            total: page.total,
-            next: page.next,
-        }
+        sel.finish(|k| k.to_string()).map(|s| session_info(s, now))
     }
 
     /// The session of `client_id`.
@@ -180,16 +171,8 @@ impl Broker {
                 sel.offer((s.client_id.as_str(), filter.as_str()), || (s, filter, e));
             }
         }
-        let page = sel.finish(|(c, f)| format!("{c}\0{f}"));
-        Page {
-            items: page
-                .items
-                .iter()
-                .map(|&(s, filter, e)| subscription_info(s, filter, e))
-                .collect(),
-            total: page.total,
-            next: page.next,
-        }
+        sel.finish(|(c, f)| format!("{c}\0{f}"))
+            .map(|(s, filter, e)| subscription_info(s, filter, e))
     }
 
     /// Shared subscriptions (`$share/...`) over all sessions, each member counted.
@@ -226,12 +209,7 @@ impl Broker {
                 });
             }
         }
-        let page = sel.finish(|k| k.to_string());
-        Ok(Page {
-            items: page.items.into_iter().cloned().collect(),
-            total: page.total,
-            next: page.next,
-        })
+        Ok(sel.finish(|k| k.to_string()).map(Arc::clone))
     }
 
     /// The retained message of `topic`, if any (and not expired).

@@ -33,6 +33,8 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Entries in the whole listing (every page).
     pub total: usize,
+    /// Entries follow this page.
+    pub truncated: bool,
     /// The cursor for the next page (the last key of this one), when there are entries after it.
     pub next: Option<String>,
 }
@@ -103,7 +105,20 @@ impl<K: Ord, T> Selector<K, T> {
         Page {
             items: sorted.into_iter().map(|k| k.1).collect(),
             total: self.total,
+            truncated: more,
             next,
+        }
+    }
+}
+
+impl<T> Page<T> {
+    /// The same page with each entry turned into another.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            total: self.total,
+            truncated: self.truncated,
+            next: self.next,
         }
     }
 }
@@ -133,7 +148,8 @@ mod tests {
         assert_eq!((p.items, p.next), (vec![90], None));
         // A page that ends exactly at the last entry has no next.
         assert_eq!(page(&keys, Some(5), 3).next, None);
-        assert_eq!(page(&keys, None, 0).next.as_deref(), None);
+        let none = page(&keys, None, 0);
+        assert_eq!((none.next, none.truncated), (None, true));
         assert_eq!(page(&[], None, 3).total, 0);
     }
 

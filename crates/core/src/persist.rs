@@ -92,16 +92,32 @@ impl Persistence {
     /// The session's settings (created, resumed, disconnected or changed).
     pub(crate) fn session(&self, s: &Session, now: Instant, out: &mut Vec<Action>) {
         if s.persisted {
-            out.push(Action::persist(Record::Session {
-                client_id: s.client_id.to_string(),
-                version: s.version.level(),
-                expiry_interval: s.expiry_interval,
-                disconnected_at_ms: (!s.online()).then(|| self.ms(now)),
-            }));
-            if let Some(owner) = s.owner_record() {
-                out.push(Action::persist(owner));
-            }
+            out.extend(self.session_records(s, now).map(Action::persist));
         }
+    }
+
+    /// The records of a session's settings, for the log and for a snapshot: `Session`, then
+    /// `SessionOwner` when the session has one.
+    pub(crate) fn session_records(
+        &self,
+        s: &Session,
+        now: Instant,
+    ) -> impl Iterator<Item = Record> + use<> {
+        let settings = Record::Session {
+            client_id: s.client_id.to_string(),
+            version: s.version.level(),
+            expiry_interval: s.expiry_interval,
+            disconnected_at_ms: (!s.online()).then(|| self.ms(now)),
+        };
+        let owner = s
+            .info
+            .username
+            .as_ref()
+            .map(|username| Record::SessionOwner {
+                client_id: s.client_id.to_string(),
+                username: username.clone(),
+            });
+        std::iter::once(settings).chain(owner)
     }
 
     /// The session is gone, with all its deliveries.

@@ -107,6 +107,9 @@ impl Broker {
                 s.version = version;
                 s.expiry_interval = expiry_interval;
                 s.disconnected_at_ms = disconnected_at_ms;
+                // Its `SessionOwner` follows in the same commit when it has one (a binary from
+                // before that record writes none: then the session has no owner).
+                s.username = None;
             }
             // Written after its session's record, in the same commit.
             Record::SessionOwner {
@@ -427,13 +430,7 @@ impl Broker {
         });
         for s in self.sessions.values().filter(|s| s.persisted) {
             let client_id = s.client_id.to_string();
-            items.push(Item::Record(Record::Session {
-                client_id: client_id.clone(),
-                version: s.version.level(),
-                expiry_interval: s.expiry_interval,
-                disconnected_at_ms: (!s.online()).then(|| self.persist.ms(now)),
-            }));
-            items.extend(s.owner_record().map(Item::Record));
+            items.extend(self.persist.session_records(s, now).map(Item::Record));
             for (filter, e) in &s.subscriptions {
                 items.push(Item::Record(Record::Subscribed {
                     client_id: client_id.clone(),

@@ -165,15 +165,4 @@ impl Session {
     pub fn online(&self) -> bool {
         self.conn.is_some()
     }
-
-    /// The durable record of the user this session belongs to, if it has one.
-    pub(crate) fn owner_record(&self) -> Option<tern_store::Record> {
-        self.info
-            .username
-            .as_ref()
-            .map(|username| tern_store::Record::SessionOwner {
-                client_id: self.client_id.to_string(),
-                username: username.clone(),
-            })
-    }
 }

@@ -51,17 +51,19 @@ impl SharedGroup {
     /// Removes `sid` from whichever list holds it; keeps the cursors on the members they point
     /// at (a sticky choice does not move because another member left).
     fn remove(&mut self, sid: SessionId) -> Option<(SubEntry, bool)> {
-        if let Some(i) = self.online.iter().position(|(s, _)| *s == sid) {
-            if i < self.cursor {
-                self.cursor -= 1;
+        let lists = [
+            (&mut self.online, &mut self.cursor, true),
+            (&mut self.offline, &mut self.offline_cursor, false),
+        ];
+        for (list, cursor, online) in lists {
+            if let Some(i) = list.iter().position(|(s, _)| *s == sid) {
+                if i < *cursor {
+                    *cursor -= 1;
+                }
+                return Some((list.remove(i).1, online));
             }
-            return Some((self.online.remove(i).1, true));
         }
-        let i = self.offline.iter().position(|(s, _)| *s == sid)?;
-        if i < self.offline_cursor {
-            self.offline_cursor -= 1;
-        }
-        Some((self.offline.remove(i).1, false))
+        None
     }
 
     fn is_empty(&self) -> bool {

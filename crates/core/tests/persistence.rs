@@ -320,3 +320,24 @@ fn a_restored_offline_session_reads_under_its_own_acl() {
         vec!["inbox/alice/sensor-1"]
     );
 }
+
+#[test]
+fn a_session_record_without_its_owner_after_it_has_none() {
+    // A binary from before `SessionOwner` writes `Session` records alone: a session record
+    // that no owner record follows leaves the session without an owner.
+    let session = |disconnected| Record::Session {
+        client_id: "sensor-1".into(),
+        version: 4,
+        expiry_interval: 600,
+        disconnected_at_ms: Some(disconnected),
+    };
+    let owner = Record::SessionOwner {
+        client_id: "sensor-1".into(),
+        username: "alice".into(),
+    };
+    let owned = restart(vec![session(T0), owner.clone()]);
+    let info = &owned.broker.session("sensor-1").unwrap().info;
+    assert_eq!(info.username.as_deref(), Some("alice"));
+    let h = restart(vec![session(T0), owner, session(T0 + 1)]);
+    assert_eq!(h.broker.session("sensor-1").unwrap().info.username, None);
+}

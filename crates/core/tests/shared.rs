@@ -301,3 +301,22 @@ fn a_member_restored_offline_is_online_again_when_it_connects() {
         [b"kept"]
     );
 }
+
+#[test]
+fn a_members_own_will_goes_to_another_member() {
+    // The will of a member leaving is routed after it left its groups' online members: a will
+    // on the group's topic goes to a member still online.
+    let mut h = Harness::new(Config::default());
+    let mut c = connect(V3_1_1, "a", true);
+    c.will = Some(will("t", "a is gone", None));
+    let (a, _) = h.connect_with(c);
+    let b = h.connect(V3_1_1, "b", true, None);
+    h.subscribe(a, "$share/g/t", QoS::AtMostOnce);
+    h.subscribe(b, "$share/g/t", QoS::AtMostOnce);
+    h.lose(a);
+    let got = h.publishes(b);
+    assert_eq!(
+        got.iter().map(|m| &m.payload[..]).collect::<Vec<_>>(),
+        [b"a is gone"]
+    );
+}

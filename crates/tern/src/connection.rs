@@ -74,7 +74,7 @@ pub(crate) async fn run(
         cert_username: accepted
             .cn_as_username
             .then(|| accepted.cert_username().map(str::to_string)),
-        cert_cn: accepted.cert_cn.is_some(),
+        cert_cn: accepted.cert_cn.clone(),
         peer: peer.ip(),
     });
     let open = Event::Open {
@@ -542,9 +542,9 @@ struct PreConnect {
     /// With `use_identity_as_username`: the certificate's CN (or none), which replaces the
     /// CONNECT's user name.
     cert_username: Option<Option<String>>,
-    /// The client presented a verified certificate (whose CN vouches for a matching user name
-    /// without a password check).
-    cert_cn: bool,
+    /// The CN of the client's verified certificate, which vouches for a user name equal to it
+    /// without a password check.
+    cert_cn: Option<String>,
     /// For the address back-off of a password check made ahead.
     peer: std::net::IpAddr,
 }
@@ -611,12 +611,12 @@ impl Reader {
                         if let Some(name) = pre.as_ref().and_then(|p| p.cert_username.as_ref()) {
                             c.username = name.as_deref().map(tern_codec::ByteStr::from);
                         }
-                        // A password to check, and no certificate that might vouch instead.
+                        // A password to check, and no certificate that vouches for the user.
                         if let (Some(pre), Some(user), Some(password)) =
                             (&pre, &c.username, &c.password)
                             && settings.check_ahead.is_some()
                             && pre.cert_username.is_none()
-                            && !pre.cert_cn
+                            && pre.cert_cn.as_deref() != Some(&**user)
                             && c.properties.authentication_method.is_none()
                         {
                             ahead = Some((user.to_string(), password.clone(), pre.peer));

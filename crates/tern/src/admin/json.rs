@@ -96,14 +96,13 @@ pub fn retained(m: &Message, now: Instant, with_payload: bool) -> Value {
     Value::Object(o)
 }
 
-/// MQTT 5 message properties with Mosquitto's names (as `tern sub --json`).
 /// One page of a listing: `{"count": entries in the whole listing, "truncated": whether
 /// entries follow this page, "next": the `after` that gets them (absent at the end), key: the
 /// page's entries}`.
 pub fn page<T>(page: &tern_core::Page<T>, key: &str, entries: Vec<Value>) -> Value {
     let mut o = Map::new();
     o.insert("count".into(), json!(page.total));
-    o.insert("truncated".into(), json!(page.next.is_some()));
+    o.insert("truncated".into(), json!(page.truncated));
     if let Some(next) = &page.next {
         o.insert("next".into(), json!(next));
     }
@@ -111,6 +110,7 @@ pub fn page<T>(page: &tern_core::Page<T>, key: &str, entries: Vec<Value>) -> Val
     Value::Object(o)
 }
 
+/// MQTT 5 message properties with Mosquitto's names (as `tern sub --json`).
 pub fn properties(p: &Properties) -> Value {
     let mut props = Map::new();
     if let Some(v) = p.payload_format_indicator {
