@@ -231,22 +231,11 @@ fn a_snapshot_rebuilds_the_same_state_as_the_full_log() {
 }
 
 /// A read ACL by user name and client id (like `pattern read inbox/%u/%c`).
-struct InboxOnly;
-
-impl tern_core::AccessControl for InboxOnly {
-    fn authenticate(&self, _: &tern_core::ClientInfo, _: Option<&[u8]>) -> tern_core::AuthDecision {
-        tern_core::AuthDecision::Allow
-    }
-    fn can_publish(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
-        true
-    }
-    fn can_subscribe(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
-        true
-    }
-    fn can_receive(&self, info: &tern_core::ClientInfo, topic: &str) -> bool {
+fn inbox_only() -> Box<dyn tern_core::AccessControl> {
+    Box::new(ReadIf(|info: &tern_core::ClientInfo, topic: &str| {
         let user = info.username.as_deref().unwrap_or("");
         topic == format!("inbox/{user}/{}", info.client_id)
-    }
+    }))
 }
 
 fn as_user(user: &str, clean: bool) -> tern_codec::Connect {
@@ -302,12 +291,12 @@ fn a_restored_offline_session_reads_under_its_own_acl() {
     // Messages routed to a session restored offline are checked against the read ACL of its
     // user and client id, not those of an anonymous client with an empty id.
     let mut h = Harness::persistent(Config::default(), T0);
-    h.broker.set_access_control(Box::new(InboxOnly));
+    h.broker.set_access_control(inbox_only());
     let (s, _) = h.connect_with(as_user("alice", false));
     h.subscribe(s, "inbox/#", QoS::AtLeastOnce);
     h.lose(s);
     let mut h2 = restart(h.records());
-    h2.broker.set_access_control(Box::new(InboxOnly));
+    h2.broker.set_access_control(inbox_only());
     let p = h2.connect(V3_1_1, "p", true, None);
     for (id, topic) in (1..).zip(["inbox/alice/sensor-1", "inbox/bob/sensor-1", "inbox//"]) {
         h2.publish(p, topic, topic, QoS::AtLeastOnce, false, Some(id));

@@ -298,3 +298,22 @@ pub fn will(topic: &str, payload: &str, delay: Option<u32>) -> Will {
         properties,
     }
 }
+
+/// Access control for tests about reading: everyone may connect, publish and subscribe, and may
+/// receive a message on a topic when `F` says so.
+pub struct ReadIf<F>(pub F);
+
+impl<F: Fn(&tern_core::ClientInfo, &str) -> bool + Send> tern_core::AccessControl for ReadIf<F> {
+    fn authenticate(&self, _: &tern_core::ClientInfo, _: Option<&[u8]>) -> tern_core::AuthDecision {
+        tern_core::AuthDecision::Allow
+    }
+    fn can_publish(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
+        true
+    }
+    fn can_subscribe(&self, _: &tern_core::ClientInfo, _: &str) -> bool {
+        true
+    }
+    fn can_receive(&self, info: &tern_core::ClientInfo, topic: &str) -> bool {
+        (self.0)(info, topic)
+    }
+}
