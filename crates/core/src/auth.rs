@@ -145,9 +145,10 @@ impl Broker {
     }
 
     /// Refuses (CONNACK 0x87, counted as an authentication failure) the CONNECTs whose
-    /// authentication exchange has not finished within `Config::auth_timeout_secs`. Until its CONNACK a connection has no keep alive
-    /// (the I/O layer's connect timeout ends with the CONNECT), and an exchange the client
-    /// leaves unanswered would otherwise hold its connection and CONNECT for good.
+    /// authentication exchange has not finished within `Config::auth_timeout_secs`. Until its
+    /// CONNACK a connection has no keep alive (the I/O layer's connect timeout ends with the
+    /// CONNECT), and an exchange the client leaves unanswered would otherwise hold its
+    /// connection and CONNECT for good.
     pub(crate) fn expire_pending_auth(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.pending_auth.is_empty() || self.config.auth_timeout_secs == 0 {
             return;

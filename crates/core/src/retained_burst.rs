@@ -11,9 +11,8 @@
 //!   retained messages, refilled at that many a second. A packet is served while the bucket is
 //!   above minus its size, and costs what it was sent (at most the retained store, so at most
 //!   the bucket's size). A client can thus be sent the whole retained store at least twice
-//!   at once (at connect, `#` and `$SYS/#`
-//!   or many filters in many packets), and a client repeating its SUBSCRIBEs about once a
-//!   second after that;
+//!   at once (at connect, `#` and `$SYS/#` or many filters in many packets), and a client
+//!   repeating its SUBSCRIBEs about once a second after that;
 //! - a packet with a QoS 1/2 filter is not served while the session's queue holds as many
 //!   messages (or bytes) as `max_queued_messages` plus the retained store: a client that does
 //!   not acknowledge stops growing its queue there.

@@ -71,9 +71,7 @@ pub(crate) async fn run(
     // With `use_identity_as_username`, the certificate's CN replaces the CONNECT's user name
     // (none at all when the certificate has no CN: the client is then anonymous).
     let pre = Box::new(PreConnect {
-        cert_username: accepted
-            .cn_as_username
-            .then(|| accepted.cert_username().map(str::to_string)),
+        cn_as_username: accepted.cn_as_username,
         cert_cn: accepted.cert_cn.clone(),
         peer: peer.ip(),
     });
@@ -539,9 +537,9 @@ struct Reader {
 
 /// What a connection knows before its CONNECT and needs only for it.
 struct PreConnect {
-    /// With `use_identity_as_username`: the certificate's CN (or none), which replaces the
-    /// CONNECT's user name.
-    cert_username: Option<Option<String>>,
+    /// `use_identity_as_username`: the certificate's CN (or none, without a certificate or a
+    /// CN) replaces the CONNECT's user name.
+    cn_as_username: bool,
     /// The CN of the client's verified certificate, which vouches for a user name equal to it
     /// without a password check.
     cert_cn: Option<String>,
@@ -608,14 +606,14 @@ impl Reader {
                         self.version = c.protocol;
                         outbox.set_version(self.version);
                         let pre = self.pre.take();
-                        if let Some(name) = pre.as_ref().and_then(|p| p.cert_username.as_ref()) {
-                            c.username = name.as_deref().map(tern_codec::ByteStr::from);
+                        if let Some(pre) = pre.as_ref().filter(|p| p.cn_as_username) {
+                            c.username = pre.cert_cn.as_deref().map(tern_codec::ByteStr::from);
                         }
-                        // A password to check, and no certificate that vouches for the user.
+                        // A password to check, and no certificate that vouches for the user
+                        // (which a CN taken as the user name always does).
                         if let (Some(pre), Some(user), Some(password)) =
                             (&pre, &c.username, &c.password)
                             && settings.check_ahead.is_some()
-                            && pre.cert_username.is_none()
                             && pre.cert_cn.as_deref() != Some(&**user)
                             && c.properties.authentication_method.is_none()
                         {

@@ -148,12 +148,10 @@ impl DriverOps {
             Command::Overview => ok(self.overview(broker, now)),
             Command::Clients(page) => {
                 let page = broker.clients(&page);
-                let list: Vec<Value> = page
-                    .items
-                    .iter()
-                    .map(|c| json::client(c, peer(c.conn), now))
-                    .collect();
-                ok(json::page(&page, "clients", list))
+                ok(json::page(
+                    page.map(|c| json::client(&c, peer(c.conn), now)),
+                    "clients",
+                ))
             }
             Command::Client(id) => match broker.client(&id) {
                 Some(c) => ok(json::client(&c, peer(c.conn), now)),
@@ -165,12 +163,10 @@ impl DriverOps {
             }
             Command::Sessions(page) => {
                 let page = broker.sessions(&page, now);
-                let list: Vec<Value> = page
-                    .items
-                    .iter()
-                    .map(|s| json::session(s, s.conn.and_then(peer)))
-                    .collect();
-                ok(json::page(&page, "sessions", list))
+                ok(json::page(
+                    page.map(|s| json::session(&s, s.conn.and_then(peer))),
+                    "sessions",
+                ))
             }
             Command::Session(id) => match broker.session_info(&id, now) {
                 Some(s) => ok(json::session(&s, s.conn.and_then(peer))),
@@ -182,8 +178,10 @@ impl DriverOps {
             }
             Command::Subscriptions(id, page) => {
                 let page = broker.subscriptions(id.as_deref(), &page);
-                let list: Vec<Value> = page.items.iter().map(json::subscription).collect();
-                ok(json::page(&page, "subscriptions", list))
+                ok(json::page(
+                    page.map(|s| json::subscription(&s)),
+                    "subscriptions",
+                ))
             }
             Command::Retained {
                 filter,
@@ -191,12 +189,10 @@ impl DriverOps {
                 payload,
             } => {
                 let page = broker.retained_messages(filter.as_deref(), &page, now)?;
-                let list: Vec<Value> = page
-                    .items
-                    .iter()
-                    .map(|m| json::retained(m, now, payload))
-                    .collect();
-                ok(json::page(&page, "retained", list))
+                ok(json::page(
+                    page.map(|m| json::retained(&m, now, payload)),
+                    "retained",
+                ))
             }
             Command::RetainedGet(topic) => match broker.retained_message(&topic, now) {
                 Some(m) => ok(json::retained(&m, now, true)),

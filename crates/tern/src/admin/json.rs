@@ -99,14 +99,14 @@ pub fn retained(m: &Message, now: Instant, with_payload: bool) -> Value {
 /// One page of a listing: `{"count": entries in the whole listing, "truncated": whether
 /// entries follow this page, "next": the `after` that gets them (absent at the end), key: the
 /// page's entries}`.
-pub fn page<T>(page: &tern_core::Page<T>, key: &str, entries: Vec<Value>) -> Value {
+pub fn page(page: tern_core::Page<Value>, key: &str) -> Value {
     let mut o = Map::new();
     o.insert("count".into(), json!(page.total));
     o.insert("truncated".into(), json!(page.truncated));
-    if let Some(next) = &page.next {
+    if let Some(next) = page.next {
         o.insert("next".into(), json!(next));
     }
-    o.insert(key.into(), Value::Array(entries));
+    o.insert(key.into(), Value::Array(page.items));
     Value::Object(o)
 }
 
